@@ -1,0 +1,28 @@
+# `make test` is the one command: it makes .venv when missing, installs vlkit with its test
+# extra, and runs the whole suite. CI (.ci/run) calls exactly this.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU wheel of torch lies on disk on our machines; an unpinned torch would pull a CUDA build.
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: test install bench clip-demo blip-demo clean
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q -p no:cacheprovider
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_PIN)"
+	$(PY) -m pip install -q -e ".[test]"
+	# open_clip is a test-only reference; --no-deps keeps it from touching torch.
+	$(PY) -m pip install -q --no-deps "open_clip_torch>=3.3"
+	touch $@
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/bench_models.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

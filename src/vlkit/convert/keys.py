@@ -1,0 +1,72 @@
+"""Small, declarative tools for mapping checkpoint keys: regex renames, fusing and splitting
+projections that one layout stores apart and the other together."""
+from __future__ import annotations
+
+import re
+
+import torch
+
+StateDict = dict[str, torch.Tensor]
+
+
+def rename_keys(state_dict: StateDict, rules: list[tuple[str, str]], drop: tuple[str, ...] = ()) -> StateDict:
+    """Apply the first rule whose pattern fully matches each key (``re`` syntax, ``\\1`` groups).
+
+    Keys matching a ``drop`` pattern are left out; keys no rule matches are kept unchanged, so a
+    layout mismatch surfaces later as named unexpected keys rather than being silently lost.
+    """
+    compiled = [(re.compile(p), r) for p, r in rules]
+    dropped = [re.compile(p) for p in drop]
+    out = {}
+    for key, value in state_dict.items():
+        if any(d.fullmatch(key) for d in dropped):
+            continue
+        for pattern, repl in compiled:
+            if pattern.fullmatch(key):
+                key = pattern.sub(repl, key)
+                break
+        out[key] = value
+    return out
+
+
+def fuse(state_dict: StateDict, name: str, parts: tuple[str, ...]) -> StateDict:
+    """Concatenate ``<prefix>.<name>.<part>.<weight|bias>`` along dim 0 into ``<prefix>.<name>.<...>``,
+    in the order of ``parts`` (e.g. q, k, v -> qkv)."""
+    pattern = re.compile(rf"(.*)\.{name}\.({'|'.join(parts)})\.(weight|bias)")
+    groups: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    out = {}
+    for key, value in state_dict.items():
+        m = pattern.fullmatch(key)
+        if m:
+            groups.setdefault((m[1], m[3]), {})[m[2]] = value
+        else:
+            out[key] = value
+    for (prefix, kind), found in groups.items():
+        if set(found) != set(parts):
+            raise ValueError(f"{prefix}: found {sorted(found)} of the projections {parts} ({kind}), need all")
+        out[f"{prefix}.{name}.{kind}"] = torch.cat([found[p] for p in parts], dim=0)
+    return out
+
+
+def split(state_dict: StateDict, name: str, parts: tuple[str, ...]) -> StateDict:
+    """Inverse of :func:`fuse`: ``<prefix>.<name>.weight`` -> ``<prefix>.<name>.<part>.weight``."""
+    pattern = re.compile(rf"(.*)\.{name}\.(weight|bias)")
+    out = {}
+    for key, value in state_dict.items():
+        m = pattern.fullmatch(key)
+        if m:
+            for part, chunk in zip(parts, value.chunk(len(parts), dim=0)):
+                out[f"{m[1]}.{name}.{part}.{m[2]}"] = chunk.contiguous()
+        else:
+            out[key] = value
+    return out
+
+
+def transpose(state_dict: StateDict, pattern: str) -> StateDict:
+    """Transpose the matrices whose key matches (GPT-2 stores Conv1D weights as (in, out))."""
+    p = re.compile(pattern)
+    return {k: (v.t().contiguous() if p.fullmatch(k) and v.dim() == 2 else v) for k, v in state_dict.items()}
+
+
+def strip_prefix(state_dict: StateDict, prefix: str) -> StateDict:
+    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state_dict.items()}

@@ -1,0 +1,155 @@
+"""Multi-head attention through ``scaled_dot_product_attention``: self or cross, padding and
+causal masks, and a KV cache for incremental decoding."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LayerCache:
+    """Past keys and values of one block: self-attention grows by one step per decoded token,
+    cross-attention keys/values are computed once from the context and reused."""
+
+    def __init__(self) -> None:
+        self.self_kv: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.cross_kv: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def length(self) -> int:
+        return 0 if self.self_kv is None else self.self_kv[0].shape[2]
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # k, v: (B, nh, T_new, hd) -> all keys/values so far (B, nh, T_past + T_new, hd)
+        if self.self_kv is not None:
+            k = torch.cat([self.self_kv[0], k], dim=2)
+            v = torch.cat([self.self_kv[1], v], dim=2)
+        self.self_kv = (k, v)
+        return k, v
+
+    def reorder(self, index: torch.Tensor) -> None:
+        if self.self_kv is not None:
+            self.self_kv = tuple(t.index_select(0, index) for t in self.self_kv)
+        if self.cross_kv is not None:
+            self.cross_kv = tuple(t.index_select(0, index) for t in self.cross_kv)
+
+
+class KVCache:
+    """One :class:`LayerCache` per block of a :class:`~vlkit.layers.Transformer`."""
+
+    def __init__(self, num_layers: int) -> None:
+        self.layers = [LayerCache() for _ in range(num_layers)]
+
+    def __getitem__(self, i: int) -> LayerCache:
+        return self.layers[i]
+
+    @property
+    def length(self) -> int:
+        """Number of positions already stored."""
+        return self.layers[0].length
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Select batch rows (beam search keeps the beams that survived)."""
+        for layer in self.layers:
+            layer.reorder(index)
+
+
+def build_attention_mask(
+    key_padding_mask: torch.Tensor | None,
+    q_len: int,
+    k_len: int,
+    causal: bool = False,
+    past: int = 0,
+    device: torch.device | None = None,
+) -> torch.Tensor | None:
+    """Boolean mask (True = may attend) broadcastable to (B, nh, q_len, k_len), or None.
+
+    ``key_padding_mask``: (B, k_len), 1/True for real tokens. ``past``: cached positions before
+    the queries (query i sits at position past + i and sees keys 0..past + i when causal).
+    Built once per batch and shared by every block.
+    """
+    mask = None
+    if causal and not (q_len == 1 and past == k_len - 1):
+        q_pos = torch.arange(past, past + q_len, device=device if key_padding_mask is None else key_padding_mask.device)
+        k_pos = torch.arange(k_len, device=q_pos.device)
+        mask = (k_pos[None, :] <= q_pos[:, None])[None, None]  # (1, 1, Tq, Tk)
+    if key_padding_mask is not None:
+        pad = key_padding_mask.bool()[:, None, None, :]  # (B, 1, 1, Tk)
+        mask = pad if mask is None else mask & pad
+        # A query that may see no key at all (a left-pad position under a causal mask) would give
+        # NaN; let it see everything instead: its output is padding and never read.
+        mask = mask | ~mask.any(dim=-1, keepdim=True)
+    return mask
+
+
+class Attention(nn.Module):
+    """Multi-head scaled dot-product attention.
+
+    Self-attention projects queries, keys and values with one fused ``qkv`` linear layer;
+    cross-attention (``context_dim`` given) projects queries with ``q`` and keys/values of the
+    context with ``kv``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        context_dim: int | None = None,
+        qkv_bias: bool = True,
+        proj_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.is_cross = context_dim is not None
+        if self.is_cross:
+            self.q = nn.Linear(dim, dim, bias=qkv_bias)
+            self.kv = nn.Linear(context_dim, 2 * dim, bias=qkv_bias)
+        else:
+            self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim, bias=proj_bias)
+        self.attn_drop = attn_drop
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:
+        B, T, _ = t.shape
+        return t.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        context: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        cache: LayerCache | None = None,
+    ) -> torch.Tensor:
+        """x: (B, T, C); context: (B, S, Cc) for cross-attention; attn_mask: bool, True = attend."""
+        B, T, C = x.shape
+        if self.is_cross:
+            if context is None:
+                raise ValueError("cross-attention needs a context tensor")
+            q = self._heads(self.q(x))
+            if cache is not None and cache.cross_kv is not None:
+                k, v = cache.cross_kv
+            else:
+                k, v = (self._heads(t) for t in self.kv(context).chunk(2, dim=-1))
+                if cache is not None:
+                    cache.cross_kv = (k, v)
+        else:
+            q, k, v = (self._heads(t) for t in self.qkv(x).chunk(3, dim=-1))
+            if cache is not None:
+                k, v = cache.append(k, v)
+        y = F.scaled_dot_product_attention(
+            q, k, v,
+            attn_mask=attn_mask,
+            dropout_p=self.attn_drop if self.training else 0.0,
+            is_causal=is_causal and attn_mask is None,
+        )  # (B, nh, T, hd)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.proj_drop(self.proj(y))

@@ -1,0 +1,117 @@
+"""The one transformer ``Block`` every family is built from, and the ``Transformer`` stack."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .attention import Attention, KVCache
+from .mlp import Mlp
+
+
+class Block(nn.Module):
+    """Self-attention, optional cross-attention, feed-forward; each sub-layer residual.
+
+    ``norm_first=True``: pre-norm (GPT-2, ViT, CLIP): ``x = x + f(norm(x))``.
+    ``norm_first=False``: post-norm "Add & Norm" (BERT, the original Transformer):
+    ``x = norm(x + f(x))``.
+    ``cross_attention=True`` inserts attention to a ``context`` (image tokens, Q-Former input)
+    between self-attention and feed-forward, as BLIP's MED and ALBEF's fusion layers do.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_dim: int | None = None,
+        *,
+        norm_first: bool = True,
+        cross_attention: bool = False,
+        context_dim: int | None = None,
+        act: str = "gelu",
+        norm_eps: float = 1e-5,
+        qkv_bias: bool = True,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.norm_first = norm_first
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        if cross_attention:
+            self.cross_attn = Attention(
+                dim, num_heads, context_dim=context_dim or dim, qkv_bias=qkv_bias,
+                attn_drop=attn_drop, proj_drop=drop,
+            )
+            self.norm_cross = nn.LayerNorm(dim, eps=norm_eps)
+        else:
+            self.cross_attn = None
+        self.mlp = Mlp(dim, mlp_dim or 4 * dim, act=act, drop=drop)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+
+    def _residual(self, x: torch.Tensor, norm: nn.LayerNorm, f) -> torch.Tensor:
+        return x + f(norm(x)) if self.norm_first else norm(x + f(x))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        attn_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        context: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
+        cache=None,
+    ) -> torch.Tensor:
+        """x: (B, T, C); context: (B, S, Cc); masks are boolean, True = attend."""
+        x = self._residual(x, self.norm1, lambda h: self.attn(h, attn_mask=attn_mask, is_causal=is_causal, cache=cache))
+        if self.cross_attn is not None and context is not None:
+            x = self._residual(
+                x, self.norm_cross,
+                lambda h: self.cross_attn(h, context=context, attn_mask=context_mask, cache=cache),
+            )
+        return self._residual(x, self.norm2, self.mlp)
+
+
+class Transformer(nn.Module):
+    """A stack of :class:`Block`. ``cross_attention_layers`` picks which blocks attend to the
+    context (all when True, none when False, or a set of indices)."""
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        mlp_dim: int | None = None,
+        *,
+        cross_attention_layers: bool | set[int] | list[int] = False,
+        **block_kwargs,
+    ) -> None:
+        super().__init__()
+        if cross_attention_layers is True:
+            cross = set(range(depth))
+        elif cross_attention_layers is False:
+            cross = set()
+        else:
+            cross = set(cross_attention_layers)
+        self.blocks = nn.ModuleList(
+            Block(dim, num_heads, mlp_dim, cross_attention=i in cross, **block_kwargs) for i in range(depth)
+        )
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        attn_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        context: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        for i, block in enumerate(self.blocks):
+            x = block(
+                x, attn_mask=attn_mask, is_causal=is_causal, context=context, context_mask=context_mask,
+                cache=None if cache is None else cache[i],
+            )
+        return x

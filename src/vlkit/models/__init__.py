@@ -1,0 +1,13 @@
+"""Model families: one file each, a frozen config dataclass, modules and presets."""
+from . import bert, gpt, vit  # noqa: F401  (register the families and presets)
+from .base import CheckpointError, Model
+from .bert import BertConfig, BertModel
+from .gpt import GPT, GPTConfig
+from .loading import from_pretrained
+from .registry import create_model, list_models, register
+from .vit import ViT, ViTConfig
+
+__all__ = [
+    "CheckpointError", "Model", "BertConfig", "BertModel", "GPT", "GPTConfig", "ViT", "ViTConfig",
+    "from_pretrained", "create_model", "list_models", "register",
+]
