@@ -42,7 +42,13 @@ def family_of(config) -> type:
 
 
 def config_to_dict(config) -> dict:
-    return dataclasses.asdict(config)
+    """The constructor fields of a (nested) config; derived fields are recomputed on load."""
+    out = {}
+    for f in dataclasses.fields(config):
+        if f.init:
+            value = getattr(config, f.name)
+            out[f.name] = config_to_dict(value) if dataclasses.is_dataclass(value) else value
+    return out
 
 
 def config_from_dict(config_cls: type, data: dict) -> Any:

@@ -1,0 +1,156 @@
+"""Known answers and properties of the shared layers."""
+import math
+
+import pytest
+import torch
+
+from vlkit.layers import (
+    Attention, Block, KVCache, PatchEmbed, Transformer, build_attention_mask, resize_position_embedding,
+    sincos_2d_position_encoding, sinusoidal_position_encoding,
+)
+
+
+def test_sinusoidal_known_values():
+    pe = sinusoidal_position_encoding(50, 16)
+    pos, i = 7, 3  # dims 2i=6 (sin), 2i+1=7 (cos)
+    angle = pos / 10000 ** (2 * i / 16)
+    assert pe[pos, 6].item() == pytest.approx(math.sin(angle), abs=1e-6)
+    assert pe[pos, 7].item() == pytest.approx(math.cos(angle), abs=1e-6)
+    assert torch.equal(pe[0, 0::2], torch.zeros(8)) and torch.equal(pe[0, 1::2], torch.ones(8))
+
+
+def test_sinusoidal_properties():
+    P, d = 200, 32
+    pe = sinusoidal_position_encoding(P, d).double()
+    # bounded
+    assert pe.abs().max() <= 1.0
+    # every position distinct
+    dists = torch.cdist(pe, pe) + torch.eye(P, dtype=pe.dtype) * 1e9
+    assert dists.min() > 1e-3
+    # PE(pos + k) = M_k PE(pos) for one fixed linear map M_k, for every pos: fit M_k by least
+    # squares on all positions and check the residual vanishes; M_k is block-diagonal rotations.
+    for k in (1, 5, 17):
+        X, Y = pe[: P - k], pe[k:]
+        M = torch.linalg.lstsq(X, Y).solution  # X @ M = Y
+        assert (X @ M - Y).abs().max() < 1e-6  # float32 storage precision
+        # and it is the rotation the formula predicts
+        w = torch.exp(-math.log(10000.0) * torch.arange(0, d, 2, dtype=torch.float64) / d)
+        R = torch.zeros(d, d, dtype=torch.float64)
+        c, s = torch.cos(k * w), torch.sin(k * w)
+        R[0::2, 0::2] = torch.diag(c)
+        R[1::2, 0::2] = torch.diag(s)
+        R[0::2, 1::2] = torch.diag(-s)
+        R[1::2, 1::2] = torch.diag(c)
+        assert (X @ R - Y).abs().max() < 1e-6
+
+
+def test_sincos_2d_layout():
+    pe = sincos_2d_position_encoding(3, 4, 16)
+    assert pe.shape == (12, 16)
+    assert pe.abs().max() <= 1
+    # patch (row 2, col 1): first half encodes the row, second half the column
+    row_part = sincos_2d_position_encoding(3, 4, 16)[2 * 4 + 1, :8]
+    assert torch.allclose(row_part, pe[2 * 4 + 3, :8])  # same row, other column
+    assert not torch.allclose(pe[2 * 4 + 1, 8:], pe[2 * 4 + 3, 8:])
+    assert len({tuple(r.tolist()) for r in pe}) == 12
+
+
+def _manual_attention(attn: Attention, x, context=None, mask=None):
+    B, T, C = x.shape
+    nh, hd = attn.num_heads, attn.head_dim
+    if context is None:
+        q, k, v = attn.qkv(x).chunk(3, -1)
+    else:
+        q = attn.q(x)
+        k, v = attn.kv(context).chunk(2, -1)
+    q, k, v = (t.view(B, -1, nh, hd).transpose(1, 2) for t in (q, k, v))
+    scores = q @ k.transpose(-1, -2) / math.sqrt(hd)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    y = scores.softmax(-1) @ v
+    return attn.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+def test_attention_matches_manual_self_cross_and_masks():
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 32)
+    attn = Attention(32, 4)
+    assert torch.allclose(attn(x), _manual_attention(attn, x), atol=1e-6)
+    pad = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    mask = build_attention_mask(pad, 5, 5, causal=True)
+    assert torch.allclose(attn(x, attn_mask=mask), _manual_attention(attn, x, mask=mask), atol=1e-6)
+    causal = build_attention_mask(None, 5, 5, causal=True)
+    assert torch.allclose(attn(x, is_causal=True), attn(x, attn_mask=causal), atol=1e-6)
+    cross = Attention(32, 4, context_dim=16)
+    ctx = torch.randn(2, 7, 16)
+    assert torch.allclose(cross(x, context=ctx), _manual_attention(cross, x, context=ctx), atol=1e-6)
+    with pytest.raises(ValueError, match="context"):
+        cross(x)
+
+
+def test_padding_changes_nothing_for_real_tokens():
+    torch.manual_seed(0)
+    enc = Transformer(32, 2, 4, 64, norm_first=False).eval()
+    x = torch.randn(1, 4, 32)
+    padded = torch.cat([x, torch.randn(1, 3, 32)], dim=1)
+    mask = build_attention_mask(torch.tensor([[1, 1, 1, 1, 0, 0, 0]]), 7, 7)
+    assert torch.allclose(enc(x), enc(padded, attn_mask=mask)[:, :4], atol=1e-5)
+
+
+def test_fully_masked_query_rows_stay_finite():
+    m = build_attention_mask(torch.tensor([[0, 0, 1, 1]]), 4, 4, causal=True)
+    assert m.any(-1).all()
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_block_residual_structure(norm_first):
+    torch.manual_seed(0)
+    blk = Block(32, 4, 64, norm_first=norm_first).eval()
+    x = torch.randn(2, 3, 32)
+    if norm_first:
+        h = x + blk.attn(blk.norm1(x))
+        expected = h + blk.mlp(blk.norm2(h))
+    else:
+        h = blk.norm1(x + blk.attn(x))
+        expected = blk.norm2(h + blk.mlp(h))
+    assert torch.allclose(blk(x), expected, atol=1e-6)
+
+
+def test_cross_attention_block_uses_context():
+    torch.manual_seed(0)
+    blk = Block(32, 4, cross_attention=True, context_dim=48).eval()
+    x, c1, c2 = torch.randn(2, 3, 32), torch.randn(2, 6, 48), torch.randn(2, 6, 48)
+    assert blk(x, context=c1).shape == (2, 3, 32)
+    assert not torch.allclose(blk(x, context=c1), blk(x, context=c2))
+
+
+def test_kv_cache_incremental_equals_full():
+    torch.manual_seed(0)
+    dec = Transformer(32, 2, 4, 64, norm_first=True, cross_attention_layers=True, context_dim=16).eval()
+    x, ctx = torch.randn(2, 9, 32), torch.randn(2, 5, 16)
+    full = dec(x, is_causal=True, context=ctx)
+    cache = KVCache(2)
+    outs = [dec(x[:, :4], is_causal=True, context=ctx, cache=cache)]
+    for t in range(4, 9):
+        mask = build_attention_mask(None, 1, t + 1, causal=True, past=t)
+        outs.append(dec(x[:, t : t + 1], attn_mask=mask, context=ctx, cache=cache))
+    assert cache.length == 9
+    assert torch.allclose(torch.cat(outs, dim=1), full, atol=1e-5)
+    cache.reorder(torch.tensor([1, 1]))
+    assert torch.equal(cache[0].self_kv[0][0], cache[0].self_kv[0][1])
+
+
+def test_patch_embed_shapes_and_errors():
+    pe = PatchEmbed(16, 3, 768)
+    assert pe(torch.randn(1, 3, 224, 224)).shape == (1, 196, 768)
+    with pytest.raises(ValueError, match="multiple of the patch size"):
+        pe(torch.randn(1, 3, 100, 100))
+    with pytest.raises(ValueError, match="B, C, H, W"):
+        pe(torch.randn(3, 224, 224))
+
+
+def test_resize_position_embedding_keeps_prefix_and_identity():
+    pos = torch.randn(1, 1 + 16, 8)
+    assert torch.equal(resize_position_embedding(pos, (4, 4)), pos)
+    out = resize_position_embedding(pos, (6, 6))
+    assert out.shape == (1, 37, 8) and torch.equal(out[:, :1], pos[:, :1])
