@@ -4,13 +4,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import tokenize
+from . import convert, tokenize
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlkit", description="Vision-language models: train, evaluate, use.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (tokenize,):
+    for group in (convert, tokenize):
         group.add_commands(commands)
     return parser
 

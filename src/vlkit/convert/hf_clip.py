@@ -1,0 +1,175 @@
+"""HF transformers CLIPModel <-> vlkit CLIP, both directions.
+
+HF keeps q, k and v projections apart (vlkit fuses them into ``qkv``), stores the [CLS] vector
+as (C,) and position embeddings as an ``nn.Embedding`` (vlkit: (1, 1, C) and (1, 1 + N, C)),
+and pools text at the end-of-text token: at the first ``eos_token_id``, or at the largest id
+when ``eos_token_id == 2`` (the value old configs carry, kept by HF as an "argmax" switch).
+"""
+from __future__ import annotations
+
+import re
+
+from .keys import StateDict, fuse, rename_keys, split
+
+MODEL_TYPE = "clip"
+ARCHITECTURES = ("CLIPModel",)
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+_HF_ARGMAX_EOS = 2  # HF's legacy eos_token_id meaning "pool at the largest id"
+
+# HF name <-> vlkit name; "#" is a layer index, a trailing ".weight"/".bias" is carried over.
+_PAIRS = [
+    ("text_model.embeddings.token_embedding", "text.token_embed"),
+    ("text_model.embeddings.position_embedding", "text.pos_embed"),
+    ("text_model.final_layer_norm", "text.norm"),
+    ("vision_model.embeddings.class_embedding", "visual.cls_token"),
+    ("vision_model.embeddings.patch_embedding", "visual.patch_embed.proj"),
+    ("vision_model.embeddings.position_embedding.weight", "visual.pos_embed"),
+    ("vision_model.pre_layrnorm", "visual.norm_pre"),
+    ("vision_model.post_layernorm", "visual.norm"),
+    ("visual_projection", "image_proj"),
+    ("text_projection", "text_proj"),
+    ("logit_scale", "logit_scale"),
+]
+for _hf, _vl in (("text_model", "text"), ("vision_model", "visual")):
+    _PAIRS += [
+        (f"{_hf}.encoder.layers.#.self_attn.{p}_proj", f"{_vl}.encoder.blocks.#.attn.qkv.{p}") for p in "qkv"
+    ] + [
+        (f"{_hf}.encoder.layers.#.self_attn.out_proj", f"{_vl}.encoder.blocks.#.attn.proj"),
+        (f"{_hf}.encoder.layers.#.layer_norm1", f"{_vl}.encoder.blocks.#.norm1"),
+        (f"{_hf}.encoder.layers.#.layer_norm2", f"{_vl}.encoder.blocks.#.norm2"),
+        (f"{_hf}.encoder.layers.#.mlp.fc1", f"{_vl}.encoder.blocks.#.mlp.fc1"),
+        (f"{_hf}.encoder.layers.#.mlp.fc2", f"{_vl}.encoder.blocks.#.mlp.fc2"),
+    ]
+
+
+def _rules(reverse: bool) -> list[tuple[str, str]]:
+    rules = []
+    for hf, vl in _PAIRS:
+        src, dst = (vl, hf) if reverse else (hf, vl)
+        n = src.count("#")
+        pattern = r"(\d+)".join(re.escape(part) for part in src.split("#")) + r"(\.weight|\.bias)?"
+        parts = dst.split("#")
+        repl = "".join(part + (rf"\g<{i + 1}>" if i < n else "") for i, part in enumerate(parts))
+        rules.append((pattern, repl + rf"\g<{n + 1}>"))
+    return rules
+
+
+_ACT_FROM_HF = {"quick_gelu": "quick_gelu", "gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
+                "relu": "relu"}
+_ACT_TO_HF = {"quick_gelu": "quick_gelu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}
+_RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3}  # PIL codes in HF image processors
+
+
+def _act(name: str, tower: str) -> str:
+    if name not in _ACT_FROM_HF:
+        raise ValueError(f"CLIP {tower} activation {name!r} is not supported; expected one of {sorted(_ACT_FROM_HF)}")
+    return _ACT_FROM_HF[name]
+
+
+def _sub_config(hf: dict, name: str) -> dict:
+    # old hub configs carry "<name>_dict" beside "<name>"; HF lets the _dict version win
+    return {**(hf.get(name) or {}), **(hf.get(f"{name}_dict") or {})}
+
+
+def config_from_hf(hf: dict, state_dict: StateDict) -> dict:
+    """HF CLIPConfig (config.json as a dict) -> vlkit CLIPConfig fields (HF's defaults where absent)."""
+    t, v = _sub_config(hf, "text_config"), _sub_config(hf, "vision_config")
+    image_size, patch_size = v.get("image_size", 224), v.get("patch_size", 32)
+    if isinstance(image_size, (list, tuple)) or isinstance(patch_size, (list, tuple)):
+        raise ValueError("only square images and patches are supported for CLIP checkpoints")
+    eos = t.get("eos_token_id", 49407)
+    if isinstance(eos, (list, tuple)):
+        raise ValueError(f"CLIP text eos_token_id must be one id, got {eos}")
+    return dict(
+        vision=dict(
+            image_size=image_size, patch_size=patch_size, in_channels=v.get("num_channels", 3),
+            width=v.get("hidden_size", 768), depth=v.get("num_hidden_layers", 12),
+            num_heads=v.get("num_attention_heads", 12), mlp_dim=v.get("intermediate_size", 3072),
+            act=_act(v.get("hidden_act", "quick_gelu"), "vision"), norm_eps=v.get("layer_norm_eps", 1e-5),
+            qkv_bias=True, patch_bias=False, pre_norm=True, image_mean=CLIP_MEAN, image_std=CLIP_STD,
+            resize_mode="shortest", interpolation="bicubic",
+        ),
+        text=dict(
+            vocab_size=t.get("vocab_size", 49408), context_length=t.get("max_position_embeddings", 77),
+            width=t.get("hidden_size", 512), depth=t.get("num_hidden_layers", 12),
+            num_heads=t.get("num_attention_heads", 8), mlp_dim=t.get("intermediate_size", 2048),
+            act=_act(t.get("hidden_act", "quick_gelu"), "text"), norm_eps=t.get("layer_norm_eps", 1e-5),
+            eos_token_id=None if eos == _HF_ARGMAX_EOS else eos,
+        ),
+        embed_dim=hf.get("projection_dim", 512),
+        init_logit_scale=hf.get("logit_scale_init_value", 2.6592),
+    )
+
+
+def state_dict_from_hf(state_dict: StateDict) -> StateDict:
+    state = rename_keys(state_dict, _rules(reverse=False), drop=(r".*position_ids",))
+    state = fuse(state, "qkv", ("q", "k", "v"))
+    if "visual.cls_token" in state:
+        state["visual.cls_token"] = state["visual.cls_token"].reshape(1, 1, -1)  # (C,) -> (1, 1, C)
+    if "visual.pos_embed" in state:
+        state["visual.pos_embed"] = state["visual.pos_embed"].unsqueeze(0)  # (1 + N, C) -> (1, 1 + N, C)
+    return state
+
+
+def config_to_hf(config) -> dict:
+    """vlkit CLIPConfig -> an HF CLIPModel config.json dict."""
+    v, t = config.vision, config.text
+    unsupported = [
+        name for name, bad in (
+            ("vision.pre_norm=False", not v.pre_norm), ("vision.patch_bias=True", v.patch_bias),
+            ("vision.qkv_bias=False", not v.qkv_bias), ("vision.pooler=True", v.pooler),
+            ("text.eos_token_id=2 (HF reads 2 as 'pool at the largest id')", t.eos_token_id == _HF_ARGMAX_EOS),
+        ) if bad
+    ]
+    if unsupported:
+        raise ValueError(f"HF CLIPModel cannot represent {', '.join(unsupported)}")
+    for tower, act in (("vision", v.act), ("text", t.act)):
+        if act not in _ACT_TO_HF:
+            raise ValueError(f"CLIP {tower} activation {act!r} has no HF equivalent")
+    in_vocab = lambda i: i if i < t.vocab_size else None  # noqa: E731
+    return {
+        "architectures": list(ARCHITECTURES),
+        "model_type": "clip",
+        "projection_dim": config.embed_dim,
+        "logit_scale_init_value": config.init_logit_scale,
+        "text_config": {
+            "vocab_size": t.vocab_size, "hidden_size": t.width, "intermediate_size": t.mlp_dim,
+            "num_hidden_layers": t.depth, "num_attention_heads": t.num_heads,
+            "max_position_embeddings": t.context_length, "hidden_act": _ACT_TO_HF[t.act],
+            "layer_norm_eps": t.norm_eps, "projection_dim": config.embed_dim,
+            "eos_token_id": _HF_ARGMAX_EOS if t.eos_token_id is None else t.eos_token_id,
+            "bos_token_id": in_vocab(49406), "pad_token_id": in_vocab(1),
+        },
+        "vision_config": {
+            "image_size": v.image_size, "patch_size": v.patch_size, "num_channels": v.in_channels,
+            "hidden_size": v.width, "intermediate_size": v.mlp_dim, "num_hidden_layers": v.depth,
+            "num_attention_heads": v.num_heads, "hidden_act": _ACT_TO_HF[v.act], "layer_norm_eps": v.norm_eps,
+            "projection_dim": config.embed_dim,
+        },
+    }
+
+
+def state_dict_to_hf(state_dict: StateDict) -> StateDict:
+    """vlkit CLIP state dict -> HF CLIPModel keys (q, k, v split, [CLS] and positions flattened)."""
+    state = dict(state_dict)
+    if "visual.cls_token" in state:
+        state["visual.cls_token"] = state["visual.cls_token"].reshape(-1)  # (1, 1, C) -> (C,)
+    if "visual.pos_embed" in state:
+        state["visual.pos_embed"] = state["visual.pos_embed"].squeeze(0)  # (1, 1 + N, C) -> (1 + N, C)
+    state = split(state, "qkv", ("q", "k", "v"))
+    return {k: t.contiguous() for k, t in rename_keys(state, _rules(reverse=True)).items()}
+
+
+def preprocessor_config_to_hf(config) -> dict:
+    """The CLIPImageProcessor preprocessor_config.json matching the model's image transform."""
+    v = config.vision
+    size = {"shortest_edge": v.image_size} if v.resize_mode == "shortest" else {"height": v.image_size, "width": v.image_size}
+    return {
+        "image_processor_type": "CLIPImageProcessor",
+        "do_resize": True, "size": size, "resample": _RESAMPLE.get(v.interpolation, 3),
+        "do_center_crop": v.resize_mode == "shortest", "crop_size": {"height": v.image_size, "width": v.image_size},
+        "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+        "image_mean": list(v.image_mean), "image_std": list(v.image_std), "do_convert_rgb": True,
+    }

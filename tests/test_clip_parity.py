@@ -1,0 +1,155 @@
+"""CLIP parity with HF transformers' CLIPModel and open_clip's CLIP on random tiny models, float32:
+max abs diff <= 1e-5 for image and text features; and conversion back to an HF folder."""
+import json
+
+import pytest
+import torch
+
+import vlkit
+from vlkit.cli import main as cli_main
+from vlkit.models import CLIP
+
+from helpers import max_diff, save_hf
+
+transformers = pytest.importorskip("transformers")
+TOL = 1e-5
+VOCAB = 99
+
+
+def _hf_clip(eos_token_id: int, act: str = "quick_gelu"):
+    torch.manual_seed(0)
+    cfg = transformers.CLIPConfig(
+        text_config=dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=16, eos_token_id=eos_token_id,
+                         bos_token_id=VOCAB - 2, pad_token_id=0, hidden_act=act),
+        vision_config=dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=32, patch_size=8, hidden_act=act),
+        projection_dim=24,
+    )
+    return transformers.CLIPModel(cfg).eval()
+
+
+def _text_batch(eot: int, T: int = 16):
+    """Rows of random tokens ending in ``eot``, right-padded with 0, of lengths 16, 9 and 3."""
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, VOCAB - 2, (3, T), generator=g)
+    mask = torch.ones(3, T, dtype=torch.long)
+    for row, length in enumerate((T, 9, 3)):
+        ids[row, length - 1] = eot
+        ids[row, length:] = 0
+        mask[row, length:] = 0
+    return ids, mask
+
+
+def _images(n=3, size=32):
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(2))
+
+
+@pytest.mark.parametrize("eos, act", [(VOCAB - 1, "quick_gelu"), (2, "gelu")])
+def test_hf_clip_parity(tmp_path, eos, act):
+    """eos_token_id=98: pool at the first 98; eos_token_id=2: HF's legacy 'pool at the largest id'."""
+    ref = _hf_clip(eos, act)
+    model = vlkit.from_pretrained(save_hf(ref, tmp_path))
+    assert isinstance(model, CLIP)
+    assert model.config.text.eos_token_id == (None if eos == 2 else eos)
+    ids, mask = _text_batch(VOCAB - 1)
+    if eos == VOCAB - 1:
+        ids[0, 5] = VOCAB - 1  # a second end-of-text later in a row: the first one is pooled
+    pixels = _images()
+    with torch.no_grad():
+        out = ref(input_ids=ids, attention_mask=mask, pixel_values=pixels)
+        image = model.encode_image(pixels)
+        text = model.encode_text(ids, mask)
+        assert max_diff(image, ref.get_image_features(pixel_values=pixels).pooler_output) <= TOL
+        assert max_diff(text, ref.get_text_features(input_ids=ids, attention_mask=mask).pooler_output) <= TOL
+        assert max_diff(model.encode_text(ids), text) <= TOL  # right padding never reaches end-of-text
+        img_n, txt_n = model(pixels, ids, mask)
+        assert max_diff(img_n, out.image_embeds) <= TOL and max_diff(txt_n, out.text_embeds) <= TOL
+        assert max_diff(model.similarity(pixels, ids, mask), out.logits_per_image) <= 1e-4
+    assert model.logit_scale.item() == pytest.approx(ref.logit_scale.item())
+
+
+def test_convert_to_hf_round_trip(tmp_path):
+    """`vlkit convert MODEL --to hf OUT` writes a folder CLIPModel loads with identical outputs."""
+    torch.manual_seed(0)
+    model = vlkit.create_model(
+        "clip-tiny", text={"vocab_size": VOCAB, "context_length": 16}, vision={"act": "gelu"}, embed_dim=24
+    ).eval()
+    with torch.no_grad():
+        model.logit_scale.fill_(3.0)
+    src = model.save_pretrained(tmp_path / "vlkit")
+    assert cli_main(["convert", str(src), "--to", "hf", str(tmp_path / "hf")]) == 0
+    assert json.loads((tmp_path / "hf" / "preprocessor_config.json").read_text())["crop_size"]["height"] == 32
+    ref = transformers.CLIPModel.from_pretrained(str(tmp_path / "hf")).eval()
+    ids, mask = _text_batch(VOCAB - 1)
+    pixels = _images()
+    with torch.no_grad():
+        assert max_diff(model.encode_image(pixels), ref.get_image_features(pixel_values=pixels).pooler_output) <= TOL
+        hf_text = ref.get_text_features(input_ids=ids, attention_mask=mask).pooler_output
+        assert max_diff(model.encode_text(ids, mask), hf_text) <= TOL
+    assert ref.logit_scale.item() == pytest.approx(3.0)
+    # and back: HF folder -> vlkit folder -> the same model
+    assert cli_main(["convert", str(tmp_path / "hf"), "--to", "vlkit", str(tmp_path / "back")]) == 0
+    back = vlkit.from_pretrained(tmp_path / "back")
+    assert back.config == model.config
+    for key, value in model.state_dict().items():
+        assert torch.equal(back.state_dict()[key], value), key
+
+
+def test_convert_refuses_families_without_hf_writer(tmp_path, capsys):
+    vlkit.create_model("vit-tiny").save_pretrained(tmp_path / "vit")
+    assert cli_main(["convert", str(tmp_path / "vit"), "--to", "hf", str(tmp_path / "out")]) == 2
+    assert "vit" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- open_clip
+
+open_clip = pytest.importorskip("open_clip")
+
+
+def _open_clip_cfg(quick_gelu: bool) -> dict:
+    return dict(
+        embed_dim=24, quick_gelu=quick_gelu,
+        vision_cfg=dict(image_size=32, patch_size=8, width=48, layers=2, head_width=12, mlp_ratio=2.0),
+        text_cfg=dict(context_length=16, vocab_size=VOCAB, width=32, heads=4, layers=2),
+    )
+
+
+@pytest.mark.parametrize("quick_gelu, weights", [(True, "safetensors"), (False, "bin")])
+def test_open_clip_parity(tmp_path, quick_gelu, weights):
+    torch.manual_seed(0)
+    cfg = _open_clip_cfg(quick_gelu)
+    ref = open_clip.model.CLIP(**cfg).eval()
+    with torch.no_grad():  # open_clip zero-initialises some biases; make every weight count
+        for p in ref.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    preprocess = {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3], "interpolation": "bicubic", "resize_mode": "shortest"}
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": preprocess}))
+    if weights == "safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(tmp_path / "open_clip_model.safetensors"))
+    else:
+        torch.save(ref.state_dict(), tmp_path / "open_clip_pytorch_model.bin")
+    model = vlkit.from_pretrained(tmp_path)
+    assert isinstance(model, CLIP)
+    assert model.config.vision.act == ("quick_gelu" if quick_gelu else "gelu")
+    assert model.config.vision.image_mean == (0.5, 0.4, 0.3)
+    ids, _ = _text_batch(VOCAB - 1)
+    pixels = _images()
+    with torch.no_grad():
+        assert max_diff(model.encode_image(pixels), ref.encode_image(pixels)) <= TOL
+        assert max_diff(model.encode_text(ids), ref.encode_text(ids)) <= TOL
+        img, txt = model(pixels, ids)
+        ref_img, ref_txt, ref_scale = ref(pixels, ids)
+        assert max_diff(img, ref_img) <= TOL and max_diff(txt, ref_txt) <= TOL
+        assert model.scale().item() == pytest.approx(ref_scale.item())
+
+
+def test_open_clip_unsupported_options_are_named(tmp_path):
+    cfg = _open_clip_cfg(True)
+    cfg["vision_cfg"]["ls_init_value"] = 1e-5
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
+    torch.save({}, tmp_path / "open_clip_pytorch_model.bin")
+    with pytest.raises(ValueError, match="ls_init_value"):
+        vlkit.from_pretrained(tmp_path)
