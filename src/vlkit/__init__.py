@@ -17,4 +17,11 @@ def get_tokenizer(source, **kwargs):
     return _get(source, **kwargs)
 
 
-__all__ = ["CheckpointError", "create_model", "from_pretrained", "list_models", "get_tokenizer", "__version__"]
+def image_transform(model_or_config, train: bool = False, **kwargs):
+    """PIL image -> the (3, H, W) tensor the model expects (see vlkit.data.transforms)."""
+    from .data.transforms import image_transform as _transform
+
+    return _transform(model_or_config, train=train, **kwargs)
+
+
+__all__ = ["CheckpointError", "create_model", "from_pretrained", "list_models", "get_tokenizer", "image_transform", "__version__"]
