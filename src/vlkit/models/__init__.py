@@ -1,7 +1,8 @@
 """Model families: one file each, a frozen config dataclass, modules and presets."""
-from . import bert, clip, gpt, vit  # noqa: F401  (register the families and presets)
+from . import bert, blip, clip, gpt, vit  # noqa: F401  (register the families and presets)
 from .base import CheckpointError, Model
 from .bert import BertConfig, BertModel
+from .blip import Blip, BlipConfig, BlipTextConfig, itm_rerank
 from .clip import CLIP, CLIPConfig, CLIPTextConfig
 from .gpt import GPT, GPTConfig
 from .loading import from_pretrained
@@ -11,5 +12,6 @@ from .vit import ViT, ViTConfig
 __all__ = [
     "CheckpointError", "Model", "BertConfig", "BertModel", "GPT", "GPTConfig", "ViT", "ViTConfig",
     "CLIP", "CLIPConfig", "CLIPTextConfig",
+    "Blip", "BlipConfig", "BlipTextConfig", "itm_rerank",
     "from_pretrained", "create_model", "list_models", "register",
 ]
