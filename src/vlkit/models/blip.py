@@ -548,10 +548,10 @@ def blip_base() -> BlipConfig:
 
 @register("blip-tiny")
 def blip_tiny() -> BlipConfig:
-    """For tests and CPU smoke runs: 32-pixel images, 8-pixel patches, width 32-64, 2 layers."""
+    """For tests and CPU smoke runs: 32-pixel images, 8-pixel patches, width 32-48, 2 layers; BLIP's
+    vocabulary (bert-base-uncased + [DEC] + [ENC]) so that it pairs with the real tokenizer."""
     return _blip(
         dict(image_size=32, patch_size=8, width=48, depth=2, num_heads=4, mlp_dim=96),
-        dict(vocab_size=1000, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_positions=64,
-             bos_token_id=998, enc_token_id=999),
+        dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_positions=64),
         32,
     )

@@ -1,0 +1,159 @@
+"""``vlkit caption`` and ``vlkit vqa``: BLIP image captioning and visual question answering.
+
+    vlkit caption --model FOLDER photo1.jpg photo2.jpg [--num-beams 3] [--prompt "a picture of"]
+    vlkit caption --model FOLDER photo.jpg --sample --top-p 0.9
+    vlkit vqa --model FOLDER photo.jpg "what is in the picture?" [--answers answers.txt]
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+DEFAULT_TOKENIZER = "bert-base-uncased"  # BLIP's WordPiece; [DEC]/[ENC] are the ids after it
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="BLIP checkpoint: a vlkit or HF transformers folder, or a hub id")
+    p.add_argument("--tokenizer", default=None,
+                   help=f"tokenizer name or folder (default: the model folder's, else {DEFAULT_TOKENIZER})")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="at most this many generated tokens")
+    p.add_argument("--min-length", type=int, default=None,
+                   help="minimum length counting [DEC] and the prompt, as transformers counts it")
+    p.add_argument("--num-beams", type=int, default=3, help="beam search width (1: greedy); BLIP uses 3")
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+
+
+def add_commands(commands) -> None:
+    p = commands.add_parser("caption", help="caption images with a BLIP model",
+                            description="Print one caption per image (IMAGE<TAB>caption).")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    _add_common(p)
+    p.add_argument("--prompt", default=None, help='text the caption continues, e.g. "a picture of"')
+    p.add_argument("--sample", action="store_true", help="nucleus sampling instead of beam search")
+    p.add_argument("--top-p", type=float, default=0.9, help="nucleus mass kept when sampling (BLIP: 0.9)")
+    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature when sampling")
+    p.add_argument("--seed", type=int, default=0, help="random seed when sampling")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.set_defaults(run=run_caption)
+
+    q = commands.add_parser("vqa", help="answer a question about an image with a BLIP VQA model",
+                            description="Print the answer to QUESTION about IMAGE.")
+    q.add_argument("image", metavar="IMAGE")
+    q.add_argument("question", metavar="QUESTION")
+    _add_common(q)
+    q.add_argument("--answers", default=None,
+                   help="file with one candidate answer per line: rank them (BLIP's closed-set VQA) instead of generating")
+    q.add_argument("--k", type=int, default=128, help="answers shortlisted by their first token before ranking")
+    q.set_defaults(run=run_vqa)
+
+
+def _load(args):
+    import vlkit
+    from vlkit.models import Blip
+
+    model = vlkit.from_pretrained(args.model)
+    if not isinstance(model, Blip):
+        raise ValueError(f"{args.model} holds a {model.model_type!r} model; vlkit {args.command} needs a BLIP model")
+    model = model.to(args.device).eval()
+    tokenizer = vlkit.get_tokenizer(args.tokenizer) if args.tokenizer else _model_tokenizer(args.model)
+    return model, tokenizer
+
+
+def _model_tokenizer(model_source: str):
+    import vlkit
+
+    if Path(model_source).is_dir():
+        try:
+            return vlkit.get_tokenizer(model_source)
+        except ValueError:  # the folder holds no tokenizer files
+            pass
+    return vlkit.get_tokenizer(DEFAULT_TOKENIZER)
+
+
+def read_images(paths, model) -> torch.Tensor:
+    """Image files -> (B, 3, S, S) pixels preprocessed as the model expects."""
+    from PIL import Image, UnidentifiedImageError
+
+    import vlkit
+
+    transform = vlkit.image_transform(model)
+    out = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"image {path} does not exist")
+        try:
+            with Image.open(path) as image:
+                out.append(transform(image))
+        except (UnidentifiedImageError, OSError) as e:
+            raise ValueError(f"{path} is not an image file PIL can read ({e})") from None
+    return torch.stack(out)
+
+
+def ids_to_text(tokenizer, ids: torch.Tensor, config) -> str:
+    """Generated ids (L,) -> text, without [DEC], [SEP], padding and ids the tokenizer lacks."""
+    t = config.text
+    drop = {t.bos_token_id, t.sep_token_id, t.pad_token_id, t.enc_token_id}
+    n = tokenizer.vocab_size
+    return tokenizer.decode([i for i in ids.tolist() if i not in drop and i < n], skip_special_tokens=True).strip()
+
+
+def _generation_options(args, max_new_tokens: int, min_length: int) -> dict:
+    if args.num_beams < 1:
+        raise ValueError(f"--num-beams must be >= 1, got {args.num_beams}")
+    opts = dict(max_new_tokens=args.max_new_tokens if args.max_new_tokens is not None else max_new_tokens,
+                min_length=args.min_length if args.min_length is not None else min_length,
+                repetition_penalty=args.repetition_penalty, num_beams=args.num_beams)
+    if opts["max_new_tokens"] < 1:
+        raise ValueError(f"--max-new-tokens must be >= 1, got {opts['max_new_tokens']}")
+    return opts
+
+
+def run_caption(args) -> int:
+    model, tokenizer = _load(args)
+    # BLIP's demo settings: beam search with 3 beams, 5 to 20 tokens
+    opts = _generation_options(args, max_new_tokens=20, min_length=5)
+    if args.sample:
+        if not 0 < args.top_p <= 1:
+            raise ValueError(f"--top-p must be in (0, 1], got {args.top_p}")
+        opts.update(num_beams=1, do_sample=True, top_p=args.top_p, temperature=args.temperature,
+                    generator=torch.Generator(args.device).manual_seed(args.seed))
+    prompt = None
+    if args.prompt:
+        prompt = tokenizer([args.prompt])["input_ids"].to(args.device)  # (1, T): [CLS] prompt [SEP]
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    for start in range(0, len(args.images), args.batch_size):
+        paths = args.images[start : start + args.batch_size]
+        pixels = read_images(paths, model).to(args.device)
+        with torch.no_grad():
+            ids = model.generate(pixels, prompt, **opts)
+        for path, row in zip(paths, ids):
+            print(f"{path}\t{ids_to_text(tokenizer, row, model.config)}")
+    return 0
+
+
+def run_vqa(args) -> int:
+    model, tokenizer = _load(args)
+    pixels = read_images([args.image], model).to(args.device)
+    question = tokenizer([args.question])
+    q_ids, q_mask = question["input_ids"].to(args.device), question["attention_mask"].to(args.device)
+    with torch.no_grad():
+        if args.answers:
+            path = Path(args.answers)
+            if not path.is_file():
+                raise FileNotFoundError(f"answer list {path} does not exist")
+            candidates = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            if not candidates:
+                raise ValueError(f"answer list {path} holds no answers")
+            enc = tokenizer(candidates)
+            best = model.rank_answers(pixels, q_ids, q_mask, enc["input_ids"].to(args.device),
+                                      enc["attention_mask"].to(args.device), k=args.k)
+            print(candidates[int(best[0])])
+        else:
+            # BLIP's VQA settings: 3 beams, 1 to 10 tokens
+            ids = model.answer(pixels, q_ids, q_mask, **_generation_options(args, max_new_tokens=10, min_length=1))
+            print(ids_to_text(tokenizer, ids[0], model.config))
+    return 0
