@@ -1,5 +1,6 @@
 """Model families: one file each, a frozen config dataclass, modules and presets."""
-from . import bert, blip, clip, gpt, vit  # noqa: F401  (register the families and presets)
+from . import albef, bert, blip, clip, gpt, vit  # noqa: F401  (register the families and presets)
+from .albef import ALBEF, ALBEFConfig, ALBEFTextConfig
 from .base import CheckpointError, Model
 from .bert import BertConfig, BertModel
 from .blip import Blip, BlipConfig, BlipTextConfig, itm_rerank
@@ -13,5 +14,6 @@ __all__ = [
     "CheckpointError", "Model", "BertConfig", "BertModel", "GPT", "GPTConfig", "ViT", "ViTConfig",
     "CLIP", "CLIPConfig", "CLIPTextConfig",
     "Blip", "BlipConfig", "BlipTextConfig", "itm_rerank",
+    "ALBEF", "ALBEFConfig", "ALBEFTextConfig",
     "from_pretrained", "create_model", "list_models", "register",
 ]
