@@ -1,0 +1,241 @@
+"""HF ``tokenizer.json``: writing vlkit tokenizers in that form and reading the BPE, WordPiece and
+WordLevel tokenizers it describes.
+
+Supported when reading: the models BPE (byte-level as GPT-2/RoBERTa, or CLIP's with ``</w>``),
+WordPiece (BERT normalizer and pre-tokenizer) and WordLevel (as vlkit writes it); the post
+processors TemplateProcessing, BertProcessing, RobertaProcessing and ByteLevel. Anything else
+raises a ValueError naming the file and the component.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .base import ROLES, Tokenizer
+from .vocab_files import tokens_in_id_order
+
+
+def hf_document(tok: Tokenizer, model: dict, *, normalizer=None, pre_tokenizer=None, decoder=None) -> dict:
+    """The ``tokenizer.json`` document of ``tok`` around its model section."""
+    to_id = tok.get_vocab()
+    added = [
+        {
+            "id": to_id[t],
+            "content": t,
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": True,
+        }
+        for t in sorted(set(tok.all_special_tokens), key=to_id.__getitem__)
+    ]
+    post = None
+    if tok.prefix or tok.suffix:
+        single = [{"SpecialToken": {"id": t, "type_id": 0}} for t in tok.prefix]
+        single.append({"Sequence": {"id": "A", "type_id": 0}})
+        single += [{"SpecialToken": {"id": t, "type_id": 0}} for t in tok.suffix]
+        pair = single + [{"Sequence": {"id": "B", "type_id": 1}}]
+        pair += [{"SpecialToken": {"id": t, "type_id": 1}} for t in tok.suffix]
+        post = {
+            "type": "TemplateProcessing",
+            "single": single,
+            "pair": pair,
+            "special_tokens": {t: {"id": t, "ids": [to_id[t]], "tokens": [t]} for t in dict.fromkeys(tok.prefix + tok.suffix)},
+        }
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": added,
+        "normalizer": normalizer,
+        "pre_tokenizer": pre_tokenizer,
+        "post_processor": post,
+        "decoder": decoder,
+        "model": model,
+    }
+
+
+_KNOWN_ROLES = {
+    "[PAD]": "pad", "[UNK]": "unk", "[CLS]": "cls", "[SEP]": "sep", "[MASK]": "mask", "[BOS]": "bos", "[EOS]": "eos",
+    "<pad>": "pad", "<unk>": "unk", "<mask>": "mask", "<s>": "bos", "</s>": "eos",
+    "<|endoftext|>": "eos", "<|startoftext|>": "bos",
+}  # fmt: skip
+
+
+def _roles_from_files(folder: Path) -> dict[str, str]:
+    """Special-token roles from ``special_tokens_map.json`` / ``tokenizer_config.json`` beside it."""
+    roles: dict[str, str] = {}
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from None
+        for role in ROLES:
+            value = data.get(f"{role}_token")
+            if isinstance(value, dict):
+                value = value.get("content")
+            if isinstance(value, str):
+                roles[role] = value
+    return roles
+
+
+def _affixes(post: dict | None, where: str) -> tuple[list[str], list[str]]:
+    """The special tokens a post processor puts before and after a single sequence."""
+    if post is None or post.get("type") == "ByteLevel":
+        return [], []
+    kind = post.get("type")
+    if kind == "TemplateProcessing":
+        before, after, seen = [], [], False
+        for piece in post.get("single", []):
+            if "Sequence" in piece:
+                seen = True
+            elif "SpecialToken" in piece:
+                (after if seen else before).append(piece["SpecialToken"]["id"])
+        return before, after
+    if kind in ("BertProcessing", "RobertaProcessing"):
+        return [post["cls"][0]], [post["sep"][0]]
+    if kind == "Sequence":
+        before, after = [], []
+        for p in post.get("processors", []):
+            b, a = _affixes(p, where)
+            before, after = before + b, a + after
+        return before, after
+    raise ValueError(f"{where}: post processor {kind!r} is not supported by vlkit")
+
+
+def _pre_tokenizers(spec: dict | None) -> list[dict]:
+    if spec is None:
+        return []
+    if spec.get("type") == "Sequence":
+        return [p for s in spec.get("pretokenizers", []) for p in _pre_tokenizers(s)]
+    return [spec]
+
+
+def tokenizer_from_hf_json(path: str | Path, context_length: int | None = None) -> Tokenizer:
+    """A vlkit tokenizer equivalent to the HF ``tokenizer.json`` at ``path``."""
+    from .bpe import GPT2_PATTERN, BPETokenizer
+    from .clip import END_OF_WORD, CLIPTokenizer
+    from .simple import CHAR_PATTERN, WORD_PATTERN, CharTokenizer, WordTokenizer
+    from .wordpiece import WordPieceTokenizer
+
+    path = Path(path)
+    where = str(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"tokenizer file {path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not a valid tokenizer.json: {e}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("model"), dict):
+        raise ValueError(f"{path} is not an HF tokenizer.json (no 'model' section)")
+    model = doc["model"]
+    kind = model.get("type")
+    if kind not in ("BPE", "WordPiece", "WordLevel"):
+        raise ValueError(f"{where}: model type {kind!r} is not supported by vlkit (BPE, WordPiece, WordLevel are)")
+    vocab = dict(model.get("vocab") or {})
+    added = doc.get("added_tokens") or []
+    for a in added:
+        if a["content"] not in vocab:
+            vocab[a["content"]] = a["id"]
+    tokens = tokens_in_id_order(vocab, where)
+    roles = _roles_from_files(path.parent)
+    special_added = [a["content"] for a in added if a.get("special", True)]
+    if not roles:
+        roles = {}
+        for t in special_added:
+            role = _KNOWN_ROLES.get(t)
+            if role is not None and role not in roles:
+                roles[role] = t
+        if "unk" not in roles and model.get("unk_token") in vocab:
+            roles["unk"] = model["unk_token"]
+    roles = {r: t for r, t in roles.items() if t in vocab}
+    extra = [a["content"] for a in added if a["content"] not in roles.values()]
+    prefix, suffix = _affixes(doc.get("post_processor"), where)
+    common = dict(prefix=prefix, suffix=suffix, extra_special_tokens=extra, context_length=context_length)
+    normalizer = doc.get("normalizer")
+    pres = _pre_tokenizers(doc.get("pre_tokenizer"))
+    pre_types = [p.get("type") for p in pres]
+
+    if kind == "WordPiece":
+        if pre_types != ["BertPreTokenizer"]:
+            raise ValueError(f"{where}: WordPiece needs the BertPreTokenizer, got {pre_types}")
+        if normalizer is None:
+            normalizer = {"clean_text": False, "handle_chinese_chars": False, "strip_accents": False, "lowercase": False}
+        elif normalizer.get("type") != "BertNormalizer":
+            raise ValueError(f"{where}: WordPiece needs the BertNormalizer, got {normalizer.get('type')!r}")
+        roles.setdefault("unk", model.get("unk_token", "[UNK]"))
+        return WordPieceTokenizer(
+            tokens,
+            roles,
+            lowercase=normalizer.get("lowercase", True),
+            strip_accents=normalizer.get("strip_accents"),
+            clean_text=normalizer.get("clean_text", True),
+            handle_chinese_chars=normalizer.get("handle_chinese_chars", True),
+            continuing_prefix=model.get("continuing_subword_prefix") or "##",
+            max_input_chars_per_word=model.get("max_input_chars_per_word", 100),
+            **common,
+        )
+
+    if kind == "WordLevel":
+        patterns = [p.get("pattern", {}).get("Regex") for p in pres if p.get("type") == "Split"]
+        cls = {WORD_PATTERN: WordTokenizer, CHAR_PATTERN: CharTokenizer}.get(patterns[0] if len(patterns) == 1 else None)
+        if cls is None or len(pres) != 1:
+            raise ValueError(f"{where}: WordLevel is supported with vlkit's word or character split only, got {pres}")
+        if normalizer not in (None, {"type": "Lowercase"}):
+            raise ValueError(f"{where}: WordLevel normalizer {normalizer!r} is not supported by vlkit")
+        roles.setdefault("unk", model.get("unk_token", "[UNK]"))
+        return cls(tokens, roles, lowercase=normalizer is not None, **common)
+
+    # BPE
+    for key, ok in (("dropout", (None,)), ("byte_fallback", (False, None)), ("fuse_unk", (False, None))):
+        if model.get(key) not in ok:
+            raise ValueError(f"{where}: BPE with {key}={model.get(key)!r} is not supported by vlkit")
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model.get("merges", [])]
+    if model.get("end_of_word_suffix") == END_OF_WORD:
+        if pre_types != ["Split", "ByteLevel"]:
+            raise ValueError(f"{where}: a CLIP BPE needs Split + ByteLevel pre-tokenizers, got {pre_types}")
+        if "bos" not in roles or "eos" not in roles:
+            if len(prefix) == 1 and len(suffix) == 1:
+                roles.setdefault("bos", prefix[0])
+                roles.setdefault("eos", suffix[0])
+            else:
+                raise ValueError(f"{where}: cannot tell CLIP's start and end tokens")
+        pad = roles.pop("pad", None)
+        roles.pop("unk", None)  # CLIP's unk is its end token; every byte is in the vocabulary
+        return CLIPTokenizer(
+            tokens,
+            merges,
+            roles,
+            clean="whitespace_lower",
+            pad_id=vocab[pad] if pad is not None else 0,
+            **{k: v for k, v in common.items() if k != "context_length"},
+            context_length=context_length or 77,
+        )
+    if model.get("end_of_word_suffix") or model.get("continuing_subword_prefix"):
+        raise ValueError(f"{where}: BPE with subword prefix/suffix is not supported by vlkit (only byte-level and CLIP)")
+    if "ByteLevel" not in pre_types:
+        raise ValueError(f"{where}: only byte-level BPE is supported by vlkit; pre-tokenizers {pre_types}")
+    byte_level = pres[pre_types.index("ByteLevel")]
+    if pre_types == ["ByteLevel"] and byte_level.get("use_regex", True):
+        pattern = GPT2_PATTERN
+    elif pre_types == ["Split", "ByteLevel"] and not byte_level.get("use_regex", True):
+        split = pres[0]
+        if split.get("behavior") != "Isolated" or split.get("invert") or "Regex" not in split.get("pattern", {}):
+            raise ValueError(f"{where}: Split pre-tokenizer {split} is not supported by vlkit")
+        pattern = split["pattern"]["Regex"]
+    else:
+        raise ValueError(f"{where}: pre-tokenizers {pre_types} are not supported by vlkit")
+    return BPETokenizer(
+        tokens,
+        merges,
+        roles,
+        pattern=pattern,
+        add_prefix_space=byte_level.get("add_prefix_space", False),
+        normalizer=normalizer,
+        ignore_merges=bool(model.get("ignore_merges", False)),
+        **common,
+    )
