@@ -154,3 +154,13 @@ def test_resize_position_embedding_keeps_prefix_and_identity():
     assert torch.equal(resize_position_embedding(pos, (4, 4)), pos)
     out = resize_position_embedding(pos, (6, 6))
     assert out.shape == (1, 37, 8) and torch.equal(out[:, :1], pos[:, :1])
+
+
+def test_block_compiles_without_graph_breaks():
+    # fullgraph=True fails on any graph break; the eager backend keeps the check to Dynamo's tracing
+    torch.manual_seed(0)
+    blk = Block(32, 4, 64, norm_first=False, cross_attention=True, context_dim=16).eval()
+    x, ctx = torch.randn(2, 5, 32), torch.randn(2, 3, 16)
+    mask = build_attention_mask(torch.tensor([[1, 1, 1, 0, 0], [1] * 5]), 5, 5, causal=True)
+    compiled = torch.compile(blk, fullgraph=True, backend="eager")
+    assert torch.allclose(compiled(x, attn_mask=mask, context=ctx), blk(x, attn_mask=mask, context=ctx), atol=1e-6)
