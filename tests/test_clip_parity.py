@@ -153,3 +153,31 @@ def test_open_clip_unsupported_options_are_named(tmp_path):
     torch.save({}, tmp_path / "open_clip_pytorch_model.bin")
     with pytest.raises(ValueError, match="ls_init_value"):
         vlkit.from_pretrained(tmp_path)
+
+
+def test_open_clip_pipeline_on_real_photos_and_captions(tmp_path):
+    """Real photos through vlkit.image_transform and real captions through vlkit's CLIP tokenizer give
+    the features open_clip computes from its own preprocessing and tokenizer (49408-token vocabulary)."""
+    skimage_data = pytest.importorskip("skimage.data")
+    from PIL import Image
+
+    torch.manual_seed(0)
+    cfg = dict(_open_clip_cfg(True), text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=4, layers=2))
+    cfg["vision_cfg"]["image_size"] = 64
+    ref = open_clip.model.CLIP(**cfg).eval()
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
+    torch.save(ref.state_dict(), tmp_path / "open_clip_pytorch_model.bin")
+    model = vlkit.from_pretrained(tmp_path)
+
+    photos = [Image.fromarray(getattr(skimage_data, name)()) for name in ("astronaut", "chelsea", "coffee")]
+    captions = ["a photo of an astronaut", "a cat lying on a blanket", "a cup of coffee on a saucer"]
+    tokens = vlkit.get_tokenizer("clip")(captions)
+    assert torch.equal(tokens["input_ids"], open_clip.tokenize(captions))
+    ours_pre = vlkit.image_transform(model)
+    ref_pre = open_clip.image_transform(64, is_train=False)
+    with torch.no_grad():
+        pixels = torch.stack([ours_pre(p) for p in photos])
+        assert max_diff(pixels, torch.stack([ref_pre(p) for p in photos])) <= 1e-6
+        assert max_diff(model.encode_image(pixels), ref.encode_image(pixels)) <= TOL
+        assert max_diff(model.encode_text(tokens["input_ids"], tokens["attention_mask"]),
+                        ref.encode_text(tokens["input_ids"])) <= TOL
