@@ -4,13 +4,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import caption, convert, tokenize
+from . import caption, convert, embed, eval, tokenize, train
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlkit", description="Vision-language models: train, evaluate, use.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (caption, convert, tokenize):
+    for group in (caption, convert, embed, eval, tokenize, train):
         group.add_commands(commands)
     return parser
 

@@ -1,0 +1,235 @@
+"""Training configuration: one YAML or JSON file, every field overridable from the command line.
+
+    task: clip
+    model: {preset: clip-tiny, vision: {image_size: 64}}   # preset + create_model overrides
+    data:  {kind: shapes, train_size: 100000}
+    optim: {lr: 1e-3, weight_decay: 0.1, warmup_steps: 100}
+    train: {batch_size: 128, max_steps: 1000, output_dir: runs/clip}
+    eval:  {batch_size: 256}
+
+``model`` is free-form (``preset``, ``pretrained`` and any config field of the family, nested);
+the other sections are dataclasses whose unknown fields are errors. Overrides are
+``section.field=value`` strings: ``optim.lr=1e-3``, ``model.vision.width=128``; values are
+converted to the field's type (YAML syntax for lists and dicts).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class DataConfig:
+    kind: str = "shapes"  # "shapes" (built-in, synthetic) or "folder" (your images + CSV/JSONL)
+    # shapes: samples per training epoch and held-out validation images; rendered at the model's image size
+    train_size: int = 100_000
+    val_size: int = 1_000
+    seed: int = 0
+    # folder: annotation files (CSV with a header, or JSONL) and the image folder
+    train_annotations: str | None = None
+    val_annotations: str | None = None
+    root: str | None = None  # image paths are relative to this (default: each annotation file's folder)
+    image_key: str | None = None  # column names (default: image/filepath/..., caption/text/title)
+    caption_key: str | None = None
+    augment: bool = False  # random-resized-crop augmentation of training images (vlkit.image_transform)
+    num_workers: int = 0
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 5e-4
+    weight_decay: float = 0.2  # not applied to norms, biases, the temperature, or 1-D embeddings (as open_clip)
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+    warmup_steps: int = 100  # linear warmup from 0 to lr
+    schedule: str = "cosine"  # "cosine" (to min_lr at max_steps) or "constant" (after warmup)
+    min_lr: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 128  # per process; the global batch is batch_size x number of processes
+    max_steps: int = 1_000
+    log_every: int = 10
+    eval_every: int = 0  # 0: evaluate only at the end
+    checkpoint_every: int = 0  # 0: checkpoint only at the end
+    keep_checkpoints: int = 2  # the latest N checkpoints are kept
+    output_dir: str = "runs/clip"
+    seed: int = 0
+    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
+    precision: str = "auto"  # "auto" (bf16 autocast on CUDA, float32 on CPU), "bf16", "fp32"
+    threads: int = 0  # torch CPU threads; 0 leaves torch's default
+    progress: bool = True  # tqdm progress bar
+    plots: bool = True  # loss curve and similarity matrix as PNG (needs matplotlib)
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 256
+    zeroshot: bool = True  # when the validation data has zero-shot labels (built-in shapes)
+    retrieval: bool = True
+
+
+DEFAULT_MODEL = {"preset": "clip-tiny"}
+SECTIONS = {"data": DataConfig, "optim": OptimConfig, "train": TrainConfig, "eval": EvalConfig}
+
+
+@dataclass
+class Config:
+    task: str = "clip"
+    model: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_MODEL))
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "Config":
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+        known = {"task", "model", *SECTIONS}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"{source}: unknown sections {sorted(unknown)}; expected some of {sorted(known)}")
+        kwargs: dict[str, Any] = {}
+        if "task" in data:
+            kwargs["task"] = str(data["task"])
+        if "model" in data:
+            if not isinstance(data["model"], dict):
+                raise ValueError(f"{source}: model must be a mapping (preset: NAME, or pretrained: FOLDER, and overrides)")
+            model = copy.deepcopy(data["model"])
+            if "preset" not in model and "pretrained" not in model:
+                model = {**DEFAULT_MODEL, **model}
+            kwargs["model"] = model
+        for name, section_cls in SECTIONS.items():
+            if name in data:
+                kwargs[name] = _section(section_cls, data[name] or {}, f"{source}: {name}")
+        return cls(**kwargs)
+
+
+def _section(section_cls: type, values: dict[str, Any], where: str):
+    if not isinstance(values, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(section_cls)}
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise ValueError(f"{where}: unknown fields {sorted(unknown)}; expected some of {sorted(fields)}")
+    hints = typing.get_type_hints(section_cls)
+    return section_cls(**{k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()})
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Convert ``value`` (possibly a command-line string) to the annotated type."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "~")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where) if len(inner) == 1 else value
+    if isinstance(value, str) and hint is not str:
+        value = _parse_scalar(value)
+    try:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            raise TypeError
+        if hint is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            return int(value)
+        if hint is float:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if hint is str:
+            return str(value)
+        if origin is tuple:
+            if not isinstance(value, (list, tuple)) or len(value) != len(args):
+                raise TypeError
+            return tuple(_coerce(v, a, where) for v, a in zip(value, args))
+    except (TypeError, ValueError):
+        name = getattr(hint, "__name__", str(hint))
+        raise ValueError(f"{where}: expected {name}, got {value!r}") from None
+    return value
+
+
+def _parse_scalar(text: str) -> Any:
+    """A command-line value: numbers (including 1e-3), booleans, null, YAML lists/dicts, else the string."""
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML (``.yaml``/``.yml``) or JSON (``.json``) config file as a dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise ValueError(f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {e}") from None
+    return data or {}
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``["optim.lr=1e-3", "model.vision.width=128"]`` applied to a nested config dict (a copy)."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like section.field=value")
+        key, value = item.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise ValueError(f"override {item!r} names no field")
+        node = data
+        for p in parts[:-1]:
+            child = node.get(p)
+            if child is None:
+                child = node[p] = {}
+            if not isinstance(child, dict):
+                raise ValueError(f"override {item!r}: {p!r} is a value, not a section")
+            node = child
+        # strings stay strings here; sections coerce them to the field's type, model overrides
+        # (no declared types) are parsed as numbers/booleans/YAML
+        node[parts[-1]] = value if parts[0] in SECTIONS else _parse_scalar(value)
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """The defaults, updated by the file at ``path`` (if any), then by the overrides."""
+    data = load_config_file(path) if path is not None else {}
+    data = apply_overrides(data, overrides or [])
+    return Config.from_dict(data, source=str(path) if path else "config")
+
+
+def config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += config_diff(va, vb, f"{prefix}{key}.")
+        elif va != vb and not (isinstance(va, (list, tuple)) and isinstance(vb, (list, tuple)) and list(va) == list(vb)):
+            out.append(f"{prefix}{key}")
+    return out

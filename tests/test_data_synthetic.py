@@ -1,0 +1,94 @@
+"""Built-in shapes: deterministic, held-out splits, captions that tell the truth about the image."""
+import numpy as np
+import pytest
+
+from vlkit.data import ShapesDataset
+from vlkit.data.synthetic import COLOURS, POSITION_PHRASES, POSITIONS, SHAPES, SIZES, full_caption
+
+
+def pixels(img):
+    return np.asarray(img, dtype=np.int16)
+
+
+def test_same_seed_same_samples_in_any_order():
+    a, b = ShapesDataset(size=50, seed=3), ShapesDataset(size=50, seed=3)
+    for i in (7, 0, 49, 7):
+        x, y = a[i], b[i]
+        assert x["caption"] == y["caption"] and x["attributes"] == y["attributes"]
+        assert np.array_equal(pixels(x["image"]), pixels(y["image"]))
+    assert a[-1]["index"] == 49
+
+
+def test_seeds_and_splits_differ():
+    train, val, other = ShapesDataset("train", 200), ShapesDataset("validation", 200), ShapesDataset("train", 200, seed=1)
+    ta = [train.attributes(i) for i in range(200)]
+    assert all(ta[i] != val.attributes(i) for i in range(200))
+    assert sum(ta[i] == other.attributes(i) for i in range(200)) == 0
+    # every value of every attribute shows up
+    for name, values in (("shape", SHAPES), ("colour", COLOURS), ("size", SIZES), ("position", POSITIONS)):
+        assert {getattr(a, name) for a in ta} == set(values)
+
+
+def test_image_shows_the_attributes():
+    ds = ShapesDataset(size=60, image_size=64)
+    for i in range(60):
+        a = ds.attributes(i)
+        img = pixels(ds.image(i))
+        cx, cy = (int(round(c)) for c in a.centre)
+        # the shape covers its centre with its colour; a corner shows the background
+        assert np.abs(img[cy, cx] - np.array(a.rgb)).max() <= 2, (i, a)
+        assert np.abs(img[0, 0] - np.array(a.background)).max() <= 2 or a.radius > 14
+        # position: the centre lies in the named region
+        px, py = POSITIONS[a.position]
+        assert abs(a.centre[0] / 64 - px) <= 0.05 + 1e-9 and abs(a.centre[1] / 64 - py) <= 0.05 + 1e-9
+        area = (np.abs(img - np.array(a.background)).sum(-1) > 60).sum()
+        assert (area < 300) if a.size == "small" else (area > 180), (i, a.size, a.shape, area)
+
+
+def test_captions_name_only_true_attributes():
+    ds = ShapesDataset(size=300)
+    styles = set()
+    for i in range(300):
+        a, cap = ds.attributes(i), ds[i]["caption"]
+        words = cap.split()
+        assert a.shape in words or a.colour in words
+        for other in set(SHAPES) - {a.shape}:
+            assert other not in words
+        for other in set(COLOURS) - {a.colour}:
+            assert other not in words
+        for pos, phrase in POSITION_PHRASES.items():
+            if pos != a.position:
+                assert phrase not in cap
+        styles.add((a.shape in words, a.colour in words, POSITION_PHRASES[a.position] in cap))
+    assert len(styles) >= 5  # varied wording
+
+
+def test_full_captions_and_transform():
+    ds = ShapesDataset("validation", size=5, captions="full", transform=lambda img: np.asarray(img).shape)
+    item = ds[2]
+    a = ds.attributes(2)
+    assert item["caption"] == full_caption(a) == f"a {a.size} {a.colour} {a.shape} {POSITION_PHRASES[a.position]}"
+    assert item["pixel_values"] == (64, 64, 3) and "image" not in item
+    assert item["attributes"]["shape"] == a.shape  # attributes stay available (captioning, VQA targets)
+
+
+def test_zeroshot_labels_match_attributes():
+    ds = ShapesDataset("validation", size=40)
+    tasks = ds.zeroshot_tasks()
+    assert set(tasks) == {"shape", "colour"}
+    for i in range(40):
+        a = ds.attributes(i)
+        assert tasks["shape"].classnames[tasks["shape"].labels[i]] == a.shape
+        assert tasks["colour"].classnames[tasks["colour"].labels[i]] == a.colour
+    assert all("{}" in t for t in tasks["shape"].templates + tasks["colour"].templates)
+
+
+@pytest.mark.parametrize("kwargs", [dict(split="test"), dict(size=0), dict(captions="short"), dict(image_size=4)])
+def test_bad_arguments_raise(kwargs):
+    with pytest.raises(ValueError):
+        ShapesDataset(**kwargs)
+
+
+def test_index_out_of_range():
+    with pytest.raises(IndexError):
+        ShapesDataset(size=3)[3]
