@@ -19,7 +19,7 @@ import unicodedata
 import regex
 
 # Anything but printable ASCII and ordinary whitespace, or an '&': text without these needs no fixing.
-_NEEDS_FIX = regex.compile(r"[^\t\n\x0c\r\x20-\x25\x27-\x7e]")
+_NEEDS_FIX = regex.compile(r"[^\t\n\x0c\x20-\x25\x27-\x7e]")
 
 
 def _html_entities() -> dict[str, str]:

@@ -63,7 +63,7 @@ class _TableTokenizer(Tokenizer):
         specials = list(dict.fromkeys([*special_tokens.values(), *extra_special_tokens]))
         findall = regex.compile(cls.pattern).findall
         counter: Counter[str] = Counter()
-        with progress_bar(progress, 0, f"counting {cls.unit}s", unit="text") as step:
+        with progress_bar(progress, None, f"counting {cls.unit}s", unit="text") as step:
             for text in texts:
                 text = check_corpus_text(text)
                 counter.update(findall(_lowercase(text) if lowercase else text))

@@ -27,7 +27,7 @@ class progress_bar:
     """``with progress_bar(progress, total, desc) as step:`` gives ``step(n)`` (or None): a tqdm
     bar when ``progress`` is True, the caller's callback when it is callable, else nothing."""
 
-    def __init__(self, progress: bool | Callable[[int], None], total: int, desc: str, unit: str = "merge"):
+    def __init__(self, progress: bool | Callable[[int], None], total: int | None, desc: str, unit: str = "merge"):
         self.progress, self.total, self.desc, self.unit, self.bar = progress, total, desc, unit, None
 
     def __enter__(self) -> Callable[[int], None] | None:

@@ -1,0 +1,53 @@
+"""``vlkit tokenize`` and ``vlkit tokenizer train`` end to end."""
+import json
+
+import pytest
+
+from test_tokenizers_texts import training_corpus
+from vlkit.cli import main
+from vlkit.tokenizers import get_tokenizer
+
+
+def test_tokenize_prints_tokens_and_ids(capsys):
+    assert main(["tokenize", "--tokenizer", "clip", "a photo of a cat"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "text:   a photo of a cat"
+    assert out[1] == "tokens: 'a</w>' 'photo</w>' 'of</w>' 'a</w>' 'cat</w>'"
+    assert out[2] == "ids:    320 1125 539 320 2368"
+    assert main(["tokenize", "--tokenizer", "bert-base-uncased", "--special", "--json", "Hello, world", "x"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows[0] == {"text": "Hello, world", "tokens": ["[CLS]", "hello", ",", "world", "[SEP]"], "ids": [101, 7592, 1010, 2088, 102]}
+    assert rows[1]["ids"] == [101, 1060, 102]
+
+
+def test_tokenize_bad_source_is_a_clean_error(capsys):
+    assert main(["tokenize", "--tokenizer", "no/such/folder", "x"]) == 2
+    assert "no/such/folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("algorithm,size", [("bpe", 400), ("wordpiece", 400), ("word", 50), ("char", 40)])
+def test_train_then_tokenize(tmp_path, capsys, algorithm, size):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(training_corpus()[:1500]), encoding="utf-8")
+    out = tmp_path / "tok"
+    argv = ["tokenizer", "train", "--algorithm", algorithm, "--vocab-size", str(size), str(corpus), "--out", str(out)]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert f"trained {algorithm} tokenizer: {size} tokens" in captured.out
+    assert "/s]" in captured.err  # the tqdm progress bar (merges, or texts counted)
+    tok = get_tokenizer(out)
+    assert tok.vocab_size == size and (out / "tokenizer.json").is_file()
+    assert main(["tokenize", "--tokenizer", str(out), "--json", "def encode(self, o):"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["ids"] == tok.encode("def encode(self, o):") and len(row["tokens"]) == len(row["ids"])
+
+
+def test_train_errors(tmp_path, capsys):
+    assert main(["tokenizer", "train", "--algorithm", "bpe", "--vocab-size", "300", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o")]) == 2
+    assert "missing.txt" in capsys.readouterr().err
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("café\n".encode("latin-1"))
+    assert main(["tokenizer", "train", "--algorithm", "char", "--vocab-size", "30", str(latin1), "--out", str(tmp_path / "o")]) == 2
+    assert "latin1.txt" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["tokenizer", "train", "--algorithm", "sentencepiece", "--vocab-size", "30", str(latin1), "--out", "o"])
