@@ -144,6 +144,12 @@ def test_open_clip_parity(tmp_path, quick_gelu, weights):
         ref_img, ref_txt, ref_scale = ref(pixels, ids)
         assert max_diff(img, ref_img) <= TOL and max_diff(txt, ref_txt) <= TOL
         assert model.scale().item() == pytest.approx(ref_scale.item())
+    if weights == "safetensors":  # open_clip -> HF transformers through `vlkit convert`
+        assert cli_main(["convert", str(tmp_path), "--to", "hf", str(tmp_path / "hf")]) == 0
+        hf = transformers.CLIPModel.from_pretrained(str(tmp_path / "hf")).eval()
+        with torch.no_grad():
+            assert max_diff(hf.get_image_features(pixel_values=pixels).pooler_output, ref.encode_image(pixels)) <= TOL
+            assert max_diff(hf.get_text_features(input_ids=ids).pooler_output, ref.encode_text(ids)) <= TOL
 
 
 def test_open_clip_unsupported_options_are_named(tmp_path):
