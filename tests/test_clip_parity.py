@@ -115,11 +115,15 @@ def _open_clip_cfg(quick_gelu: bool) -> dict:
     )
 
 
-@pytest.mark.parametrize("quick_gelu, weights", [(True, "safetensors"), (False, "bin")])
-def test_open_clip_parity(tmp_path, quick_gelu, weights):
+@pytest.mark.parametrize("quick_gelu, weights, arch", [(True, "safetensors", "CLIP"), (False, "bin", "CustomTextCLIP")])
+def test_open_clip_parity(tmp_path, quick_gelu, weights, arch):
+    """Both open_clip key layouts: text tower at the top level (CLIP) or under "text." (CustomTextCLIP)."""
     torch.manual_seed(0)
     cfg = _open_clip_cfg(quick_gelu)
-    ref = open_clip.model.CLIP(**cfg).eval()
+    ref = getattr(open_clip.model, arch)(**cfg).eval()
+    if arch == "CustomTextCLIP":
+        assert any(k.startswith("text.transformer.") for k in ref.state_dict())
+        cfg = dict(cfg, custom_text=True)
     with torch.no_grad():  # open_clip zero-initialises some biases; make every weight count
         for p in ref.parameters():
             p.add_(0.02 * torch.randn_like(p))

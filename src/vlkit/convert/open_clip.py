@@ -9,6 +9,8 @@ the top level (``CLIP``) or under ``text.`` (``CustomTextCLIP``).
 """
 from __future__ import annotations
 
+import math
+
 from .keys import StateDict, rename_keys
 
 MODEL_TYPE = "clip"
@@ -89,6 +91,8 @@ def config_from_open_clip(cfg: dict, state: StateDict) -> dict:
         raise ValueError("open_clip ResNet image towers (ModifiedResNet) are not supported; vlkit's CLIP has a ViT")
     _check(v, _VISION_DEFAULTS, "vision_cfg")
     _check(t, _TEXT_DEFAULTS, "text_cfg")
+    if model_cfg.get("multimodal_cfg"):
+        raise ValueError("open_clip CoCa models (multimodal_cfg) are not supported; vlkit's CLIP has two towers only")
     if model_cfg.get("init_logit_bias") is not None or "logit_bias" in state:
         raise ValueError("open_clip models with a logit_bias (SigLIP-style sigmoid loss) are not supported")
     pool = t.get("pool_type", "argmax")
@@ -114,6 +118,7 @@ def config_from_open_clip(cfg: dict, state: StateDict) -> dict:
             act=act, norm_eps=_norm_eps(t, "text"), eos_token_id=t.get("eos_id", 2) if pool == "eos" else None,
         ),
         embed_dim=model_cfg["embed_dim"],
+        init_logit_scale=model_cfg.get("init_logit_scale", math.log(1 / 0.07)),
     )
 
 
