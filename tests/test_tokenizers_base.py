@@ -193,3 +193,15 @@ def test_vocabulary_checks():
         WordTokenizer(["[UNK]", "a"], {"unk": "[UNK]", "pad": "[PAD]"})
     with pytest.raises(ValueError, match="missing from the vocabulary"):
         BPETokenizer([chr(c) for c in range(33, 40)], [("!", '"')])
+
+
+def test_tokenizers_pickle(clip, bert, small):
+    # DataLoader workers started with "spawn" receive the tokenizer pickled.
+    import pickle
+
+    normalized = BPETokenizer(small["bpe"]._id_to_token, small["bpe"].merges, normalizer={"type": "NFKC"})
+    for tok in (clip, bert, normalized, *small.values()):
+        again = pickle.loads(pickle.dumps(tok))
+        for text in TEXTS:
+            assert again.encode(text) == tok.encode(text)
+    assert normalized.encode("ﬁ") == normalized.encode("fi")  # NFKC applied

@@ -56,6 +56,15 @@ class BPETokenizer(Tokenizer):
         self._untranslate = {ord(c): chr(b) for b, c in byte_map.items()}
         self._cache: dict[str, list[int]] = {}
 
+    def __getstate__(self) -> dict:  # the normalizer function is rebuilt from its spec
+        state = dict(self.__dict__)
+        state["_normalize"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._normalize = build_normalizer(self.normalizer)
+
     # ------------------------------------------------------------------ encoding
     def _word_ids(self, word: str) -> list[int]:
         data = utf8_bytes(word)
