@@ -18,8 +18,9 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-import conftest  # noqa: E402,F401  (torchvision shim so transformers imports)
+if not torch.cuda.is_available():  # the CPU venv's torchvision needs the test suite's operator shim
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+    import conftest  # noqa: E402,F401
 import transformers  # noqa: E402
 
 import vlkit  # noqa: E402
