@@ -125,6 +125,15 @@ def test_prompted_captions_identical_to_transformers(captioner):
             got = model.generate(pixels, input_ids=prompt, max_new_tokens=8, **opts)
             assert torch.equal(got, expected)
             assert torch.equal(got[:, :4], torch.tensor([[BOS, 11, 12, 13]] * 3))
+        # prompts of different lengths, left-padded, one per image: vlkit turns each row's first real
+        # token into [DEC]; transformers swaps column 0 (padding in short rows), so hand it [DEC] there
+        prompts = torch.tensor([[1, 11, 12, 13, SEP], [PAD, PAD, 1, 14, SEP], [PAD, 1, 15, 16, SEP]])
+        mask = (prompts != PAD).long()
+        with_dec = prompts.masked_fill(prompts == 1, BOS)
+        expected = ref.generate(pixels, input_ids=with_dec.clone(), attention_mask=mask, max_new_tokens=6)
+        got = model.generate(pixels, input_ids=prompts, attention_mask=mask, max_new_tokens=6)
+        assert torch.equal(got[:, 1:], expected[:, 1:])
+        assert got[:, 0].tolist() == [BOS, PAD, PAD] and (got == BOS).sum(1).tolist() == [1, 1, 1]
 
 
 def test_sampled_captions_identical_to_transformers_under_the_same_seed(captioner):
@@ -291,7 +300,7 @@ def test_errors_name_the_problem(retrieval, captioner, vqa):
     with pytest.raises(ValueError, match="share_encoder_decoder needs"):
         vlkit.create_model("blip-tiny", text_decoder=False, share_encoder_decoder=True)
     with pytest.raises(ValueError, match="bos_token_id"):
-        vlkit.create_model("blip-tiny", text=dict(bos_token_id=5000))
+        vlkit.create_model("blip-tiny", text=dict(bos_token_id=40000))
 
 
 def test_wrong_architecture_is_refused(tmp_path):

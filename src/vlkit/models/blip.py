@@ -395,7 +395,8 @@ class Blip(Model):
 
         ``input_ids`` is an optional prompt as the tokenizer gives it ([CLS] a picture of [SEP];
         one row is used for every image): as in BLIP and transformers its first token becomes
-        [DEC] and its last one is dropped. ``min_length`` counts the prompt, as transformers does.
+        [DEC] and its last one is dropped. Left-padded prompts pass ``attention_mask``; their first
+        real token becomes [DEC]. ``min_length`` counts the prompt, as transformers does.
         """
         self._require("text_decoder")
         if self.config.decoder_context != "image":
@@ -408,7 +409,11 @@ class Blip(Model):
             if input_ids.dim() != 2 or input_ids.shape[1] < 2 or input_ids.shape[0] not in (1, B):
                 raise ValueError(f"prompt input_ids must be (1 or {B}, T >= 2) ([CLS] ... [SEP]), got {tuple(input_ids.shape)}")
             ids = input_ids.expand(B, -1).clone()
-            ids[:, 0] = t.bos_token_id
+            if attention_mask is None:
+                ids[:, 0] = t.bos_token_id
+            else:  # left padding: the first real token becomes [DEC] (transformers swaps column 0)
+                first = attention_mask.expand(B, -1).long().argmax(dim=1)  # (B,)
+                ids[torch.arange(B, device=ids.device), first] = t.bos_token_id
             ids = ids[:, :-1]
             mask = None if attention_mask is None else attention_mask.expand(B, -1)[:, :-1]
         return self._decode(ids, mask, image, None, max_new_tokens=max_new_tokens, num_beams=num_beams,
