@@ -6,6 +6,11 @@ from vlkit.data import ShapesDataset
 from vlkit.data.synthetic import COLOURS, POSITION_PHRASES, POSITIONS, SHAPES, SIZES, full_caption
 
 
+# area of each shape at circumradius 1 (square: corners at 0.9; star: inner radius 0.42; cross: arms 0.66 wide)
+UNIT_AREA = {"circle": np.pi, "square": 2 * 0.9**2, "triangle": 3 * np.sqrt(3) / 4,
+             "star": 10 * 0.5 * 0.42 * np.sin(np.pi / 5), "cross": 2 * 0.66 * 2 - 0.66**2}
+
+
 def pixels(img):
     return np.asarray(img, dtype=np.int16)
 
@@ -41,8 +46,13 @@ def test_image_shows_the_attributes():
         # position: the centre lies in the named region
         px, py = POSITIONS[a.position]
         assert abs(a.centre[0] / 64 - px) <= 0.05 + 1e-9 and abs(a.centre[1] / 64 - py) <= 0.05 + 1e-9
-        area = (np.abs(img - np.array(a.background)).sum(-1) > 60).sum()
-        assert (area < 300) if a.size == "small" else (area > 180), (i, a.size, a.shape, area)
+        # size: the radius lies in the named range, and the drawn area is the shape's area at that radius
+        lo, hi = SIZES[a.size]
+        assert lo * 64 <= a.radius <= hi * 64
+        if min(a.centre) - a.radius > 0 and max(a.centre) + a.radius < 64:  # not clipped by the border
+            fg, bg = np.array(a.rgb, dtype=float), np.array(a.background, dtype=float)
+            coverage = ((img - bg) @ (fg - bg) / ((fg - bg) @ (fg - bg))).clip(0, 1)  # anti-aliased edges count partly
+            assert 0.9 < coverage.sum() / (UNIT_AREA[a.shape] * a.radius**2) < 1.1, (i, a.shape, coverage.sum())
 
 
 def test_captions_name_only_true_attributes():

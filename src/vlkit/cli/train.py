@@ -67,10 +67,8 @@ def run(args: argparse.Namespace) -> int:
             if latest is not None:
                 cfg = Config.from_dict(apply_overrides(load_checkpoint(latest)["config"], overrides), "checkpoint config")
     try:
-        result = train(cfg, resume=args.resume, stop_after=args.stop_after, overwrite=args.overwrite)
+        train(cfg, resume=args.resume, stop_after=args.stop_after, overwrite=args.overwrite)
     except FileExistsError as e:
         print(f"vlkit train: error: {e}", file=sys.stderr)
         return 2
-    if result.metrics:
-        print("final validation: " + ", ".join(f"{k} {v:.2f}" for k, v in result.metrics.items()))
     return 0

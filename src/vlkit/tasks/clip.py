@@ -100,6 +100,21 @@ class CLIPTask:
 
         return {"logit_scale": unwrap(model).scale().item()}
 
+    def summary(self, metrics: dict[str, float], num_images: int | None = None) -> list[str]:
+        """The headline numbers of an evaluation, as lines for people."""
+        on = f" on {num_images} held-out images" if num_images else ""
+        lines = []
+        zs = sorted({k[len("zeroshot_"):].rsplit("_", 1)[0] for k in metrics if k.startswith("zeroshot_")})
+        if zs:
+            parts = ", ".join(f"{name} {metrics[f'zeroshot_{name}_top1']:.1f}%" for name in zs)
+            lines.append(f"zero-shot top-1 accuracy{on}: {parts}")
+        if "i2t_R@1" in metrics:
+            lines.append(
+                f"retrieval Recall@1{on}: image->text {metrics['i2t_R@1']:.1f}%, text->image {metrics['t2i_R@1']:.1f}%"
+                f" (Recall@5: {metrics['i2t_R@5']:.1f}%, {metrics['t2i_R@5']:.1f}%)"
+            )
+        return lines
+
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(

@@ -322,12 +322,15 @@ def _train(cfg: Config, info: D.DistInfo, task, resume, stop_after, overwrite, s
         evaluate(step)
         if last_ckpt[0] is None or not str(last_ckpt[0]).endswith(f"step-{step:07d}.pt"):
             checkpoint(step)
-        if main:
+        if main and callable(getattr(model, "save_pretrained", None)):
             model_dir = model.save_pretrained(out / "model")
         D.barrier()
     seconds = time.perf_counter() - started
     if main:
         say(f"done: step {step} in {seconds:.0f} s; run folder {out}")
+        if last_eval and callable(getattr(task, "summary", None)):
+            for line in task.summary(last_eval, len(val_ds) if val_ds is not None else None):
+                say(f"  {line}")
         say(f"  checkpoint: {last_ckpt[0]}")
         if model_dir is not None:
             say(f"  model:      {model_dir} (vlkit.from_pretrained / vlkit eval --model)")

@@ -1,0 +1,50 @@
+"""`vlkit train` under torchrun: 2 CPU processes (gloo, DDP, gathered contrastive loss) follow the
+same losses as one process on the global batch."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vlkit.train import load_config, train
+
+TINY = [
+    "model.vision.image_size=16", "model.vision.patch_size=8", "model.vision.width=32", "model.vision.mlp_dim=64",
+    "model.vision.num_heads=2", "model.text.width=32", "model.text.mlp_dim=64", "model.text.num_heads=2",
+    "model.embed_dim=16", "train.log_every=1", "train.progress=false", "train.plots=false", "train.threads=1",
+    "optim.warmup_steps=2", "optim.lr=3e-3", "data.num_workers=0", "data.train_size=64", "data.val_size=16",
+    "train.max_steps=4", "train.device=cpu",
+]
+
+
+def losses(out):
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if r.get("split") == "train"]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_on_the_global_batch(tmp_path):
+    vlkit_script = Path(sys.executable).parent / "vlkit"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--no-python",
+           str(vlkit_script), "train"]
+    for ov in TINY + ["train.batch_size=4", f"train.output_dir={tmp_path / 'ddp'}"]:
+        cmd += ["--set", ov]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "batch 4 x 2 process(es)" in proc.stdout
+    ddp = losses(tmp_path / "ddp")
+
+    single = train(load_config(None, TINY + ["train.batch_size=8", f"train.output_dir={tmp_path / 'one'}"]))
+    one = losses(tmp_path / "one")
+    assert len(ddp) == len(one) == 4
+    # same samples per global batch, gradients averaged over ranks = the one-process gradient
+    assert ddp == pytest.approx(one, rel=1e-4, abs=1e-5)
+    assert one[-1] < one[0]
+    # one checkpoint and one final model, written by rank 0
+    assert [p.name for p in (tmp_path / "ddp" / "checkpoints").iterdir()] == ["step-0000004.pt"]
+    assert (tmp_path / "ddp" / "model" / "model.safetensors").is_file()
+    assert "zeroshot_shape_top1" in (tmp_path / "ddp" / "metrics.jsonl").read_text()
+    assert single.step == 4
