@@ -233,3 +233,10 @@ def test_batch_call_pads_with_end_token_when_no_pad(trained):
 def test_lone_surrogate_is_a_value_error(trained):
     with pytest.raises(ValueError, match="surrogate"):
         trained.encode("abc\ud800")
+
+
+def test_roles_of_an_hf_gpt2_style_file(hf_trained, trained):
+    _, path = hf_trained
+    tok = get_tokenizer(path)
+    assert tok.bos_token_id == tok.eos_token_id == 0 and tok.pad_token_id is None
+    assert tok.special_tokens == trained.special_tokens

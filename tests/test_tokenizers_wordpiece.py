@@ -55,6 +55,7 @@ def test_basic_tokenization_steps(tok):
     assert tok.tokenize("一只猫") == ["一", "[UNK]", "[UNK]"]
     assert tok.tokenize("hi,there!") == ["hi", ",", "there", "!"]
     assert tok.tokenize("a\x00b\x07c") == ["abc"]
+    assert tok.tokenize("0\x1f\n0\x1f\t1") == ["0", "0", "1"]  # a control character next to whitespace
     assert tok.tokenize("a" * 100) != ["[UNK]"] and tok.tokenize("a" * 101) == ["[UNK]"]
     assert tok.tokenize("[MASK] is [UNK]") == ["[MASK]", "is", "[UNK]"]
 

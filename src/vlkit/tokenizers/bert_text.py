@@ -15,7 +15,7 @@ import regex
 
 from .normalizers import lowercase as _lowercase
 
-_CONTROL = regex.compile(r"(?![\t\n\r])[\x00\ufffd\p{Cc}\p{Cf}\p{Co}]+")
+_CONTROL = regex.compile(r"(?:(?![\t\n\r])[\x00\ufffd\p{Cc}\p{Cf}\p{Co}])+")
 _WHITESPACE = regex.compile(r"[\t\n\r\p{White_Space}]")
 _CJK = regex.compile(
     "([\u4e00-\u9fff\u3400-\u4dbf\U00020000-\U0002a6df\U0002a700-\U0002b73f"

@@ -152,6 +152,8 @@ def tokenizer_from_hf_json(path: str | Path, context_length: int | None = None) 
                 roles[role] = t
         if "unk" not in roles and model.get("unk_token") in vocab:
             roles["unk"] = model["unk_token"]
+        if roles.get("eos") == "<|endoftext|>" and "bos" not in roles and "<|startoftext|>" not in vocab:
+            roles["bos"] = "<|endoftext|>"  # GPT-2: one token starts and ends a text
     roles = {r: t for r, t in roles.items() if t in vocab}
     extra = [a["content"] for a in added if a["content"] not in roles.values()]
     prefix, suffix = _affixes(doc.get("post_processor"), where)
