@@ -34,7 +34,7 @@ def bert():
 def small():
     return {
         "bpe": BPETokenizer.train(TEXTS, 300),
-        "wordpiece": WordPieceTokenizer.train(TEXTS, 300),
+        "wordpiece": WordPieceTokenizer.train(TEXTS, 600),
         "word": WordTokenizer.train(TEXTS),
         "char": CharTokenizer.train(TEXTS),
     }

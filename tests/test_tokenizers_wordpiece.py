@@ -119,6 +119,12 @@ def test_training_scores_by_likelihood_known_answer():
     assert [tok.id_to_token(i) for i in range(alphabet, alphabet + 3)] == ["##gs", "pu", "hu"]
     assert tok.tokenize("hugs pun bug") == ["hu", "##gs", "pu", "##n", "b", "##u", "##g"]
     assert tok.tokenize("hugz") == ["[UNK]"]  # 'z' is not in the alphabet: the whole word is [UNK]
+    with pytest.raises(ValueError, match="limit_alphabet"):
+        WordPieceTokenizer.train(corpus, vocab_size=alphabet - 1, special_tokens={"unk": "[UNK]"})
+    capped = WordPieceTokenizer.train(corpus, vocab_size=6, special_tokens={"unk": "[UNK]"}, limit_alphabet=2)
+    assert [capped.id_to_token(i) for i in range(5)] == ["[UNK]", "g", "##g", "u", "##u"]  # the 2 most frequent
+    # every word holds a character outside the capped alphabet: no pair is left to merge
+    assert capped.vocab_size == 5 and capped.tokenize("hug") == ["[UNK]"]
 
 
 def test_training_on_corpus_and_hf_readback(tmp_path):

@@ -165,7 +165,12 @@ class WordPieceTokenizer(Tokenizer):
                 for word in pre(piece):
                     counter[word] += k
         tokens, words, counts = _initial_alphabet(counter, specials, continuing_prefix, limit_alphabet)
-        num_merges = max(0, vocab_size - len(tokens))
+        if vocab_size < len(tokens):
+            raise ValueError(
+                f"vocab_size {vocab_size} is below the {len(tokens)} special and alphabet tokens of this corpus; "
+                "raise it or cap the alphabet with limit_alphabet"
+            )
+        num_merges = vocab_size - len(tokens)
         with progress_bar(progress, num_merges, "wordpiece merges") as step:
             _train_wordpiece(tokens, words, counts, vocab_size, continuing_prefix, min_frequency, step)
         return cls(
