@@ -78,6 +78,9 @@ class ALBEFConfig:
     mlm_head: bool = True
     momentum: float = 0.995  # EMA factor of the momentum encoders; 0 disables the momentum copy
     queue_size: int = 65536  # momentum features kept as extra ITC negatives (0: none)
+    # std of the normal init of linear and embedding weights (BERT's 0.02 suits width 768; tiny
+    # widths need more for attention to matter at the start of training from scratch)
+    init_std: float = 0.02
 
     def __post_init__(self) -> None:
         if not isinstance(self.vision, ViTConfig) or not isinstance(self.text, ALBEFTextConfig):
@@ -113,8 +116,8 @@ class ALBEFEncoders(nn.Module):
         self.text_proj = nn.Linear(t.hidden_size, config.embed_dim)
         self.mlm_head = MLMHead(t.hidden_size, t.vocab_size, act=t.act, norm_eps=t.norm_eps) if config.mlm_head else None
         for name, module in self.named_children():
-            if name != "visual":  # the ViT initialises itself
-                module.apply(init_weights)
+            if name != "visual" or config.init_std != 0.02:  # the ViT initialises itself with 0.02
+                module.apply(lambda m: init_weights(m, std=config.init_std))
 
     def image_embeds(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> image tokens (B, 1 + N, Cv)."""
@@ -182,7 +185,7 @@ class ALBEF(Model):
         c = config
         self.encoders = ALBEFEncoders(c)
         self.itm_head = nn.Linear(c.text.hidden_size, 2)  # index 1 = matched
-        init_weights(self.itm_head)
+        init_weights(self.itm_head, std=c.init_std)
         self.temp = nn.Parameter(torch.tensor(float(c.temperature)))
         if c.momentum > 0:
             self.momentum_encoders = copy.deepcopy(self.encoders)
@@ -330,10 +333,12 @@ def albef_base() -> ALBEFConfig:
 
 @register("albef-tiny")
 def albef_tiny() -> ALBEFConfig:
-    """A CPU-sized ALBEF for tests and the synthetic data: 32-px images, width 32, 1 + 1 text layers."""
+    """A CPU-sized ALBEF for tests and the synthetic data: 32-px images, width 32, 1 + 1 text
+    layers, BERT's vocabulary; no dropout and a wider init (std 0.1) so that it starts learning
+    from scratch within a few dozen steps."""
     return ALBEFConfig(
         vision=albef_vision_config(image_size=32, patch_size=8, width=32, depth=2, num_heads=2, mlp_dim=64),
         text=ALBEFTextConfig(hidden_size=32, text_layers=1, fusion_layers=1, num_heads=2, intermediate_size=64,
-                             max_positions=64),
-        embed_dim=32, queue_size=256,
+                             max_positions=64, dropout=0.0, attn_dropout=0.0),
+        embed_dim=32, queue_size=256, init_std=0.1,
     )

@@ -1,0 +1,170 @@
+"""The ALBEF task: image-text contrast with momentum distillation (ITC), matching with hard
+negatives (ITM) and image-conditioned masked language modelling (MLM).
+
+``losses(model, batch)`` gives ``{"itc_loss", "itm_loss", "mlm_loss"}``. Per training step:
+
+1. the online model's forward (through the DDP wrapper when there is one) gives image tokens,
+   text states, normalised ITC features and MLM logits of the masked caption;
+2. the momentum encoders take an EMA step and compute their ITC features (and MLM logits);
+3. ITC: each image against the momentum texts of the batch and the text queue (and each text
+   against images), targets ``alpha * softmax(momentum similarities) + (1 - alpha) * positives``;
+4. ITM: per image one text and per text one image sampled among all ranks' samples in
+   proportion to the softmaxed ITC similarity (captions equal to the pair's own excluded), and
+   the fusion encoder classifies B positive and 2B negative pairs;
+5. MLM: 15% of the caption's tokens masked (BERT's 80/10/10), predicted from the text fused with
+   the image, distilled from the momentum model's predictions with the same ``alpha``;
+6. the momentum features of all ranks go into the queues.
+
+Captions that are equal (the built-in shapes repeat them) count as the same pair id: they are
+positives of each other in ITC and never sampled as ITM negatives.
+
+Unlike ALBEF's code, ``alpha`` is constant (ALBEF ramps it from 0 over the first epoch).
+"""
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .clip import CLIPTask, EvalOutput
+
+
+def caption_ids(captions: Sequence[str], device: torch.device | None = None) -> torch.Tensor:
+    """A pair id per caption (B,): equal captions get equal ids, on every rank (CRC-32 of the text)."""
+    return torch.tensor([zlib.crc32(c.encode("utf-8")) for c in captions], dtype=torch.long, device=device)
+
+
+class ITCView(nn.Module):
+    """Shows an ALBEF/BLIP model as a two-tower model for retrieval and zero-shot evaluation:
+    ``forward`` -> normalised (image, text) ITC features, ``scale()`` -> inverse temperature."""
+
+    def __init__(self, model: nn.Module, scale) -> None:
+        super().__init__()
+        self.model = model
+        self._scale = scale
+
+    def forward(self, pixel_values, input_ids, attention_mask=None):
+        return (self.model.encode_image(pixel_values, normalize=True),
+                self.model.encode_text(input_ids, attention_mask, normalize=True))
+
+    def encode_image(self, pixel_values, normalize: bool = False):
+        return self.model.encode_image(pixel_values, normalize=normalize)
+
+    def encode_text(self, input_ids, attention_mask=None, normalize: bool = False):
+        return self.model.encode_text(input_ids, attention_mask, normalize=normalize)
+
+    def scale(self) -> torch.Tensor:
+        return self._scale()
+
+
+class ALBEFTask(CLIPTask):
+    """Builds an ALBEF, its preprocessing and batches (captions tokenized with BERT's WordPiece),
+    and computes its three pre-training losses. Evaluation is ITC retrieval (and zero-shot on
+    the built-in shapes), as for CLIP."""
+
+    name = "albef"
+
+    def __init__(
+        self,
+        model_spec: dict[str, Any] | None = None,
+        tokenizer: str = "bert-base-uncased",
+        *,
+        alpha: float = 0.4,
+        mlm_probability: float = 0.15,
+        negatives_all_ranks: bool = True,
+        same_caption_is_positive: bool = True,
+    ) -> None:
+        super().__init__(model_spec or {"preset": "albef-tiny"}, tokenizer)
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        self.alpha = alpha
+        self.mlm_probability = mlm_probability
+        self.negatives_all_ranks = negatives_all_ranks
+        self.same_caption_is_positive = same_caption_is_positive
+
+    def build_model(self) -> nn.Module:
+        model = super().build_model()
+        for name in ("momentum_features", "itm_logits", "enqueue"):
+            if not callable(getattr(model, name, None)):
+                raise TypeError(f"the albef task needs an ALBEF model (with {name}()); got {type(model).__name__}")
+        vocab = model.config.text.vocab_size
+        if self.tokenizer.vocab_size > vocab:
+            raise ValueError(f"tokenizer {self.tokenizer_name!r} has {self.tokenizer.vocab_size} tokens but the model's "
+                             f"vocabulary only {vocab}: set model.text.vocab_size >= {self.tokenizer.vocab_size}")
+        return model
+
+    # ------------------------------------------------------------------ training
+    def losses(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        from ..losses.contrastive import gather_features
+        from ..losses.distillation import itc_distillation_loss
+        from ..losses.itm import hard_negatives, itm_loss, itm_pairs
+        from ..losses.lm import mlm_loss
+        from ..losses.mlm import IGNORE_INDEX, mask_tokens
+        from ..train.distributed import unwrap
+
+        albef = unwrap(model)
+        pixels, ids, mask = batch["pixel_values"], batch["input_ids"], batch["attention_mask"]
+        tok = self.tokenizer
+        mlm_ids, mlm_labels = mask_tokens(ids, albef.config.text.vocab_size, tok.mask_token_id, tok.all_special_ids,
+                                          self.mlm_probability)
+        mlm_labels = mlm_labels.masked_fill(mask == 0, IGNORE_INDEX)  # padding is never a target
+        pair_ids = caption_ids(batch["captions"], ids.device) if self.same_caption_is_positive else None
+
+        out = model(pixels, ids, mask, mlm_input_ids=mlm_ids)  # through DDP: its forward is hooked
+        scale = albef.scale()
+        has_momentum = albef.momentum_encoders is not None
+        if has_momentum:
+            if albef.training:
+                albef.momentum_update()
+            m = albef.momentum_features(pixels, ids, mask, mlm_ids)
+            itc = itc_distillation_loss(
+                out["image_features"], out["text_features"], m["image_features"], m["text_features"], scale,
+                albef.image_queue, albef.text_queue, alpha=self.alpha, ids=pair_ids, queue_ids=albef.id_queue,
+            )["itc_loss"]
+        else:
+            from ..losses.contrastive import clip_loss
+
+            m = {}
+            itc = clip_loss(out["image_features"], out["text_features"], scale)["contrastive_loss"]
+
+        text_side = {"hidden": out["text_hidden"], "attention_mask": mask}
+        if self.negatives_all_ranks:
+            neg_images, neg_texts = hard_negatives(out["image_features"], out["text_features"], scale,
+                                                   out["image_embeds"], text_side, ids=pair_ids)
+        else:
+            neg_images, neg_texts = _local_hard_negatives(out, scale, text_side, pair_ids)
+        images, texts = itm_pairs(out["image_embeds"], text_side, neg_images, neg_texts)  # 3B pairs
+        itm = itm_loss(albef.itm_logits(images, texts["hidden"], texts["attention_mask"]))
+
+        mlm = mlm_loss(out["mlm_logits"], mlm_labels, m.get("mlm_logits"), self.alpha)
+
+        if has_momentum and albef.training:
+            albef.enqueue(gather_features(m["image_features"]), gather_features(m["text_features"]),
+                          None if pair_ids is None else gather_features(pair_ids))
+        return {"itc_loss": itc, "itm_loss": itm, "mlm_loss": mlm}
+
+    def log_values(self, model: nn.Module) -> dict[str, float]:
+        from ..train.distributed import unwrap
+
+        return {"logit_scale": unwrap(model).scale().item()}
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, dataset, **kwargs) -> EvalOutput:
+        """Validation ITC loss (in-batch), Recall@1/5/10 of ITC retrieval and zero-shot accuracy."""
+        return super().evaluate(ITCView(model, model.scale), dataset, **kwargs)
+
+
+def _local_hard_negatives(out: dict[str, torch.Tensor], scale, text_side: dict[str, torch.Tensor],
+                          pair_ids: torch.Tensor | None):
+    """ALBEF's pre-training choice: negatives from this rank's batch only."""
+    from ..losses.itm import sample_itm_negatives
+
+    with torch.no_grad():
+        s = scale.detach()
+        sim_i2t = s * out["image_features"].detach() @ out["text_features"].detach().t()  # (B, B)
+        text_idx, image_idx = sample_itm_negatives(sim_i2t, sim_i2t.t(), 0, pair_ids, pair_ids)
+    return out["image_embeds"][image_idx], {k: v[text_idx] for k, v in text_side.items()}

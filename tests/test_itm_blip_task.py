@@ -1,0 +1,128 @@
+"""The BLIP task: ITC, ITM with hard negatives on [ENC] inputs and the captioning LM train a tiny
+BLIP on a few shapes; the prompt is ignored by the LM loss; evaluation reports retrieval and
+caption metrics."""
+import pytest
+import torch
+
+import vlkit
+from vlkit.data.synthetic import ShapesDataset
+from vlkit.losses.lm import lm_labels, lm_loss
+from vlkit.tasks.blip import BLIPTask
+
+WORDS = ("a an the of photo picture image small large red green blue yellow purple white circle square triangle star "
+         "cross on in at left right top bottom middle").split()
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+VOCAB = len(SPECIAL) + len(WORDS)  # + [DEC] and [ENC] after it
+TEXT = {"vocab_size": VOCAB + 2, "bos_token_id": VOCAB, "enc_token_id": VOCAB + 1, "sep_token_id": 3}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run several times faster on one thread than on two when the cores are busy."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def vocab_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tok") / "vocab.txt"
+    path.write_text("\n".join(SPECIAL + WORDS) + "\n")
+    return str(path)
+
+
+def make(vocab_file, prompt="", n=8, **model):
+    task = BLIPTask({"preset": "blip-tiny", "text": TEXT, **model}, tokenizer=vocab_file, prompt=prompt)
+    net = task.build_model()
+    ds = ShapesDataset(size=n, image_size=32, transform=vlkit.image_transform(net), captions="full")
+    return task, net, ds, task.collate()([ds[i] for i in range(n)])
+
+
+def test_losses_train_the_model(vocab_file):
+    """150 AdamW steps on 8 shapes (about 6 s on one core): ITC falls from ~log 8, ITM and LM fall,
+    the ITC features retrieve the pairs and greedy decoding reproduces the captions."""
+    torch.manual_seed(0)
+    task, model, _, batch = make(vocab_file)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
+    model.train()
+    history = []
+    for _ in range(150):
+        losses = task.losses(model, batch)
+        assert set(losses) == {"itc_loss", "itm_loss", "lm_loss"}
+        opt.zero_grad()
+        sum(losses.values()).backward()
+        opt.step()
+        history.append({k: v.item() for k, v in losses.items()})
+
+    def mean(key, rows):
+        return sum(h[key] for h in rows) / len(rows)
+
+    start, end = history[:10], history[-10:]
+    assert mean("itc_loss", start) > 1.9 and mean("itc_loss", end) < 0.5
+    assert mean("lm_loss", end) < 0.3 * mean("lm_loss", start)  # label smoothing 0.1 keeps it above ~0.65
+    assert mean("itm_loss", end) < 0.85 * mean("itm_loss", start)
+    model.eval()
+    with torch.no_grad():
+        img = model.encode_image(batch["pixel_values"], normalize=True)
+        txt = model.encode_text(batch["input_ids"], batch["attention_mask"], normalize=True)
+        assert ((img @ txt.t()).argmax(1) == torch.arange(8)).sum().item() >= 7
+        captions = [task.decode_caption(row, model.config)
+                    for row in model.generate(batch["pixel_values"], max_new_tokens=12)]
+    assert sum(c == ref for c, ref in zip(captions, batch["captions"])) >= 7, captions
+
+
+def test_itm_reads_enc_inputs_in_label_order(vocab_file, monkeypatch):
+    torch.manual_seed(0)
+    task, model, _, batch = make(vocab_file, n=4)
+    seen = {}
+    original = model.fused_hidden
+
+    def spy(input_ids, attention_mask, image_embeds, image_mask=None):
+        seen["ids"], seen["images"] = input_ids, image_embeds
+        return original(input_ids, attention_mask, image_embeds, image_mask)
+
+    monkeypatch.setattr(model, "fused_hidden", spy)
+    task.losses(model.train(), batch)
+    ids = seen["ids"]
+    assert ids.shape[0] == 12 and seen["images"].shape[0] == 12  # B pairs, B images + sampled text, B sampled images
+    assert (ids[:, 0] == TEXT["enc_token_id"]).all()  # [CLS] -> [ENC]
+    assert torch.equal(ids[:4, 1:], batch["input_ids"][:, 1:])  # the positives are the pairs
+    assert torch.equal(ids[8:, 1:], batch["input_ids"][:, 1:])  # texts against their sampled images
+    # the sampled texts are other captions, never the image's own
+    for i in range(4):
+        assert not torch.equal(ids[4 + i, 1:], batch["input_ids"][i, 1:])
+
+
+def test_prompt_is_ignored_by_the_lm_loss(vocab_file):
+    torch.manual_seed(0)
+    task, model, _, batch = make(vocab_file, prompt="a picture of ", n=3, retrieval_heads=False, text_encoder=False)
+    assert task.prompt_length == 4  # [DEC] a picture of
+    dec = batch["decoder_input_ids"]
+    assert dec[:, 1:4].tolist() == [task.tokenizer(["a picture of"])["input_ids"][0][1:4].tolist()] * 3
+    model.eval()
+    losses = task.losses(model, batch)
+    assert set(losses) == {"lm_loss"}
+    ids = dec.clone()
+    ids[:, 0] = TEXT["bos_token_id"]
+    labels = lm_labels(ids, batch["decoder_attention_mask"], 4)
+    assert (labels[:, :4] == -100).all() and (labels[:, 4] != -100).all()
+    logits = model.decoder_logits(ids, batch["decoder_attention_mask"], model.image_embeds(batch["pixel_values"]))
+    assert losses["lm_loss"].item() == pytest.approx(lm_loss(logits, labels).item(), rel=1e-6)
+
+
+def test_evaluate_reports_retrieval_and_caption_metrics(vocab_file):
+    torch.manual_seed(0)
+    task, model, ds, _ = make(vocab_file, n=12)
+    task.caption_eval_images = 6
+    result = task.evaluate(model, ds, batch_size=4, device="cpu", precision="fp32", zeroshot=False)
+    m = result.metrics
+    assert {"loss", "mean_R", "caption_bleu_4", "caption_cider"} <= set(m)
+    assert 0.0 <= m["caption_bleu_1"] <= 1.0 and m["caption_cider"] >= 0.0
+    assert model.training  # evaluation restores the mode it found
+
+
+def test_rejects_a_vqa_model(vocab_file):
+    task = BLIPTask({"preset": "blip-tiny", "text": TEXT, "decoder_context": "question"}, tokenizer=vocab_file)
+    with pytest.raises(ValueError, match="decoder must read the image"):
+        task.build_model()
