@@ -111,3 +111,11 @@ def test_embed_images_and_texts(run, tmp_path, capsys):
     assert np.allclose(txt[0], ref[0].numpy(), atol=1e-5)
     assert main(["embed", "--model", str(run), "--out", str(out)]) == 2
     assert "nothing to embed" in capsys.readouterr().err
+
+
+def test_eval_a_run_stopped_before_its_end(tmp_path, capsys):
+    out = tmp_path / "stopped"
+    assert main(["train", *TINY, "--train.max_steps", "6", "--train.output_dir", str(out), "--stop-after", "2"]) == 0
+    assert not (out / "model").exists()
+    assert main(["eval", "zeroshot", "--model", str(out), "--size", "10", "--json", str(tmp_path / "z.json")]) == 0
+    assert json.loads((tmp_path / "z.json").read_text())["images"] == 10

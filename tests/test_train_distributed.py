@@ -48,3 +48,27 @@ def test_two_processes_match_one_process_on_the_global_batch(tmp_path):
     assert (tmp_path / "ddp" / "model" / "model.safetensors").is_file()
     assert "zeroshot_shape_top1" in (tmp_path / "ddp" / "metrics.jsonl").read_text()
     assert single.step == 4
+
+
+@pytest.mark.slow
+def test_unreadable_image_under_torchrun_trims_every_batch_to_the_shortest(tmp_path):
+    from PIL import Image
+
+    rows = ["image,caption"]
+    for i in range(8):
+        Image.new("RGB", (16, 16), (30 * i, 100, 0)).save(tmp_path / f"{i}.png")
+        rows.append(f"{i}.png,a square of colour {i}")
+    (tmp_path / "broken.png").write_text("not an image")
+    rows.append("broken.png,a broken file")
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    vlkit_script = Path(sys.executable).parent / "vlkit"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--no-python",
+           str(vlkit_script), "train"]
+    # 9 files / 2 processes: 4 per process and epoch, one batch each; the broken file shortens one of them
+    for ov in TINY + ["train.batch_size=4", "train.max_steps=3", "data.kind=folder", "data.val_size=0",
+                      f"data.train_annotations={tmp_path / 'train.csv'}", f"train.output_dir={tmp_path / 'run'}"]:
+        cmd += ["--set", ov]
+    proc = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "1 unreadable image" in proc.stdout
+    assert len(losses(tmp_path / "run")) == 3

@@ -6,7 +6,8 @@
     vlkit eval retrieval --model M --annotations pairs.jsonl --root images/
 
 ``--model`` takes a vlkit model folder (``save_pretrained``), a run folder of ``vlkit train``
-(its ``model/``), a training checkpoint (``.pt``), or anything ``vlkit.from_pretrained`` reads.
+(its final ``model/``, else its newest checkpoint), a training checkpoint (``.pt``), or anything
+``vlkit.from_pretrained`` reads.
 
 Adding an evaluation: write ``add_<kind>(kinds)`` that registers a sub-parser (use
 :func:`add_model_arguments`) with ``set_defaults(run=handler)``, and list it in ``EVALUATIONS``.
@@ -68,8 +69,13 @@ def load_model(source: str | os.PathLike) -> torch.nn.Module:
         model = get_task(cfg.task, cfg.model).build_model()
         model.load_state_dict(state["model"])
         return model
-    if path.is_dir() and not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
-        path = path / "model"
+    if path.is_dir() and not (path / "config.json").is_file():
+        from ..train.checkpoint import latest_checkpoint
+
+        if (path / "model" / "config.json").is_file():  # a finished run
+            path = path / "model"
+        elif latest_checkpoint(path) is not None:  # a run stopped before its end
+            return load_model(latest_checkpoint(path))
     return vlkit.from_pretrained(path)
 
 

@@ -81,6 +81,15 @@ def mean_across(values: dict[str, float], device: torch.device) -> dict[str, flo
     return dict(zip(keys, t.tolist()))
 
 
+def min_across(value: int, device: torch.device) -> int:
+    """The smallest ``value`` over all processes (``value`` itself when single)."""
+    if not is_distributed():
+        return value
+    t = torch.tensor([value], dtype=torch.long, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
+
+
 def gather_objects(obj: Any) -> list[Any]:
     """Every process's ``obj``, by rank (a one-element list when single)."""
     if not is_distributed():

@@ -68,6 +68,15 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=nb) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
+def _trim(batch: dict[str, Any], n: int) -> dict[str, Any]:
+    """The first ``n`` samples of a batch (tensors and per-sample lists; ``skipped`` is kept)."""
+    size = len(batch["captions"])
+    if n >= size:
+        return batch
+    return {k: v[:n] if k != "skipped" and isinstance(v, (torch.Tensor, list)) and len(v) == size else v
+            for k, v in batch.items()}
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -130,6 +139,8 @@ def _train(cfg: Config, info: D.DistInfo, task, resume, stop_after, overwrite, s
         ckpt_path = latest_checkpoint(out) if resume is True else Path(resume)
         if ckpt_path is None:
             say(f"no checkpoint in {out / 'checkpoints'}: starting from step 0")
+            if main:
+                metrics_log.reset()
     elif list_checkpoints(out) or metrics_log.path.exists():
         if not overwrite:
             raise FileExistsError(
@@ -258,7 +269,9 @@ def _train(cfg: Config, info: D.DistInfo, task, resume, stop_after, overwrite, s
     if start_step < t.max_steps and not (stop_after is not None and start_step >= stop_after):
         for step, epoch, batch in loader.batches(start_step, on_epoch_end=lambda e: report_skips(e, step)):
             epoch_skips.extend(batch["skipped"])
-            if "pixel_values" not in batch:
+            if info.distributed:  # equal batches on every process (the loss gathers them): trim to the shortest
+                batch = _trim(batch, D.min_across(len(batch["captions"]), device))
+            if not batch["captions"]:
                 raise ValueError(f"step {step}: every sample of the batch was skipped ({SkipReport(batch['skipped']).summary()})")
             batch = _to_device(batch, device)
             ddp_model.train()
@@ -308,8 +321,7 @@ def _train(cfg: Config, info: D.DistInfo, task, resume, stop_after, overwrite, s
     pbar.close()
 
     # ------------------------------------------------------------- the end
-    if epoch_skips or static_skips:
-        report_skips(epoch, step, partial=True)
+    report_skips(epoch, step, partial=True)  # a collective under torchrun: every process calls it
     model_dir = None
     if stop_after is not None and step >= stop_after and step < t.max_steps:
         stopped = True
