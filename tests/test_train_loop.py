@@ -145,3 +145,23 @@ def test_skipped_training_images_are_reported_at_epoch_end(tmp_path, capsys):
     events = [e for e in events if e.get("event") == "data_skipped"]
     assert events[0]["epoch"] == 0 and events[0]["count"] == 3
     assert events[0]["reasons"] == {"empty caption": 1, "zero-size file": 1, "unreadable image": 1}
+
+
+def test_plots_are_skipped_with_a_warning_without_matplotlib(tmp_path, monkeypatch):
+    import builtins
+
+    from vlkit.train import plots
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError("No module named 'matplotlib'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    monkeypatch.setattr(plots, "_warned", False)
+    with pytest.warns(UserWarning, match="matplotlib is not installed"):
+        assert plots.plot_loss([{"split": "train", "step": 1, "loss": 1.0}], tmp_path / "loss.png") is None
+    assert plots.plot_similarity(torch.eye(2), tmp_path / "s.png") is None  # warned once only
+    assert not (tmp_path / "loss.png").exists()

@@ -17,6 +17,7 @@ from torch import nn
 from ..data.loader import ImageTextCollator, eval_loader
 from ..eval.retrieval import retrieval_metrics, similarity_matrix, unique_captions
 from ..eval.zeroshot import zeroshot_accuracy
+from ..losses.contrastive import clip_loss
 
 
 @dataclass
@@ -88,7 +89,6 @@ class CLIPTask:
     def losses(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Symmetric contrastive loss of a batch; ``model`` may be wrapped in DDP (its forward is
         what DDP hooks, so it is called through the wrapper)."""
-        from ..losses.contrastive import clip_loss
         from ..train.distributed import unwrap
 
         image_features, text_features = model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
@@ -122,8 +122,6 @@ class CLIPTask:
         precision: str = "auto", zeroshot: bool = True, retrieval: bool = True, plot_size: int = 12,
     ) -> EvalOutput:
         """Validation loss (mean over batches of ``batch_size``), Recall@1/5/10 and zero-shot accuracy."""
-        from ..losses.contrastive import clip_loss
-
         device = torch.device(device)
         was_training = model.training
         model.eval()
