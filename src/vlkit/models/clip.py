@@ -88,17 +88,19 @@ class CLIPTextTransformer(nn.Module):
         )
         self.norm = nn.LayerNorm(c.width, eps=c.norm_eps)
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T) ids -> hidden states after the final norm (B, T, C). ``attention_mask`` (B, T),
-        1 for real tokens, also hides padding from the causal attention (which matters only for
-        left padding: right padding comes after every real token anyway)."""
+    def _encoder_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         if input_ids.dim() != 2:
             raise ValueError(f"expected input_ids of shape (B, T), got {tuple(input_ids.shape)}")
         B, T = input_ids.shape
         x = self.drop(self.token_embed(input_ids) + self.pos_embed(T))  # (B, T, C)
         mask = None if attention_mask is None else build_attention_mask(attention_mask, T, T, causal=True)
-        x = self.encoder(x, attn_mask=mask, is_causal=mask is None)
-        return self.norm(x)
+        return self.encoder(x, attn_mask=mask, is_causal=mask is None)  # (B, T, C), before the final norm
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) ids -> hidden states after the final norm (B, T, C). ``attention_mask`` (B, T),
+        1 for real tokens, also hides padding from the causal attention (which matters only for
+        left padding: right padding comes after every real token anyway)."""
+        return self.norm(self._encoder_states(input_ids, attention_mask))
 
     def pool_index(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Position of the end-of-text token in each row (B,)."""
@@ -107,9 +109,10 @@ class CLIPTextTransformer(nn.Module):
         return (input_ids == self.config.eos_token_id).int().argmax(dim=-1)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T) ids -> the end-of-text token's hidden state (B, C)."""
-        hidden = self.encode(input_ids, attention_mask)  # (B, T, C)
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), self.pool_index(input_ids)]
+        """(B, T) ids -> the end-of-text token's hidden state after the final norm (B, C)."""
+        hidden = self._encoder_states(input_ids, attention_mask)  # (B, T, C)
+        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), self.pool_index(input_ids)]  # (B, C)
+        return self.norm(pooled)  # LayerNorm is per token: norm only the one that is read
 
 
 def _init_transformer(encoder: Transformer, width: int) -> None:
