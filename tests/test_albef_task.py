@@ -9,7 +9,8 @@ import torch.multiprocessing as mp
 
 import vlkit
 from vlkit.data.synthetic import ShapesDataset
-from vlkit.tasks.albef import ALBEFTask, caption_ids
+from vlkit.tasks import caption_ids
+from vlkit.train.recipes import ALBEFRecipe
 
 WORDS = ("a an the of photo picture image small large red green blue yellow purple white circle square triangle star "
          "cross on in at left right top bottom middle").split()
@@ -36,7 +37,7 @@ def vocab_file(tmp_path_factory):
 
 def make_task(vocab_file, **model):
     spec = {"preset": "albef-tiny", "text": {"vocab_size": VOCAB}, **model}
-    return ALBEFTask(spec, tokenizer=vocab_file)
+    return ALBEFRecipe(spec, tokenizer=vocab_file)
 
 
 def shapes_batch(task, model, n=8, start=0):
@@ -121,7 +122,7 @@ def test_without_momentum_the_itc_is_in_batch(vocab_file):
 
 
 def test_build_model_checks_the_vocabulary(vocab_file):
-    task = ALBEFTask({"preset": "albef-tiny", "text": {"vocab_size": 20}}, tokenizer=vocab_file)
+    task = ALBEFRecipe({"preset": "albef-tiny", "text": {"vocab_size": 20}}, tokenizer=vocab_file)
     with pytest.raises(ValueError, match=f"vocab_size >= {VOCAB}"):
         task.build_model()
 

@@ -7,7 +7,7 @@ import torch
 import vlkit
 from vlkit.data.synthetic import ShapesDataset
 from vlkit.losses.lm import lm_labels, lm_loss
-from vlkit.tasks.blip import BLIPTask
+from vlkit.train.recipes import BLIPRecipe
 
 WORDS = ("a an the of photo picture image small large red green blue yellow purple white circle square triangle star "
          "cross on in at left right top bottom middle").split()
@@ -33,7 +33,7 @@ def vocab_file(tmp_path_factory):
 
 
 def make(vocab_file, prompt="", n=8, **model):
-    task = BLIPTask({"preset": "blip-tiny", "text": TEXT, **model}, tokenizer=vocab_file, prompt=prompt)
+    task = BLIPRecipe({"preset": "blip-tiny", "text": TEXT, **model}, tokenizer=vocab_file, prompt=prompt)
     net = task.build_model()
     ds = ShapesDataset(size=n, image_size=32, transform=vlkit.image_transform(net), captions="full")
     return task, net, ds, task.collate()([ds[i] for i in range(n)])
@@ -123,6 +123,6 @@ def test_evaluate_reports_retrieval_and_caption_metrics(vocab_file):
 
 
 def test_rejects_a_vqa_model(vocab_file):
-    task = BLIPTask({"preset": "blip-tiny", "text": TEXT, "decoder_context": "question"}, tokenizer=vocab_file)
+    task = BLIPRecipe({"preset": "blip-tiny", "text": TEXT, "decoder_context": "question"}, tokenizer=vocab_file)
     with pytest.raises(ValueError, match="decoder must read the image"):
         task.build_model()

@@ -97,7 +97,7 @@ class TwoLossTask:
         return {"bias0": model.bias[0].item()}
 
     def evaluate(self, model, dataset, **kw):
-        from vlkit.tasks import EvalOutput
+        from vlkit.train.recipes import EvalOutput
 
         return EvalOutput({"n": float(len(dataset))}, torch.eye(3), ["x", "y", "z"])
 
@@ -107,7 +107,7 @@ def test_stand_in_task_losses_are_summed_logged_and_learned(tmp_path):
     task = TwoLossTask()
     cfg = tiny(tmp_path, "data.train_size=64", "data.val_size=8", "train.max_steps=30", "train.log_every=10",
                "train.eval_every=10", "train.plots=true", "optim.lr=5e-2", "optim.weight_decay=0")
-    result = train(cfg, task=task)
+    result = train(cfg, recipe=task)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     logs = [r for r in rows if r.get("split") == "train"]
     assert [r["step"] for r in logs] == [10, 20, 30]

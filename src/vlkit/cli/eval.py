@@ -60,13 +60,13 @@ def load_model(source: str | os.PathLike) -> torch.nn.Module:
 
     path = Path(source)
     if path.is_file():
-        from ..tasks import get_task
         from ..train.checkpoint import load_checkpoint
         from ..train.config import Config
+        from ..train.recipes import get_recipe
 
         state = load_checkpoint(path)
         cfg = Config.from_dict(state["config"], f"{path} config")
-        model = get_task(cfg.task, cfg.model).build_model()
+        model = get_recipe(cfg.task, cfg.model).build_model()
         model.load_state_dict(state["model"])
         return model
     if path.is_dir() and not (path / "config.json").is_file():

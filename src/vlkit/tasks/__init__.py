@@ -1,30 +1,13 @@
-"""Tasks: what a model is trained for. The training loop (vlkit.train) is generic; a task says
-how to build the model, its preprocessing and batches, and which losses a batch gives.
+"""Tasks: a model and the losses it is trained with, combined.
 
-A task object has:
-    name: str
-    build_model() -> nn.Module
-    image_size(model) -> int                  size the built-in data is rendered at
-    transform(model, train) -> PIL image -> tensor
-    collate() -> list of dataset items -> batch dict
-    losses(model, batch) -> {"name_loss": scalar tensor, ...}   (the loop sums them)
-    log_values(model) -> {name: float}        extra values for the training log (may be empty)
-    evaluate(model, dataset, *, batch_size, device, precision, zeroshot, retrieval) -> EvalOutput
-
-Register a new task by adding it to TASKS (one line).
+A task maps ``(model, batch) -> {"name_loss": scalar tensor, ...}`` (the training loop sums
+them) and ``log_values(model) -> {name: float}`` for extra values to log. Tasks import only
+models/ and losses/; building models, batches and evaluation is the training recipes' job
+(:mod:`vlkit.train.recipes`). ``model`` may be wrapped in DistributedDataParallel: the first
+forward goes through the wrapper (that is what DDP hooks), later passes use the inner model.
 """
-from .clip import CLIPTask, EvalOutput
+from .albef import ALBEFTask, caption_ids
+from .blip import BLIPTask
+from .clip import CLIPTask
 
-TASKS = {
-    "clip": CLIPTask,
-}
-
-
-def get_task(name: str, model_spec: dict | None = None):
-    """A task by name, for a ``model`` config section."""
-    if name not in TASKS:
-        raise KeyError(f"unknown task {name!r}; known tasks: {sorted(TASKS)}")
-    return TASKS[name](model_spec)
-
-
-__all__ = ["CLIPTask", "EvalOutput", "TASKS", "get_task"]
+__all__ = ["ALBEFTask", "BLIPTask", "CLIPTask", "caption_ids"]

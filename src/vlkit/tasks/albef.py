@@ -23,13 +23,18 @@ Unlike ALBEF's code, ``alpha`` is constant (ALBEF ramps it from 0 over the first
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from .clip import CLIPTask, EvalOutput
+from ..losses.contrastive import clip_loss, gather_features
+from ..losses.distillation import itc_distillation_loss
+from ..losses.itm import hard_negatives, itm_loss, itm_pairs, sample_itm_negatives
+from ..losses.lm import mlm_loss
+from ..losses.mlm import IGNORE_INDEX, mask_tokens
+from ..models.base import unwrap
 
 
 def caption_ids(captions: Sequence[str], device: torch.device | None = None) -> torch.Tensor:
@@ -37,78 +42,35 @@ def caption_ids(captions: Sequence[str], device: torch.device | None = None) -> 
     return torch.tensor([zlib.crc32(c.encode("utf-8")) for c in captions], dtype=torch.long, device=device)
 
 
-class ITCView(nn.Module):
-    """Shows an ALBEF/BLIP model as a two-tower model for retrieval and zero-shot evaluation:
-    ``forward`` -> normalised (image, text) ITC features, ``scale()`` -> inverse temperature."""
-
-    def __init__(self, model: nn.Module, scale) -> None:
-        super().__init__()
-        self.model = model
-        self._scale = scale
-
-    def forward(self, pixel_values, input_ids, attention_mask=None):
-        return (self.model.encode_image(pixel_values, normalize=True),
-                self.model.encode_text(input_ids, attention_mask, normalize=True))
-
-    def encode_image(self, pixel_values, normalize: bool = False):
-        return self.model.encode_image(pixel_values, normalize=normalize)
-
-    def encode_text(self, input_ids, attention_mask=None, normalize: bool = False):
-        return self.model.encode_text(input_ids, attention_mask, normalize=normalize)
-
-    def scale(self) -> torch.Tensor:
-        return self._scale()
-
-
-class ALBEFTask(CLIPTask):
-    """Builds an ALBEF, its preprocessing and batches (captions tokenized with BERT's WordPiece),
-    and computes its three pre-training losses. Evaluation is ITC retrieval (and zero-shot on
-    the built-in shapes), as for CLIP."""
+class ALBEFTask:
+    """ITC with momentum distillation, ITM with hard negatives and MLM. ``mask_token_id`` and
+    ``special_ids`` come from the tokenizer the captions were encoded with."""
 
     name = "albef"
 
     def __init__(
         self,
-        model_spec: dict[str, Any] | None = None,
-        tokenizer: str = "bert-base-uncased",
+        mask_token_id: int,
+        special_ids: Iterable[int],
         *,
         alpha: float = 0.4,
         mlm_probability: float = 0.15,
         negatives_all_ranks: bool = True,
         same_caption_is_positive: bool = True,
     ) -> None:
-        super().__init__(model_spec or {"preset": "albef-tiny"}, tokenizer)
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        self.mask_token_id = mask_token_id
+        self.special_ids = sorted(set(special_ids))
         self.alpha = alpha
         self.mlm_probability = mlm_probability
         self.negatives_all_ranks = negatives_all_ranks
         self.same_caption_is_positive = same_caption_is_positive
 
-    def build_model(self) -> nn.Module:
-        model = super().build_model()
-        for name in ("momentum_features", "itm_logits", "enqueue"):
-            if not callable(getattr(model, name, None)):
-                raise TypeError(f"the albef task needs an ALBEF model (with {name}()); got {type(model).__name__}")
-        vocab = model.config.text.vocab_size
-        if self.tokenizer.vocab_size > vocab:
-            raise ValueError(f"tokenizer {self.tokenizer_name!r} has {self.tokenizer.vocab_size} tokens but the model's "
-                             f"vocabulary only {vocab}: set model.text.vocab_size >= {self.tokenizer.vocab_size}")
-        return model
-
-    # ------------------------------------------------------------------ training
     def losses(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        from ..losses.contrastive import gather_features
-        from ..losses.distillation import itc_distillation_loss
-        from ..losses.itm import hard_negatives, itm_loss, itm_pairs
-        from ..losses.lm import mlm_loss
-        from ..losses.mlm import IGNORE_INDEX, mask_tokens
-        from ..train.distributed import unwrap
-
         albef = unwrap(model)
         pixels, ids, mask = batch["pixel_values"], batch["input_ids"], batch["attention_mask"]
-        tok = self.tokenizer
-        mlm_ids, mlm_labels = mask_tokens(ids, albef.config.text.vocab_size, tok.mask_token_id, tok.all_special_ids,
+        mlm_ids, mlm_labels = mask_tokens(ids, albef.config.text.vocab_size, self.mask_token_id, self.special_ids,
                                           self.mlm_probability)
         mlm_labels = mlm_labels.masked_fill(mask == 0, IGNORE_INDEX)  # padding is never a target
         pair_ids = caption_ids(batch["captions"], ids.device) if self.same_caption_is_positive else None
@@ -125,8 +87,6 @@ class ALBEFTask(CLIPTask):
                 albef.image_queue, albef.text_queue, alpha=self.alpha, ids=pair_ids, queue_ids=albef.id_queue,
             )["itc_loss"]
         else:
-            from ..losses.contrastive import clip_loss
-
             m = {}
             itc = clip_loss(out["image_features"], out["text_features"], scale)["contrastive_loss"]
 
@@ -147,22 +107,12 @@ class ALBEFTask(CLIPTask):
         return {"itc_loss": itc, "itm_loss": itm, "mlm_loss": mlm}
 
     def log_values(self, model: nn.Module) -> dict[str, float]:
-        from ..train.distributed import unwrap
-
         return {"logit_scale": unwrap(model).scale().item()}
-
-    # ------------------------------------------------------------------ evaluation
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, dataset, **kwargs) -> EvalOutput:
-        """Validation ITC loss (in-batch), Recall@1/5/10 of ITC retrieval and zero-shot accuracy."""
-        return super().evaluate(ITCView(model, model.scale), dataset, **kwargs)
 
 
 def _local_hard_negatives(out: dict[str, torch.Tensor], scale, text_side: dict[str, torch.Tensor],
                           pair_ids: torch.Tensor | None):
     """ALBEF's pre-training choice: negatives from this rank's batch only."""
-    from ..losses.itm import sample_itm_negatives
-
     with torch.no_grad():
         s = scale.detach()
         sim_i2t = s * out["image_features"].detach() @ out["text_features"].detach().t()  # (B, B)

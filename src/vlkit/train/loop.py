@@ -1,12 +1,15 @@
-"""The training loop: generic over tasks, one process or many (torchrun), resumable exactly.
+"""The training loop: generic over recipes, one process or many (torchrun), resumable exactly.
 
     from vlkit.train import load_config, train
     result = train(load_config("configs/clip-shapes.yaml", ["optim.lr=1e-3"]))
 
+The config's ``task`` names a recipe (:mod:`vlkit.train.recipes`): it builds the model, its
+preprocessing and batches, and its task (:mod:`vlkit.tasks`) gives the losses.
+
 Each step: the task maps (model, batch) to named losses, the loop sums them, backpropagates,
 clips the gradient norm, steps AdamW and the warmup + cosine schedule. Every ``log_every`` steps
 the mean losses, learning rate and samples/s go to the progress bar and ``metrics.jsonl``;
-every ``eval_every`` steps the task evaluates on the validation data (main process) and the
+every ``eval_every`` steps the recipe evaluates on the validation data (main process) and the
 plots are redrawn; every ``checkpoint_every`` steps a checkpoint is written atomically. At the
 end the model is saved as a vlkit folder (``<output_dir>/model``) that ``vlkit.from_pretrained``,
 ``vlkit eval`` and ``vlkit embed`` read.
@@ -102,30 +105,30 @@ def _check_config(cfg: Config) -> None:
 
 
 def train(
-    cfg: Config, *, task=None, resume: bool | str | Path = False, stop_after: int | None = None,
+    cfg: Config, *, recipe=None, resume: bool | str | Path = False, stop_after: int | None = None,
     overwrite: bool = False,
 ) -> TrainResult:
     """Train as ``cfg`` says; see the module docstring.
 
-    ``resume``: True for the newest checkpoint in ``train.output_dir`` (a fresh start when there is
+    ``recipe``: a recipe object to use instead of the one ``cfg.task`` names. ``resume``: True for the newest checkpoint in ``train.output_dir`` (a fresh start when there is
     none), or a checkpoint path. ``stop_after``: end after this many steps with a checkpoint, as
     if interrupted (the schedule still runs to ``max_steps``). ``overwrite``: start afresh in an
     ``output_dir`` that holds an earlier run (its checkpoints and metrics are deleted).
     """
-    from ..tasks import get_task
+    from .recipes import get_recipe
 
     started = time.perf_counter()
     _check_config(cfg)
     owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     info = D.setup(cfg.train.device)
     try:
-        return _train(cfg, info, task or get_task(cfg.task, cfg.model), resume, stop_after, overwrite, started)
+        return _train(cfg, info, recipe or get_recipe(cfg.task, cfg.model), resume, stop_after, overwrite, started)
     finally:
         if owns_group:
             D.cleanup()
 
 
-def _train(cfg: Config, info: D.DistInfo, task, resume, stop_after, overwrite, started) -> TrainResult:
+def _train(cfg: Config, info: D.DistInfo, recipe, resume, stop_after, overwrite, started) -> TrainResult:
     t, main, device = cfg.train, info.is_main, info.device
     out = Path(t.output_dir)
     say = (lambda msg: tqdm.write(str(msg))) if main else (lambda msg: None)
@@ -159,7 +162,7 @@ def _train(cfg: Config, info: D.DistInfo, task, resume, stop_after, overwrite, s
 
     # ------------------------------------------------------------- model, optimizer, data
     _seed_everything(t.seed)
-    model = task.build_model().to(device)
+    model = recipe.build_model().to(device)
     optimizer = build_optimizer(model, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.betas, cfg.optim.eps)
     scheduler = build_scheduler(
         optimizer, lr=cfg.optim.lr, max_steps=t.max_steps, warmup_steps=cfg.optim.warmup_steps,
@@ -185,11 +188,11 @@ def _train(cfg: Config, info: D.DistInfo, task, resume, stop_after, overwrite, s
         (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     train_ds, val_ds = build_datasets(
-        cfg.data, image_size=task.image_size(model), train_transform=task.transform(model, train=cfg.data.augment),
-        eval_transform=task.transform(model, train=False),
+        cfg.data, image_size=recipe.image_size(model), train_transform=recipe.transform(model, train=cfg.data.augment),
+        eval_transform=recipe.transform(model, train=False),
     )
     loader = StepLoader(
-        train_ds, task.collate(), t.batch_size, seed=t.seed, rank=info.rank, world_size=info.world_size,
+        train_ds, recipe.collate(), t.batch_size, seed=t.seed, rank=info.rank, world_size=info.world_size,
         num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
     )
     static_skips = list(getattr(train_ds, "skipped_at_load", []))
@@ -197,7 +200,7 @@ def _train(cfg: Config, info: D.DistInfo, task, resume, stop_after, overwrite, s
         say(f"training data: {SkipReport(static_skips).summary(getattr(train_ds, 'rows_read', None))}")
     n_params = sum(p.numel() for p in model.parameters())
     say(
-        f"{task.name}: {n_params / 1e6:.2f}M parameters, {len(train_ds)} training samples "
+        f"{recipe.name}: {n_params / 1e6:.2f}M parameters, {len(train_ds)} training samples "
         f"({loader.steps_per_epoch} steps per epoch), batch {t.batch_size} x {info.world_size} process(es) on {device}"
     )
 
@@ -216,7 +219,7 @@ def _train(cfg: Config, info: D.DistInfo, task, resume, stop_after, overwrite, s
     def evaluate(step: int) -> None:
         nonlocal last_eval
         if val_ds is not None and main:
-            res = task.evaluate(
+            res = recipe.evaluate(
                 model, val_ds, batch_size=cfg.eval.batch_size, device=device, precision=t.precision,
                 zeroshot=cfg.eval.zeroshot, retrieval=cfg.eval.retrieval,
             )
@@ -276,9 +279,9 @@ def _train(cfg: Config, info: D.DistInfo, task, resume, stop_after, overwrite, s
             batch = _to_device(batch, device)
             ddp_model.train()
             with _autocast(device, t.precision):
-                losses = task.losses(ddp_model, batch)
+                losses = recipe.losses(ddp_model, batch)
             if not losses:
-                raise ValueError(f"task {task.name!r} returned no losses")
+                raise ValueError(f"task {recipe.name!r} returned no losses")
             loss = sum(losses.values())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -305,7 +308,7 @@ def _train(cfg: Config, info: D.DistInfo, task, resume, stop_after, overwrite, s
                 elapsed = time.perf_counter() - window_start
                 samples_per_s = window_samples * info.world_size / max(elapsed, 1e-9)
                 record = {"split": "train", "step": step, "epoch": epoch, **values, "lr": lr,
-                          "samples_per_s": samples_per_s, **task.log_values(model)}
+                          "samples_per_s": samples_per_s, **recipe.log_values(model)}
                 if main:
                     metrics_log.append(record)
                 pbar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{lr:.2e}", samples_s=f"{samples_per_s:.0f}")
@@ -340,8 +343,8 @@ def _train(cfg: Config, info: D.DistInfo, task, resume, stop_after, overwrite, s
     seconds = time.perf_counter() - started
     if main:
         say(f"done: step {step} in {seconds:.0f} s; run folder {out}")
-        if last_eval and callable(getattr(task, "summary", None)):
-            for line in task.summary(last_eval, len(val_ds) if val_ds is not None else None):
+        if last_eval and callable(getattr(recipe, "summary", None)):
+            for line in recipe.summary(last_eval, len(val_ds) if val_ds is not None else None):
                 say(f"  {line}")
         say(f"  checkpoint: {last_ckpt[0]}")
         if model_dir is not None:
