@@ -7,7 +7,8 @@ sizes: clip-tiny (32-pixel images, width 64, 2 layers) and OpenAI's ViT-B/16 (22
 77-token texts). The HF model is built from the vlkit one through vlkit's converter, and the two
 first losses are checked to agree before timing. Steps alternate between the libraries and the
 median is reported, so drifting machine load hits both alike. A ratio below 1.0 means vlkit is
-faster. On CUDA both run under bf16 autocast. transformers is a test-only dependency.
+faster; the ratio of the fastest steps is printed too, since on a shared CPU the load comes in
+bursts. On CUDA both run under bf16 autocast. transformers is a test-only dependency.
 """
 from __future__ import annotations
 
@@ -94,8 +95,10 @@ def bench(name, preset, B, iters, warmup, device, amp):
             times.append(time.perf_counter() - t)
     a, b = statistics.median(t_ours), statistics.median(t_theirs)
     params = ours.num_parameters() / 1e6
-    print(f"{name:<30} {params:6.1f}M params  batch {B:3d}  first loss {first[0]:.4f} / {first[1]:.4f}   "
-          f"vlkit {a * 1e3:9.1f} ms   transformers {b * 1e3:9.1f} ms   ratio {a / b:5.2f}", flush=True)
+    print(f"{name:<26} {params:6.1f}M params  batch {B:3d}  first loss {first[0]:.4f} / {first[1]:.4f}  "
+          f"median: vlkit {a * 1e3:8.1f} ms  transformers {b * 1e3:8.1f} ms  ratio {a / b:4.2f}  "
+          f"(fastest: {min(t_ours) * 1e3:.1f} / {min(t_theirs) * 1e3:.1f} ms, ratio {min(t_ours) / min(t_theirs):4.2f})",
+          flush=True)
     del ours, theirs, opt_ours, opt_theirs
     return a / b
 
