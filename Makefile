@@ -16,7 +16,9 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_PIN)"
-	$(PY) -m pip install -q -e ".[test]"
+	# Keep the torch that is there (ours or the user's CUDA build): pip then picks the torchvision
+	# built for it (timm and open_clip want one) instead of upgrading torch to match the newest.
+	$(PY) -m pip install -q -e ".[test]" "torch==$$($(PY) -c 'import torch; print(torch.__version__.split("+")[0])')"
 	# open_clip is a test-only reference; --no-deps keeps it from touching torch.
 	$(PY) -m pip install -q --no-deps "open_clip_torch>=3.3"
 	touch $@
