@@ -93,3 +93,19 @@ def test_bad_sources(tmp_path):
         vlkit.from_pretrained(f)
     with pytest.raises(FileNotFoundError, match="hub"):
         vlkit.from_pretrained("nobody-xyz/not-a-model")  # offline in tests: a clear error, no hang
+
+
+def test_hf_image_processor_config_sets_preprocessing(tmp_path):
+    torch.manual_seed(0)
+    cfg = transformers.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                                 image_size=32, patch_size=8)
+    transformers.ViTModel(cfg).save_pretrained(tmp_path)
+    assert vlkit.from_pretrained(tmp_path).config.image_mean == (0.5, 0.5, 0.5)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(
+        {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "resample": 3, "do_center_crop": True}))
+    c = vlkit.from_pretrained(tmp_path).config
+    assert (c.image_mean, c.image_std) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert (c.interpolation, c.resize_mode) == ("bicubic", "shortest")
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.5]}))
+    with pytest.raises(ValueError, match="image_mean"):
+        vlkit.from_pretrained(tmp_path)

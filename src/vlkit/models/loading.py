@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from ..convert import HF_CONVERTERS
+from ..convert.hf_image_processor import image_fields_from_hf
 from .base import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, Model
 from .registry import FAMILIES, config_from_dict
 
@@ -53,6 +54,18 @@ def _resolve(source: str | os.PathLike) -> Path:
     raise FileNotFoundError(f"checkpoint folder {source!r} does not exist")
 
 
+def _with_image_processor(fields: dict, path: Path) -> dict:
+    """The checkpoint's own preprocessing (mean, std, resampling, crop) into its vision config."""
+    if not path.is_file():
+        return fields
+    image = image_fields_from_hf(json.loads(path.read_text()))
+    if "vision" in fields:
+        return {**fields, "vision": {**fields["vision"], **image}}
+    if "image_size" in fields:  # a ViT
+        return {**fields, **image}
+    return fields
+
+
 def from_pretrained(source: str | os.PathLike, **config_overrides) -> Model:
     """Load a model from a vlkit folder (config.json + model.safetensors), an HF transformers
     folder, an open_clip checkpoint folder, or a hub id (downloaded when the network is there)."""
@@ -82,6 +95,7 @@ def from_pretrained(source: str | os.PathLike, **config_overrides) -> Model:
                 )
             hf_state = read_weights(folder)
             model_type, fields, state = conv.MODEL_TYPE, conv.config_from_hf(cfg, hf_state), conv.state_dict_from_hf(hf_state)
+            fields = _with_image_processor(fields, folder / "preprocessor_config.json")
         else:
             raise CheckpointError(
                 f"{config_path}: unknown checkpoint layout (model_type={cfg.get('model_type')!r}); vlkit reads its own "
