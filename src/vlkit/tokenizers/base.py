@@ -52,6 +52,9 @@ def utf8_bytes(text: str) -> bytes:
         raise ValueError(f"text holds a lone surrogate that UTF-8 cannot encode ({e})") from None
 
 
+CACHE_LIMIT = 100_000  # distinct pre-tokenized chunks kept per tokenizer
+
+
 class Tokenizer:
     """Maps text to token ids and back.
 
@@ -142,6 +145,21 @@ class Tokenizer:
     sot_token_id = bos_token_id
 
     # ------------------------------------------------------------------ encoding
+    def _cached_ids(self, chunks: Iterable[str], chunk_ids) -> list[int]:
+        """Ids of pre-tokenized chunks; each distinct chunk is encoded once by ``chunk_ids`` and
+        kept in ``self._cache`` (cleared when it reaches ``CACHE_LIMIT`` entries)."""
+        cache = self._cache
+        ids: list[int] = []
+        for chunk in chunks:
+            r = cache.get(chunk)
+            if r is None:
+                r = chunk_ids(chunk)
+                if len(cache) >= CACHE_LIMIT:
+                    cache.clear()
+                cache[chunk] = r
+            ids += r
+        return ids
+
     def _encode_piece(self, text: str) -> list[int]:
         raise NotImplementedError
 

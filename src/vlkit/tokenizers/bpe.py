@@ -19,7 +19,6 @@ from .training import check_corpus_text, progress_bar
 from .vocab_files import merges_to_ids, read_merges_txt, read_vocab_json, write_merges_txt, write_vocab_json
 
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-_CACHE_LIMIT = 100_000
 
 
 @register_algorithm("bpe")
@@ -85,17 +84,7 @@ class BPETokenizer(Tokenizer):
             text = self._normalize(text)
         if self.add_prefix_space and text and not text.startswith(" "):
             text = " " + text
-        cache = self._cache
-        ids: list[int] = []
-        for word in self._findall(text):
-            r = cache.get(word)
-            if r is None:
-                r = self._word_ids(word)
-                if len(cache) >= _CACHE_LIMIT:
-                    cache.clear()
-                cache[word] = r
-            ids += r
-        return ids
+        return self._cached_ids(self._findall(text), self._word_ids)
 
     # ------------------------------------------------------------------ decoding
     def _decode_tokens(self, tokens: list[str]) -> str:

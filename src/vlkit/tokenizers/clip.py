@@ -15,7 +15,7 @@ from typing import Sequence
 
 import regex
 
-from .base import Tokenizer, register_algorithm, utf8_bytes
+from .base import CACHE_LIMIT, Tokenizer, register_algorithm, utf8_bytes
 from .bpe_core import BPEMerges, bytes_to_unicode
 from .clip_clean import clip_chunks
 from .normalizers import lowercase
@@ -24,7 +24,6 @@ from .vocab_files import merges_to_ids, read_merges_txt, read_vocab_json, write_
 CLIP_WORD_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 END_OF_WORD = "</w>"
 CLIP_CONTEXT_LENGTH = 77
-_CACHE_LIMIT = 100_000
 _WHITESPACE = regex.compile(r"\s+")
 
 
@@ -125,7 +124,7 @@ class CLIPTokenizer(Tokenizer):
             r = self._word_cache.get(word)
             if r is None:
                 r = self._word_ids(word)
-                if len(self._word_cache) >= _CACHE_LIMIT:
+                if len(self._word_cache) >= CACHE_LIMIT:
                     self._word_cache.clear()
                     self._word_cache.update({t: [self._token_to_id[t]] for t in self.all_special_tokens})
                 self._word_cache[word] = r
@@ -140,17 +139,7 @@ class CLIPTokenizer(Tokenizer):
             chunks = clip_chunks(text)
         else:
             chunks = lowercase(_WHITESPACE.sub(" ", unicodedata.normalize("NFC", text))).split(" ")
-        cache = self._cache
-        ids: list[int] = []
-        for chunk in chunks:
-            r = cache.get(chunk)
-            if r is None:
-                r = self._chunk_ids(chunk)
-                if len(cache) >= _CACHE_LIMIT:
-                    cache.clear()
-                cache[chunk] = r
-            ids += r
-        return ids
+        return self._cached_ids(chunks, self._chunk_ids)
 
     # ------------------------------------------------------------------ decoding
     def _decode_tokens(self, tokens: list[str]) -> str:

@@ -24,7 +24,6 @@ from .training import check_corpus_text, progress_bar
 from .vocab_files import read_vocab_txt, write_vocab_txt
 
 BERT_SPECIALS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
-_CACHE_LIMIT = 100_000
 
 
 @register_algorithm("wordpiece")
@@ -102,17 +101,7 @@ class WordPieceTokenizer(Tokenizer):
         return ids
 
     def _encode_piece(self, text: str) -> list[int]:
-        cache = self._cache
-        ids: list[int] = []
-        for chunk in self.pre_tokenizer.chunks(text):
-            r = cache.get(chunk)
-            if r is None:
-                r = self._chunk_ids(chunk)
-                if len(cache) >= _CACHE_LIMIT:
-                    cache.clear()
-                cache[chunk] = r
-            ids += r
-        return ids
+        return self._cached_ids(self.pre_tokenizer.chunks(text), self._chunk_ids)
 
     # ------------------------------------------------------------------ decoding
     def _decode_tokens(self, tokens: list[str]) -> str:
