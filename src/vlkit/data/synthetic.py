@@ -5,14 +5,19 @@ image, caption and attributes, in any process and in any order, so nothing is ev
 training resumes exactly. The ``train`` and ``validation`` splits draw from different random
 streams, so validation images are held out.
 
-Each sample keeps its attributes (shape, colour, size, position, and the exact geometry), so a
-task can ask for other targets than the caption: zero-shot labels here, later captioning
-targets or questions with answers ("what colour is the square?").
+Each sample keeps its attributes (shape, colour, size, position, and the exact geometry), so it
+serves other targets than the caption: zero-shot labels, captioning targets (the canonical full
+caption, ``captions="full"``) and a question with its answer per image ("what colour is the
+square?" -> "red"), drawn from its own random stream so that asking questions changes no image
+or caption. Every word the captions, questions, answers and zero-shot
+prompts use is in :data:`VOCABULARY`; :func:`shapes_tokenizer` is a WordPiece tokenizer of just
+those words, small enough that a captioning decoder's softmax costs almost nothing on a CPU.
 """
 from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -43,6 +48,7 @@ POSITION_PHRASES = {
     "bottom": "at the bottom",
     "middle": "in the middle",
 }
+POSITION_ANSWERS = {"left": "left", "right": "right", "top": "top", "bottom": "bottom", "middle": "middle"}
 SPLITS = ("train", "validation")
 CAPTION_STYLES = ("random", "full")
 CAPTION_PREFIXES = ("", "", "a photo of ", "a picture of ", "an image of ")
@@ -50,6 +56,26 @@ CAPTION_PREFIXES = ("", "", "a photo of ", "a picture of ", "an image of ")
 # Zero-shot prompts: class name x template, averaged (see vlkit.eval.zeroshot).
 SHAPE_TEMPLATES = ("a {}.", "a photo of a {}.", "a picture of a {}.", "an image of a {}.")
 COLOUR_TEMPLATES = ("a {} shape.", "a {} object.", "a photo of a {} shape.", "a picture of a {} object.")
+
+# Questions: the type decides the answer set. Templates name only true attributes, except the one
+# attribute a yes/no question asks about (true half of the time).
+QUESTION_TYPES = ("colour", "shape", "size", "position", "yes/no")
+QUESTION_TEMPLATES = {
+    "colour": ("what colour is the {shape}?", "what color is the {shape}?", "what colour is the shape {where}?",
+               "what colour is the {size} {shape}?"),
+    "shape": ("what shape is {where}?", "what shape is the {colour} object?", "which shape is {colour}?",
+              "what shape is in the picture?"),
+    "size": ("is the {shape} small or large?", "is the {colour} shape large or small?",
+             "what size is the {colour} {shape}?"),
+    "position": ("where is the {shape}?", "where is the {colour} {shape}?", "where is the {size} shape?"),
+}
+YES_NO_TEMPLATES = {  # the asked-about attribute is {value}
+    "colour": ("is the {shape} {value}?", "is the shape {where} {value}?"),
+    "shape": ("is there {article} {value}?", "is the {colour} shape {article} {value}?"),
+    "size": ("is the {shape} {value}?", "is the {colour} {shape} {value}?"),
+    "position": ("is the {shape} {value}?", "is the {colour} shape {value}?"),
+}
+ANSWERS = (*COLOURS, *SHAPES, *SIZES, *POSITION_ANSWERS.values(), "yes", "no")
 
 
 @dataclass(frozen=True)
@@ -94,6 +120,68 @@ def random_caption(a: ShapeAttributes, rng: random.Random) -> str:
         text += " " + POSITION_PHRASES[a.position]
     prefix = rng.choice(CAPTION_PREFIXES)
     return prefix + text
+
+
+@dataclass(frozen=True)
+class ShapeQuestion:
+    """A question about one image, its answer and its type (one of :data:`QUESTION_TYPES`)."""
+
+    question: str
+    answer: str
+    type: str
+
+
+_VALUES = {"colour": tuple(COLOURS), "shape": SHAPES, "size": tuple(SIZES), "position": tuple(POSITIONS)}
+
+
+def random_question(a: ShapeAttributes, rng: random.Random, type: str | None = None) -> ShapeQuestion:
+    """A question about the image ``a`` describes, of a random (or the given) type.
+
+    Types are equally likely; yes/no questions ask about one attribute (colour, shape, size or
+    position) and are true half of the time, a false one naming another value of that attribute.
+    """
+    if type is None:
+        type = rng.choice(QUESTION_TYPES)
+    if type not in QUESTION_TYPES:
+        raise ValueError(f"question type must be one of {QUESTION_TYPES}, got {type!r}")
+    words = {"shape": a.shape, "colour": a.colour, "size": a.size, "where": POSITION_PHRASES[a.position]}
+    if type != "yes/no":
+        template = rng.choice(QUESTION_TEMPLATES[type])
+        answer = POSITION_ANSWERS[a.position] if type == "position" else getattr(a, type)
+        return ShapeQuestion(template.format(**words), answer, type)
+    attribute = rng.choice(tuple(YES_NO_TEMPLATES))
+    truth = getattr(a, attribute)
+    yes = rng.random() < 0.5
+    value = truth if yes else rng.choice([v for v in _VALUES[attribute] if v != truth])
+    template = rng.choice(YES_NO_TEMPLATES[attribute])
+    shown = POSITION_PHRASES[value] if attribute == "position" else value
+    text = template.format(**words, value=shown, article=_article(value))
+    return ShapeQuestion(text, "yes" if yes else "no", type)
+
+
+def _words(text: str) -> list[str]:
+    """Lower-cased words and punctuation marks of a text or template (``{fields}`` left out)."""
+    return re.findall(r"[a-z]+|[^a-z\s]", re.sub(r"\{\w*\}", " ", text.lower()))
+
+
+def _vocabulary() -> tuple[str, ...]:
+    texts = [*SHAPES, *COLOURS, *SIZES, *POSITION_PHRASES.values(), *ANSWERS, *CAPTION_PREFIXES,
+             "a an shape object", *SHAPE_TEMPLATES, *COLOUR_TEMPLATES, *YES_NO_TEMPLATES["shape"]]
+    texts += [t for group in (*QUESTION_TEMPLATES.values(), *YES_NO_TEMPLATES.values()) for t in group]
+    return tuple(sorted({w for t in texts for w in _words(t)}))
+
+
+# Every word of the captions, questions, answers and zero-shot prompts, and their punctuation.
+VOCABULARY = _vocabulary()
+TOKENIZER_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def shapes_tokenizer(context_length: int = 32):
+    """A WordPiece tokenizer (BERT's [PAD] [UNK] [CLS] [SEP] [MASK], then :data:`VOCABULARY`) that
+    covers every text of the built-in shapes without [UNK]; ids 0-4 are the specials."""
+    from ..tokenizers.wordpiece import WordPieceTokenizer
+
+    return WordPieceTokenizer([*TOKENIZER_SPECIALS, *VOCABULARY], context_length=context_length)
 
 
 def _polygon(shape: str, cx: float, cy: float, r: float, rotation: float) -> list[tuple[float, float]]:
@@ -148,7 +236,14 @@ class ShapesDataset:
     under ``"pixel_values"`` instead of the PIL image under ``"image"``.
 
     ``captions="random"`` names a random subset of the attributes with varied wording (training);
-    ``"full"`` gives the canonical caption naming all of them (retrieval evaluation).
+    ``"full"`` gives the canonical caption naming all of them (retrieval evaluation, and the
+    captioning target: one exact caption per image).
+
+    ``"target_caption"`` is the canonical caption whatever ``captions`` says: the target a
+    captioning decoder learns to write. Every item also asks a question about its image: ``"question"``, ``"answer"`` (one of
+    :data:`ANSWERS`) and ``"question_type"`` (one of :data:`QUESTION_TYPES`). Like the image, the
+    question is a pure function of ``(seed, split, index)``, so validation questions are about
+    held-out images.
     """
 
     def __init__(
@@ -207,6 +302,16 @@ class ShapesDataset:
             return full_caption(a)
         return random_caption(a, self._rng(self._check(index), "caption"))
 
+    def question(self, index: int) -> ShapeQuestion:
+        """The question asked about sample ``index``."""
+        index = self._check(index)
+        return random_question(self.attributes(index), self._rng(index, "question"))
+
+    @staticmethod
+    def answer_list() -> tuple[str, ...]:
+        """Every answer a question can have (the closed answer set for ranking)."""
+        return ANSWERS
+
     def image(self, index: int) -> Image.Image:
         return render(self.attributes(index), self.image_size)
 
@@ -215,7 +320,10 @@ class ShapesDataset:
         a = self.attributes(index)
         img = render(a, self.image_size)
         caption = full_caption(a) if self.captions == "full" else random_caption(a, self._rng(index, "caption"))
-        item: dict[str, Any] = {"caption": caption, "index": index, "attributes": a.to_dict()}
+        item: dict[str, Any] = {"caption": caption, "target_caption": full_caption(a), "index": index,
+                                "attributes": a.to_dict()}
+        q = random_question(a, self._rng(index, "question"))
+        item.update(question=q.question, answer=q.answer, question_type=q.type)
         if self.transform is None:
             item["image"] = img
         else:
