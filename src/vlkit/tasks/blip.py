@@ -56,14 +56,30 @@ class BLIPTask:
         self.same_caption_is_positive = same_caption_is_positive
 
     def losses(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        blip = unwrap(model)
+        out = self.forward(model, batch)  # through DDP
+        return self.losses_from(unwrap(model), batch, out)
+
+    def decoder_inputs(self, blip: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The captioning decoder's ids and mask (B, T): ``decoder_input_ids`` (prompt + caption)
+        when the batch has them, else the caption; the first token becomes [DEC]."""
+        dec_ids = batch.get("decoder_input_ids", batch["input_ids"]).clone()
+        dec_mask = batch.get("decoder_attention_mask", batch["attention_mask"])
+        dec_ids[:, 0] = blip.config.text.bos_token_id  # [CLS] -> [DEC]
+        return dec_ids, dec_mask
+
+    def forward(self, model: nn.Module, batch: dict[str, Any], blip: nn.Module | None = None) -> dict[str, torch.Tensor]:
+        """``model``'s forward on the batch (through the DDP wrapper, if any): image tokens, ITC
+        features and, with a decoder, the captioning logits. ``blip``: the BLIP that forward runs
+        (default: ``model`` unwrapped; a container whose forward is its BLIP's passes that one)."""
+        blip = unwrap(model) if blip is None else blip
+        dec_ids, dec_mask = self.decoder_inputs(blip, batch) if blip.config.text_decoder else (None, None)
+        return model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"],
+                     decoder_input_ids=dec_ids, decoder_attention_mask=dec_mask)
+
+    def losses_from(self, blip: nn.Module, batch: dict[str, Any], out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The losses, given the outputs of :meth:`forward` on the same batch (``blip`` unwrapped)."""
         c = blip.config
-        pixels, ids, mask = batch["pixel_values"], batch["input_ids"], batch["attention_mask"]
-        dec_ids = batch.get("decoder_input_ids", ids).clone()
-        dec_mask = batch.get("decoder_attention_mask", mask)
-        dec_ids[:, 0] = c.text.bos_token_id  # [CLS] -> [DEC]
-        out = model(pixels, ids, mask, decoder_input_ids=dec_ids if c.text_decoder else None,
-                    decoder_attention_mask=dec_mask if c.text_decoder else None)  # through DDP
+        ids, mask = batch["input_ids"], batch["attention_mask"]
         losses: dict[str, torch.Tensor] = {}
         if c.retrieval_heads:
             scale = blip_scale(blip)()
@@ -87,6 +103,7 @@ class BLIPTask:
             fused = blip.fused_hidden(texts["input_ids"], texts["attention_mask"], images)  # (3B, T, H)
             losses["itm_loss"] = itm_loss(blip.match_logits(fused))
         if c.text_decoder:
+            dec_ids, dec_mask = self.decoder_inputs(blip, batch)
             labels = lm_labels(dec_ids, dec_mask, self.prompt_length)
             losses["lm_loss"] = lm_loss(out["lm_logits"], labels, label_smoothing=self.label_smoothing)
         return losses

@@ -15,12 +15,13 @@ losses. A recipe has:
 The config's ``task`` field names the recipe. Register a new one by adding it to RECIPES.
 """
 from .albef import ALBEFRecipe
-from .blip import BLIPRecipe
+from .blip import BLIPRecipe, BLIPVQARecipe
 from .clip import CLIPRecipe, EvalOutput
 
 RECIPES = {
     "albef": ALBEFRecipe,
     "blip": BLIPRecipe,
+    "blip-vqa": BLIPVQARecipe,
     "clip": CLIPRecipe,
 }
 
@@ -32,4 +33,4 @@ def get_recipe(name: str, model_spec: dict | None = None):
     return RECIPES[name](model_spec)
 
 
-__all__ = ["ALBEFRecipe", "BLIPRecipe", "CLIPRecipe", "EvalOutput", "RECIPES", "get_recipe"]
+__all__ = ["ALBEFRecipe", "BLIPRecipe", "BLIPVQARecipe", "CLIPRecipe", "EvalOutput", "RECIPES", "get_recipe"]

@@ -1,0 +1,132 @@
+"""VQA evaluation: answer questions with a BLIP VQA model (``decoder_context="question"``), by
+generation or by ranking a closed answer list, and score the answers.
+
+    answers = answer_questions(model, tokenizer, pixel_values, questions)            # generation
+    answers = rank_answer_list(model, tokenizer, pixel_values, questions, candidates)  # ranking
+    vqa_scores(answers, answer_lists, types)   # {"vqa_accuracy", "exact_match", "accuracy_<type>"}
+
+Generation runs the questions of one length together: ``Blip.answer`` lets the decoder attend
+to every question position (as BLIP and transformers generate), so padding must not reach it;
+grouping by tokenized length means no row is ever padded.
+"""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from contextlib import nullcontext
+
+import torch
+
+from .vqa_metrics import normalize_answer, vqa_accuracy
+
+SINGLE_ANSWER_ANNOTATORS = 10  # a question with one answer counts as ten annotators who agree
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _check(pixel_values: torch.Tensor, questions: Sequence[str]) -> None:
+    if pixel_values.shape[0] != len(questions):
+        raise ValueError(f"got {pixel_values.shape[0]} images but {len(questions)} questions")
+
+
+def _decode_answer(tokenizer, row: torch.Tensor, text_config) -> str:
+    from .captioning import decode_generated
+
+    return decode_generated(tokenizer, row, text_config, skip=1)
+
+
+@torch.no_grad()
+def answer_questions(
+    model, tokenizer, pixel_values: torch.Tensor, questions: Sequence[str], *, device: torch.device | str = "cpu",
+    precision: str = "auto", batch_size: int = 256, num_beams: int = 1, max_new_tokens: int = 10, min_length: int = 1,
+) -> list[str]:
+    """The generated answer to ``questions[i]`` about image ``pixel_values[i]`` (N, 3, H, W).
+
+    Questions are tokenized one by one and run in groups of equal length (no padding), at most
+    ``batch_size`` at a time; greedy unless ``num_beams > 1`` (BLIP's demo uses 3).
+    """
+    _check(pixel_values, questions)
+    device = torch.device(device)
+    encoded = [tokenizer([q])["input_ids"][0] for q in questions]  # (T_i,) each
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, ids in enumerate(encoded):
+        groups[len(ids)].append(i)
+    answers: list[str] = [""] * len(questions)
+    was_training = model.training
+    model.eval()
+    try:
+        for _, index in sorted(groups.items()):
+            for s in range(0, len(index), batch_size):
+                part = index[s : s + batch_size]
+                ids = torch.stack([encoded[i] for i in part]).to(device)  # (b, T), no padding
+                with _autocast(device, precision):
+                    out = model.answer(pixel_values[part].to(device), ids, torch.ones_like(ids), num_beams=num_beams,
+                                       max_new_tokens=max_new_tokens, min_length=min_length)  # (b, L)
+                for i, row in zip(part, out.cpu()):
+                    answers[i] = _decode_answer(tokenizer, row, model.config.text)
+    finally:
+        model.train(was_training)
+    return answers
+
+
+@torch.no_grad()
+def rank_answer_list(
+    model, tokenizer, pixel_values: torch.Tensor, questions: Sequence[str], candidates: Sequence[str], *,
+    k: int = 128, device: torch.device | str = "cpu", precision: str = "auto", batch_size: int = 64,
+) -> list[str]:
+    """BLIP's closed-set VQA: for each question the candidate answer with the highest likelihood
+    among the ``k`` whose first token is most likely (:meth:`vlkit.models.Blip.rank_answers`)."""
+    _check(pixel_values, questions)
+    if not candidates:
+        raise ValueError("the answer list is empty")
+    device = torch.device(device)
+    cand = tokenizer(list(candidates), padding="longest")
+    a_ids, a_mask = cand["input_ids"].to(device), cand["attention_mask"].to(device)  # (A, L)
+    out: list[str] = []
+    was_training = model.training
+    model.eval()
+    try:
+        for s in range(0, len(questions), batch_size):
+            q = tokenizer(list(questions[s : s + batch_size]), padding="longest")
+            with _autocast(device, precision):
+                best = model.rank_answers(pixel_values[s : s + batch_size].to(device), q["input_ids"].to(device),
+                                          q["attention_mask"].to(device), a_ids, a_mask, k=k)  # (b,)
+            out += [candidates[i] for i in best.tolist()]
+    finally:
+        model.train(was_training)
+    return out
+
+
+def vqa_scores(predictions: Sequence[str], answer_lists: Sequence[Sequence[str]],
+               types: Sequence[str] | None = None) -> dict[str, float]:
+    """Percentages: ``vqa_accuracy`` (the official VQA formula over each question's human answers;
+    a question with a single answer counts it as given by ten agreeing annotators, so it scores 1
+    or 0), ``exact_match`` (the normalised prediction equals the normalised most common answer)
+    and, with ``types``, ``accuracy_<type>`` (VQA accuracy per question type)."""
+    if len(predictions) != len(answer_lists):
+        raise ValueError(f"got {len(predictions)} predictions but {len(answer_lists)} answer lists")
+    if not predictions:
+        raise ValueError("no questions to score")
+    accs, exact = [], []
+    for pred, answers in zip(predictions, answer_lists):
+        answers = list(answers)
+        if not answers:
+            raise ValueError("every question needs at least one answer")
+        humans = answers * SINGLE_ANSWER_ANNOTATORS if len(answers) == 1 else answers
+        accs.append(vqa_accuracy(pred, humans))
+        top = Counter(answers).most_common(1)[0][0]  # the first one on ties
+        exact.append(normalize_answer(pred) == normalize_answer(top))
+    out = {"vqa_accuracy": 100.0 * sum(accs) / len(accs), "exact_match": 100.0 * sum(exact) / len(exact)}
+    if types is not None:
+        if len(types) != len(predictions):
+            raise ValueError(f"got {len(types)} question types for {len(predictions)} questions")
+        by_type: dict[str, list[float]] = defaultdict(list)
+        for t, a in zip(types, accs):
+            by_type[t].append(a)
+        for t in sorted(by_type):
+            out[f"accuracy_{t}"] = 100.0 * sum(by_type[t]) / len(by_type[t])
+    return out
