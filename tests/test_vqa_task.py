@@ -147,3 +147,42 @@ def test_the_pair_learns_to_answer_from_the_image():
 
     assert right(batch["pixel_values"]) >= 12  # seeds 0-4 (model and data): 13 to 16
     assert right(batch["pixel_values"].roll(2, dims=0)) <= 8  # each question about another image: 3 to 6
+
+
+@pytest.mark.slow
+def test_two_processes_train_the_pair_as_one(tmp_path):
+    """`vlkit train` of the demo config under torchrun (2 CPU processes, gloo, batch 4 each) gives
+    the ITC, LM and VQA losses of one process on the same global batch of 8 (ITM differs: each
+    process samples its own hard negatives), and rank 0 saves both models (about 15 s)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from vlkit.cli import main
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "blip-shapes.yaml"
+    common = ["train.max_steps=3", "train.log_every=1", "data.val_size=16", "data.train_size=256", "train.eval_every=0",
+              "train.checkpoint_every=0", "train.progress=false", "data.num_workers=0", "eval.batch_size=16"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--no-python",
+           str(Path(sys.executable).parent / "vlkit"), "train", "--config", str(config)]
+    for ov in common + ["train.batch_size=4", f"train.output_dir={tmp_path / 'ddp'}"]:
+        cmd += ["--set", ov]
+    proc = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    argv = ["train", "--config", str(config)]
+    for ov in common + ["train.batch_size=8", f"train.output_dir={tmp_path / 'one'}"]:
+        argv += ["--set", ov]
+    assert main(argv) == 0
+
+    def losses(run):
+        rows = [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        return [r for r in rows if r.get("split") == "train"]
+
+    ddp, one = losses("ddp"), losses("one")
+    assert len(ddp) == len(one) == 3
+    for a, b in zip(ddp, one):
+        for k in ("itc_loss", "lm_loss", "vqa_loss"):
+            assert a[k] == pytest.approx(b[k], rel=1e-3), (k, a[k], b[k])
+    assert (tmp_path / "ddp" / "model" / "vqa" / "model.safetensors").is_file()
