@@ -74,6 +74,15 @@ def _pick_key(available, wanted: str | None, candidates: tuple[str, ...], what: 
     raise KeyError(f"{source}: no {what} column; expected one of {list(candidates)} (or pass {what}_key), found {sorted(available)}")
 
 
+def image_file_problem(path: Path, rel: str) -> str | None:
+    """Why an annotation row's image cannot be used before it is opened, or None."""
+    if not rel or not path.is_file():
+        return "missing file"
+    if path.stat().st_size == 0:
+        return "zero-size file"
+    return None
+
+
 def read_annotations(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Rows of a ``.csv`` (with a header), ``.tsv`` or ``.jsonl`` annotation file as dicts."""
     path = Path(path)
@@ -138,12 +147,9 @@ class ImageTextFolder:
             rel = str(row.get(ikey) or "").strip()
             caption = str(row.get(ckey) or "").strip()
             path = self.root / rel
-            if not caption:
-                self.skipped_at_load.append(Skipped(rel or "<no image>", "empty caption"))
-            elif not rel or not path.is_file():
-                self.skipped_at_load.append(Skipped(rel or "<no image>", "missing file"))
-            elif path.stat().st_size == 0:
-                self.skipped_at_load.append(Skipped(rel, "zero-size file"))
+            problem = "empty caption" if not caption else image_file_problem(path, rel)
+            if problem:
+                self.skipped_at_load.append(Skipped(rel or "<no image>", problem))
             else:
                 self.samples.append((path, caption))
         if not self.samples:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .folder import IMAGE_KEYS, SkipReport, Skipped, _pick_key, load_image, read_annotations
+from .folder import IMAGE_KEYS, SkipReport, Skipped, _pick_key, image_file_problem, load_image, read_annotations
 
 QUESTION_KEYS = ("question",)
 ANSWER_KEYS = ("answers", "answer")
@@ -80,14 +80,10 @@ class VQAFolder:
             question = str(row.get(qkey) or "").strip()
             answers = next((a for a in (_answers(row.get(k)) for k in akeys) if a), [])
             path = self.root / rel
-            if not question:
-                self.skipped_at_load.append(Skipped(rel or "<no image>", "empty question"))
-            elif not answers:
-                self.skipped_at_load.append(Skipped(rel or "<no image>", "no answer"))
-            elif not rel or not path.is_file():
-                self.skipped_at_load.append(Skipped(rel or "<no image>", "missing file"))
-            elif path.stat().st_size == 0:
-                self.skipped_at_load.append(Skipped(rel, "zero-size file"))
+            problem = ("empty question" if not question else "no answer" if not answers
+                       else image_file_problem(path, rel))
+            if problem:
+                self.skipped_at_load.append(Skipped(rel or "<no image>", problem))
             else:
                 self.samples.append((path, question, answers))
         if not self.samples:
