@@ -121,3 +121,20 @@ def test_pad_to_length():
     assert pad_to_length(x, 5, 7).tolist() == [[1, 1, 1, 7, 7]] * 2
     with pytest.raises(ValueError):
         pad_to_length(x, 2)
+
+
+def test_hard_negatives_local_only_never_pick_the_pair_itself():
+    from vlkit.losses.itm import hard_negatives
+
+    torch.manual_seed(0)
+    B, D = 6, 8
+    img = torch.nn.functional.normalize(torch.randn(B, D), dim=-1)
+    txt = torch.nn.functional.normalize(torch.randn(B, D), dim=-1)
+    image_side = torch.arange(B, dtype=torch.float)[:, None, None].expand(B, 2, 3)  # row i holds value i
+    text_side = {"input_ids": torch.arange(B)[:, None].expand(B, 4)}
+    for seed in range(20):
+        g = torch.Generator().manual_seed(seed)
+        neg_img, neg_txt = hard_negatives(img, txt, 10.0, image_side, text_side, generator=g, all_ranks=False)
+        assert neg_img.shape == (B, 2, 3) and neg_txt["input_ids"].shape == (B, 4)
+        own = torch.arange(B)
+        assert (neg_img[:, 0, 0].long() != own).all() and (neg_txt["input_ids"][:, 0] != own).all()

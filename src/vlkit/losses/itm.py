@@ -147,8 +147,10 @@ def hard_negatives(
     text_pad_values: Mapping[str, float | int] | None = None,
     ids: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    all_ranks: bool = True,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Pick the ITM hard negatives of a local batch of B pairs, among all ranks' samples.
+    """Pick the ITM hard negatives of a local batch of B pairs, among all ranks' samples
+    (``all_ranks=False``: among this rank's batch only, ALBEF's pre-training choice).
 
     ``image_features``/``text_features`` (B, D): normalised ITC features (only their similarities
     ``scale * f_i . f_t`` are used, without gradient); ``image_side`` (B, S, C): what the fusion
@@ -160,20 +162,22 @@ def hard_negatives(
     Returns ``(image for each local text (B, S, C), {name: text for each local image (B, T', ...)})``
     where T' is the longest text length over the ranks; gradients reach the chosen samples.
     """
-    rank, world = distributed_world()
+    rank, world = distributed_world() if all_ranks else (0, 1)
+    gather = gather_features if all_ranks else (lambda t: t)
+    gather_side = gather_padded if all_ranks else (lambda t, pad=0: t)
     B = image_features.shape[0]
     pads = dict(text_pad_values or {})
     with torch.no_grad():
-        all_image_features = gather_features(image_features.detach())  # (W * B, D)
-        all_text_features = gather_features(text_features.detach())  # (W * B, D)
-        all_ids = None if ids is None else gather_features(ids)  # (W * B,)
+        all_image_features = gather(image_features.detach())  # (W * B, D)
+        all_text_features = gather(text_features.detach())  # (W * B, D)
+        all_ids = None if ids is None else gather(ids)  # (W * B,)
         s = scale.detach() if torch.is_tensor(scale) else scale
         sim_i2t = s * image_features.detach() @ all_text_features.t()  # (B, W * B)
         sim_t2i = s * text_features.detach() @ all_image_features.t()  # (B, W * B)
         text_idx, image_idx = sample_itm_negatives(sim_i2t, sim_t2i, rank * B if world > 1 else 0, ids, all_ids,
                                                    generator)
-    negative_images = gather_padded(image_side)[image_idx]  # (B, S, C)
-    negative_texts = {name: gather_padded(t, pads.get(name, 0))[text_idx] for name, t in text_side.items()}
+    negative_images = gather_side(image_side)[image_idx]  # (B, S, C)
+    negative_texts = {name: gather_side(t, pads.get(name, 0))[text_idx] for name, t in text_side.items()}
     return negative_images, negative_texts
 
 

@@ -31,7 +31,7 @@ from torch import nn
 
 from ..losses.contrastive import clip_loss, gather_features
 from ..losses.distillation import itc_distillation_loss
-from ..losses.itm import hard_negatives, itm_loss, itm_pairs, sample_itm_negatives
+from ..losses.itm import hard_negatives, itm_loss, itm_pairs
 from ..losses.lm import mlm_loss
 from ..losses.mlm import IGNORE_INDEX, mask_tokens
 from ..models.base import unwrap
@@ -91,11 +91,8 @@ class ALBEFTask:
             itc = clip_loss(out["image_features"], out["text_features"], scale)["contrastive_loss"]
 
         text_side = {"hidden": out["text_hidden"], "attention_mask": mask}
-        if self.negatives_all_ranks:
-            neg_images, neg_texts = hard_negatives(out["image_features"], out["text_features"], scale,
-                                                   out["image_embeds"], text_side, ids=pair_ids)
-        else:
-            neg_images, neg_texts = _local_hard_negatives(out, scale, text_side, pair_ids)
+        neg_images, neg_texts = hard_negatives(out["image_features"], out["text_features"], scale, out["image_embeds"],
+                                               text_side, ids=pair_ids, all_ranks=self.negatives_all_ranks)
         images, texts = itm_pairs(out["image_embeds"], text_side, neg_images, neg_texts)  # 3B pairs
         itm = itm_loss(albef.itm_logits(images, texts["hidden"], texts["attention_mask"]))
 
@@ -108,13 +105,3 @@ class ALBEFTask:
 
     def log_values(self, model: nn.Module) -> dict[str, float]:
         return {"logit_scale": unwrap(model).scale().item()}
-
-
-def _local_hard_negatives(out: dict[str, torch.Tensor], scale, text_side: dict[str, torch.Tensor],
-                          pair_ids: torch.Tensor | None):
-    """ALBEF's pre-training choice: negatives from this rank's batch only."""
-    with torch.no_grad():
-        s = scale.detach()
-        sim_i2t = s * out["image_features"].detach() @ out["text_features"].detach().t()  # (B, B)
-        text_idx, image_idx = sample_itm_negatives(sim_i2t, sim_i2t.t(), 0, pair_ids, pair_ids)
-    return out["image_embeds"][image_idx], {k: v[text_idx] for k, v in text_side.items()}

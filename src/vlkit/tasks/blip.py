@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..losses.contrastive import clip_loss
-from ..losses.itm import hard_negatives, itm_loss, itm_pairs, sample_itm_negatives
+from ..losses.itm import hard_negatives, itm_loss, itm_pairs
 from ..losses.lm import lm_labels, lm_loss
 from ..models.base import unwrap
 from .albef import caption_ids
@@ -91,14 +91,8 @@ class BLIPTask:
             text_side = {"input_ids": enc_ids, "attention_mask": mask}
             pads = {"input_ids": c.text.pad_token_id, "attention_mask": 0}
             pair_ids = caption_ids(batch["captions"], ids.device) if self.same_caption_is_positive else None
-            if self.negatives_all_ranks:
-                neg_images, neg_texts = hard_negatives(image_f, text_f, scale, out["image_embeds"], text_side, pads,
-                                                       ids=pair_ids)
-            else:
-                with torch.no_grad():
-                    sim = scale.detach() * image_f.detach() @ text_f.detach().t()  # (B, B)
-                    t_idx, i_idx = sample_itm_negatives(sim, sim.t(), 0, pair_ids, pair_ids)
-                neg_images, neg_texts = out["image_embeds"][i_idx], {k: v[t_idx] for k, v in text_side.items()}
+            neg_images, neg_texts = hard_negatives(image_f, text_f, scale, out["image_embeds"], text_side, pads,
+                                                   ids=pair_ids, all_ranks=self.negatives_all_ranks)
             images, texts = itm_pairs(out["image_embeds"], text_side, neg_images, neg_texts, pads)  # 3B pairs
             fused = blip.fused_hidden(texts["input_ids"], texts["attention_mask"], images)  # (3B, T, H)
             losses["itm_loss"] = itm_loss(blip.match_logits(fused))
