@@ -8,14 +8,13 @@ the ITM head; captioning has the text decoder; VQA has both towers and no retrie
 """
 from __future__ import annotations
 
+from ..constants import CLIP_MEAN, CLIP_STD
 from .keys import StateDict, fuse, rename_keys
 
 MODEL_TYPE = "blip"  # the vlkit family it loads into
 ARCHITECTURES = ("BlipForImageTextRetrieval", "BlipForConditionalGeneration", "BlipForQuestionAnswering")
 
 # OpenAI CLIP's normalisation, which BLIP's image processor uses
-_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 # defaults of transformers' BlipTextConfig / BlipVisionConfig for fields a config.json may omit
 _TEXT_DEFAULTS = dict(vocab_size=30524, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
@@ -86,7 +85,7 @@ def config_from_hf(hf: dict, state_dict: StateDict) -> dict:
             image_size=vc["image_size"], patch_size=vc["patch_size"], width=vc["hidden_size"],
             depth=vc["num_hidden_layers"], num_heads=vc["num_attention_heads"], mlp_dim=vc["intermediate_size"],
             act="gelu", norm_eps=vc["layer_norm_eps"], qkv_bias=True, patch_bias=True, pre_norm=False,
-            image_mean=_CLIP_MEAN, image_std=_CLIP_STD, resize_mode="squash", interpolation="bicubic",
+            image_mean=CLIP_MEAN, image_std=CLIP_STD, resize_mode="squash", interpolation="bicubic",
         ),
         text=dict(
             vocab_size=tc["vocab_size"], hidden_size=tc["hidden_size"], num_layers=tc["num_hidden_layers"],

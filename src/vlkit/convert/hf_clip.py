@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import re
 
+from ..constants import CLIP_MEAN, CLIP_STD
 from .keys import StateDict, fuse, rename_keys, split
 
 MODEL_TYPE = "clip"
 ARCHITECTURES = ("CLIPModel",)
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 _HF_ARGMAX_EOS = 2  # HF's legacy eos_token_id meaning "pool at the largest id"
 
 # HF name <-> vlkit name; "#" is a layer index, a trailing ".weight"/".bias" is carried over.

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import math
 
+from ..constants import CLIP_MEAN, CLIP_STD
 from .keys import StateDict, rename_keys
 
 MODEL_TYPE = "clip"
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 _BLOCK = [
     (r"ln_1\.(.*)", r"norm1.\1"),

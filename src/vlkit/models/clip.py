@@ -17,13 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..constants import CLIP_MEAN, CLIP_STD
 from ..layers import LearnedPositionEmbedding, TokenEmbedding, Transformer, build_attention_mask
 from .base import Model
 from .registry import register, register_family
 from .vit import ViT, ViTConfig
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def clip_vision_config(**fields) -> ViTConfig:
