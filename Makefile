@@ -5,10 +5,16 @@ PY := $(VENV)/bin/python
 # The CPU wheel of torch lies on disk on our machines; an unpinned torch would pull a CUDA build.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: test install bench clip-demo blip-demo clean
+.PHONY: test lint install bench clip-demo blip-demo clean
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# ruff (lint + format check) on everything, mypy on the typed core (layers, models, losses).
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy
 
 install: $(VENV)/.installed
 
@@ -18,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_PIN)"
 	# Keep the torch that is there (ours or the user's CUDA build): pip then picks the torchvision
 	# built for it (timm and open_clip want one) instead of upgrading torch to match the newest.
-	$(PY) -m pip install -q -e ".[test]" "torch==$$($(PY) -c 'import torch; print(torch.__version__.split("+")[0])')"
+	$(PY) -m pip install -q -e ".[test,lint]" "torch==$$($(PY) -c 'import torch; print(torch.__version__.split("+")[0])')"
 	# open_clip is a test-only reference; --no-deps keeps it from touching torch.
 	$(PY) -m pip install -q --no-deps "open_clip_torch>=3.3"
 	touch $@
