@@ -29,9 +29,11 @@ class LayerCache:
 
     def reorder(self, index: torch.Tensor) -> None:
         if self.self_kv is not None:
-            self.self_kv = tuple(t.index_select(0, index) for t in self.self_kv)
+            k, v = self.self_kv
+            self.self_kv = (k.index_select(0, index), v.index_select(0, index))
         if self.cross_kv is not None:
-            self.cross_kv = tuple(t.index_select(0, index) for t in self.cross_kv)
+            k, v = self.cross_kv
+            self.cross_kv = (k.index_select(0, index), v.index_select(0, index))
 
 
 class KVCache:
@@ -107,7 +109,7 @@ class Attention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.is_cross = context_dim is not None
-        if self.is_cross:
+        if context_dim is not None:
             self.q = nn.Linear(dim, dim, bias=qkv_bias)
             self.kv = nn.Linear(context_dim, 2 * dim, bias=qkv_bias)
         else:

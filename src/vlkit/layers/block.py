@@ -37,14 +37,14 @@ class Block(nn.Module):
         self.norm_first = norm_first
         self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop)
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.cross_attn: Attention | None = None
+        self.norm_cross: nn.LayerNorm | None = None
         if cross_attention:
             self.cross_attn = Attention(
                 dim, num_heads, context_dim=context_dim or dim, qkv_bias=qkv_bias,
                 attn_drop=attn_drop, proj_drop=drop,
             )
             self.norm_cross = nn.LayerNorm(dim, eps=norm_eps)
-        else:
-            self.cross_attn = None
         self.mlp = Mlp(dim, mlp_dim or 4 * dim, act=act, drop=drop)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
 
@@ -63,10 +63,10 @@ class Block(nn.Module):
     ) -> torch.Tensor:
         """x: (B, T, C); context: (B, S, Cc); masks are boolean, True = attend."""
         x = self._residual(x, self.norm1, lambda h: self.attn(h, attn_mask=attn_mask, is_causal=is_causal, cache=cache))
-        if self.cross_attn is not None and context is not None:
+        cross_attn, norm_cross = self.cross_attn, self.norm_cross
+        if cross_attn is not None and norm_cross is not None and context is not None:
             x = self._residual(
-                x, self.norm_cross,
-                lambda h: self.cross_attn(h, context=context, attn_mask=context_mask, cache=cache),
+                x, norm_cross, lambda h: cross_attn(h, context=context, attn_mask=context_mask, cache=cache)
             )
         return self._residual(x, self.norm2, self.mlp)
 

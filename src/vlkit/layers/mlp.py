@@ -1,6 +1,8 @@
 """Position-wise feed-forward network and the activations the model families use."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,7 +24,7 @@ class GELU(nn.Module):
         return F.gelu(x, approximate=self.approximate)
 
 
-ACTIVATIONS = {
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "gelu": lambda: GELU("none"),  # exact erf GELU (BERT, ViT)
     "gelu_tanh": lambda: GELU("tanh"),  # GPT-2's "gelu_new"
     "quick_gelu": QuickGELU,  # OpenAI CLIP
