@@ -5,7 +5,6 @@ import pytest
 from vlkit.data import ShapesDataset
 from vlkit.data.synthetic import COLOURS, POSITION_PHRASES, POSITIONS, SHAPES, SIZES, full_caption
 
-
 # area of each shape at circumradius 1 (square: corners at 0.9; star: inner radius 0.42; cross: arms 0.66 wide)
 UNIT_AREA = {"circle": np.pi, "square": 2 * 0.9**2, "triangle": 3 * np.sqrt(3) / 4,
              "star": 10 * 0.5 * 0.42 * np.sin(np.pi / 5), "cross": 2 * 0.66 * 2 - 0.66**2}

@@ -11,8 +11,18 @@ import torch
 from PIL import Image
 
 from vlkit.data import ShapesDataset
-from vlkit.data.synthetic import (ANSWERS, COLOURS, POSITION_PHRASES, QUESTION_TYPES, SHAPES, SIZES, VOCABULARY,
-                                  full_caption, random_question, shapes_tokenizer)
+from vlkit.data.synthetic import (
+    ANSWERS,
+    COLOURS,
+    POSITION_PHRASES,
+    QUESTION_TYPES,
+    SHAPES,
+    SIZES,
+    VOCABULARY,
+    full_caption,
+    random_question,
+    shapes_tokenizer,
+)
 from vlkit.data.vqa import QuestionAnswerCollator, VQAFolder, majority_answer, tokenize_qa
 
 VALUES = {"colour": tuple(COLOURS), "shape": SHAPES, "size": tuple(SIZES)}
@@ -89,7 +99,7 @@ def test_shapes_tokenizer_covers_every_text():
     ds = ShapesDataset(size=300)
     texts = [t for i in range(300) for t in (ds[i]["caption"], ds[i]["target_caption"], ds[i]["question"])]
     texts += list(ANSWERS)
-    for name, zs in ds.zeroshot_tasks().items():
+    for zs in ds.zeroshot_tasks().values():
         texts += [t.format(c) for t in zs.templates for c in zs.classnames]
     ids = tok(texts, padding="longest")["input_ids"]
     assert not (ids == tok.unk_token_id).any()
@@ -111,13 +121,13 @@ def test_vqa_folder_csv_and_jsonl(tmp_path):
         "image,question,answers\n"
         "img/0.png,what is it?,cat|cat|dog\n"
         "img/1.png,,cat\n"               # empty question
-        "img/2.png,how many?,\n"         # no answer
+        "img/2.png,how many?,\n"         # missing answer
         "img/9.png,where?,here\n"        # missing file
         "img/empty.png,what?,x\n"        # zero-size file
         "img/bad.png,what?,y\n")         # unreadable: skipped when loaded
     ds = VQAFolder(tmp_path / "qa.csv")
     assert len(ds) == 2 and ds.questions() == ["what is it?", "what?"]
-    assert sorted(s.reason for s in ds.skipped_at_load) == ["empty question", "missing file", "no answer",
+    assert sorted(s.reason for s in ds.skipped_at_load) == ["empty question", "missing answer", "missing file",
                                                             "zero-size file"]
     item = ds[0]
     assert item["answer"] == "cat" and item["answers"] == ["cat", "cat", "dog"] and item["image"].size == (8, 8)
