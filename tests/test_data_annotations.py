@@ -1,5 +1,6 @@
 """Annotation files as users write them: Excel's UTF-8 CSV (with a byte-order mark), JSONL cells
 that are not text, files in another encoding, and a skip report whose plurals are right."""
+
 import json
 
 import pytest
@@ -20,8 +21,9 @@ def images(tmp_path):
 
 
 def test_csv_with_a_byte_order_mark(images):
-    (images / "excel.csv").write_text("image,caption\nred.png,a red square\nblue.png,a blue square\n",
-                                      encoding="utf-8-sig")
+    (images / "excel.csv").write_text(
+        "image,caption\nred.png,a red square\nblue.png,a blue square\n", encoding="utf-8-sig"
+    )
     assert (images / "excel.csv").read_bytes()[:3] == b"\xef\xbb\xbf"
     assert read_annotations(images / "excel.csv")[0] == {"image": "red.png", "caption": "a red square"}
     assert ImageTextFolder(images / "excel.csv").captions() == ["a red square", "a blue square"]
@@ -30,14 +32,16 @@ def test_csv_with_a_byte_order_mark(images):
 
 
 def test_jsonl_cells_that_are_not_text_are_skipped_never_stringified(images):
-    rows = [{"image": "red.png", "caption": ["a red square", "something red", " "]},  # a list: two captions
-            {"image": "blue.png", "caption": {"en": "a blue square"}},
-            {"image": "green.png", "caption": 7},
-            {"image": "green.png", "caption": True},
-            {"image": "green.png", "caption": ["ok", 3]},
-            {"image": ["green.png"], "caption": "a green square"},
-            {"image": "green.png", "caption": None},
-            {"image": "green.png", "caption": "a green square"}]
+    rows = [
+        {"image": "red.png", "caption": ["a red square", "something red", " "]},  # a list: two captions
+        {"image": "blue.png", "caption": {"en": "a blue square"}},
+        {"image": "green.png", "caption": 7},
+        {"image": "green.png", "caption": True},
+        {"image": "green.png", "caption": ["ok", 3]},
+        {"image": ["green.png"], "caption": "a green square"},
+        {"image": "green.png", "caption": None},
+        {"image": "green.png", "caption": "a green square"},
+    ]
     (images / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     ds = ImageTextFolder(images / "pairs.jsonl")
     assert ds.captions() == ["a red square", "something red", "a green square"]
@@ -48,16 +52,22 @@ def test_jsonl_cells_that_are_not_text_are_skipped_never_stringified(images):
     summary = SkipReport(ds.skipped_at_load).summary(ds.rows_read)
     assert summary.startswith("skipped 6 samples of 8 (1 empty caption, 4 non-text captions, 1 non-text image path)")
 
-    qa = [{"image": "red.png", "question": "what colour?", "answers": ["red", "red", "pink"]},
-          {"image": "red.png", "question": {"q": "colour?"}, "answer": "red"},
-          {"image": "red.png", "question": "how many?", "answers": [2, "two"]},
-          {"image": "red.png", "question": "how many?", "answer": 2},
-          {"image": "red.png", "question": "size?", "answers": []}]
+    qa = [
+        {"image": "red.png", "question": "what colour?", "answers": ["red", "red", "pink"]},
+        {"image": "red.png", "question": {"q": "colour?"}, "answer": "red"},
+        {"image": "red.png", "question": "how many?", "answers": [2, "two"]},
+        {"image": "red.png", "question": "how many?", "answer": 2},
+        {"image": "red.png", "question": "size?", "answers": []},
+    ]
     (images / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in qa))
     vqa = VQAFolder(images / "qa.jsonl")
     assert vqa.answer_lists() == [["red", "red", "pink"]]
-    assert [s.reason for s in vqa.skipped_at_load] == ["non-text question", "non-text answer", "non-text answer",
-                                                       "missing answer"]
+    assert [s.reason for s in vqa.skipped_at_load] == [
+        "non-text question",
+        "non-text answer",
+        "non-text answer",
+        "missing answer",
+    ]
 
 
 def test_files_not_in_utf8_name_the_file_offset_and_line(images):
@@ -77,35 +87,92 @@ def test_files_not_in_utf8_name_the_file_offset_and_line(images):
 def test_skip_report_plurals():
     one = SkipReport([Skipped("a.png", "unreadable image", "cannot decode the image")])
     assert one.summary() == "skipped 1 sample (1 unreadable image): a.png (unreadable image: cannot decode the image)"
-    two = SkipReport([Skipped("a.png", "unreadable image"), Skipped("b.png", "unreadable image"),
-                      Skipped("c.png", "missing file"), Skipped("d.png", "zero-size file"),
-                      Skipped("e.png", "zero-size file")])
-    assert two.summary(9, examples=4) == ("skipped 5 samples of 9 (1 missing file, 2 unreadable images, "
-                                          "2 zero-size files): a.png (unreadable image); b.png (unreadable image); "
-                                          "c.png (missing file); d.png (zero-size file); and 1 more")
+    two = SkipReport(
+        [
+            Skipped("a.png", "unreadable image"),
+            Skipped("b.png", "unreadable image"),
+            Skipped("c.png", "missing file"),
+            Skipped("d.png", "zero-size file"),
+            Skipped("e.png", "zero-size file"),
+        ]
+    )
+    assert two.summary(9, examples=4) == (
+        "skipped 5 samples of 9 (1 missing file, 2 unreadable images, "
+        "2 zero-size files): a.png (unreadable image); b.png (unreadable image); "
+        "c.png (missing file); d.png (zero-size file); and 1 more"
+    )
 
 
 def test_cli_reads_excel_csv_and_caption_lists_and_names_a_bad_encoding(images, tmp_path, capsys):
     model = vlkit.create_model("clip-tiny")
     folder = str(model.save_pretrained(tmp_path / "clip"))
-    (images / "excel.csv").write_text("image,caption\nred.png,a red square\nblue.png,a blue square\n",
-                                      encoding="utf-8-sig")
-    assert main(["eval", "retrieval", "--model", folder, "--annotations", str(images / "excel.csv"),
-                 "--device", "cpu", "--json", str(tmp_path / "r.json")]) == 0
+    (images / "excel.csv").write_text(
+        "image,caption\nred.png,a red square\nblue.png,a blue square\n", encoding="utf-8-sig"
+    )
+    assert (
+        main(
+            [
+                "eval",
+                "retrieval",
+                "--model",
+                folder,
+                "--annotations",
+                str(images / "excel.csv"),
+                "--device",
+                "cpu",
+                "--json",
+                str(tmp_path / "r.json"),
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "r.json").read_text())["texts"] == 2
-    rows = [{"image": "red.png", "caption": ["a red square", "something red"]},
-            {"image": "blue.png", "caption": {"en": "a blue square"}},
-            {"image": "green.png", "caption": "a green square"}]
+    rows = [
+        {"image": "red.png", "caption": ["a red square", "something red"]},
+        {"image": "blue.png", "caption": {"en": "a blue square"}},
+        {"image": "green.png", "caption": "a green square"},
+    ]
     (images / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     capsys.readouterr()
-    assert main(["eval", "retrieval", "--model", folder, "--annotations", str(images / "pairs.jsonl"),
-                 "--device", "cpu", "--json", str(tmp_path / "r.json")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "retrieval",
+                "--model",
+                folder,
+                "--annotations",
+                str(images / "pairs.jsonl"),
+                "--device",
+                "cpu",
+                "--json",
+                str(tmp_path / "r.json"),
+            ]
+        )
+        == 0
+    )
     result = json.loads((tmp_path / "r.json").read_text())
     assert (result["images"], result["texts"]) == (2, 3)  # red with its two captions, green; not the dict
     assert "skipped 1 sample (1 non-text caption): blue.png" in capsys.readouterr().out
 
     (images / "latin.csv").write_bytes("image,caption\nred.png,un carré rouge\n".encode("latin-1"))
-    assert main(["train", "--data.kind", "folder", "--data.train_annotations", str(images / "latin.csv"),
-                 "--train.output_dir", str(tmp_path / "run"), "--train.max_steps", "1"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--data.kind",
+                "folder",
+                "--data.train_annotations",
+                str(images / "latin.csv"),
+                "--train.output_dir",
+                str(tmp_path / "run"),
+                "--train.max_steps",
+                "1",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
-    assert err.startswith("vlkit train: error: ") and "latin.csv: not UTF-8 text: byte 0xe9 at offset 29 (line 2)" in err
+    assert (
+        err.startswith("vlkit train: error: ") and "latin.csv: not UTF-8 text: byte 0xe9 at offset 29 (line 2)" in err
+    )

@@ -1,4 +1,5 @@
 """A user's image-caption folder: CSV/JSONL, bad samples skipped, counted and reported."""
+
 import json
 
 import pytest

@@ -1,6 +1,7 @@
 """One image decoder for every path: known answers for each kind of file, and the same pixels
 whether a file reaches the model through a dataset, `vlkit embed`, `vlkit caption` or
 `vlkit.image_transform` on a PIL image."""
+
 import io
 
 import numpy as np
@@ -60,10 +61,12 @@ def rotated_jpeg(path):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("kinds")
-    return {"transparent": transparent_png(folder / "transparent.png"),
-            "gradient16": gradient16_png(folder / "gradient16.png"),
-            "palette": palette_png(folder / "palette.png"),
-            "rotated": rotated_jpeg(folder / "rotated.jpg")}
+    return {
+        "transparent": transparent_png(folder / "transparent.png"),
+        "gradient16": gradient16_png(folder / "gradient16.png"),
+        "palette": palette_png(folder / "palette.png"),
+        "rotated": rotated_jpeg(folder / "rotated.jpg"),
+    }
 
 
 def test_transparency_is_composited_onto_white(files):
@@ -182,8 +185,10 @@ def test_embed_cli_decodes_transparency_and_16_bit(tmp_path, clip_folder, capsys
     ramp = np.arange(64, dtype=np.uint16).reshape(8, 8) * 1028  # 0 .. 64764
     Image.fromarray(ramp).save(imgs / "c_ramp16.png")
     Image.fromarray(np.rint(ramp / 257).astype(np.uint8)).save(imgs / "d_ramp8.png")
-    assert main(["embed", "--model", folder, "--images", str(imgs), "--out", str(tmp_path / "out"),
-                 "--device", "cpu"]) == 0
+    assert (
+        main(["embed", "--model", folder, "--images", str(imgs), "--out", str(tmp_path / "out"), "--device", "cpu"])
+        == 0
+    )
     emb = np.load(tmp_path / "out" / "image_embeddings.npy")
     assert emb.shape[0] == 4
     assert np.array_equal(emb[0], emb[1]) and np.array_equal(emb[2], emb[3])
@@ -198,8 +203,11 @@ def test_caption_cli_errors_name_the_bad_image(tmp_path, monkeypatch, capsys):
     Image.new("RGB", (64, 64), "white").save(data, format="JPEG")
     (tmp_path / "cut.jpg").write_bytes(data.getvalue()[:300])
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
-    for name, message in (("bomb.png", "400 pixels is more than the limit of 100"),
-                          ("cut.jpg", "cannot decode the image"), ("gone.png", "does not exist")):
+    for name, message in (
+        ("bomb.png", "400 pixels is more than the limit of 100"),
+        ("cut.jpg", "cannot decode the image"),
+        ("gone.png", "does not exist"),
+    ):
         assert main(["caption", "--model", folder, str(tmp_path / name), "--max-new-tokens", "2"]) == 2
         err = capsys.readouterr().err
         assert err.startswith("vlkit caption: error: ") and name in err and message in err

@@ -10,6 +10,7 @@ with ``str()``: a number, a dict, a boolean is *not text* (the row is skipped, c
 caption list gives one image-caption pair per caption, as several rows naming the same image
 would; an answer list is the annotators' answers).
 """
+
 from __future__ import annotations
 
 import csv
@@ -37,8 +38,10 @@ def read_utf8(path: str | os.PathLike) -> str:
     except UnicodeDecodeError as e:
         offset = start + e.start
         line = data.count(b"\n", 0, offset) + 1
-        raise ValueError(f"{path}: not UTF-8 text: byte 0x{data[offset]:02x} at offset {offset} (line {line}); "
-                         "save the file as UTF-8") from None
+        raise ValueError(
+            f"{path}: not UTF-8 text: byte 0x{data[offset]:02x} at offset {offset} (line {line}); "
+            "save the file as UTF-8"
+        ) from None
 
 
 def _jsonl_rows(path: Path, text: str) -> list[dict[str, Any]]:
@@ -95,7 +98,9 @@ def pick_key(available, wanted: str | None, candidates: tuple[str, ...], what: s
     for key in candidates:
         if key in available:
             return key
-    raise KeyError(f"{source}: no {what} column; expected one of {list(candidates)} (or pass {what}_key), found {sorted(available)}")
+    raise KeyError(
+        f"{source}: no {what} column; expected one of {list(candidates)} (or pass {what}_key), found {sorted(available)}"
+    )
 
 
 def text_cell(value: Any) -> str | None:
@@ -186,5 +191,7 @@ class AnnotatedImages:
         return load_or_skip(path, self.item_fields(index), transform=self.transform, source=source)
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}({str(self.annotations)!r}, {len(self)} {self.unit}, "
-                f"{len(self.skipped_at_load)} skipped)")
+        return (
+            f"{type(self).__name__}({str(self.annotations)!r}, {len(self)} {self.unit}, "
+            f"{len(self.skipped_at_load)} skipped)"
+        )

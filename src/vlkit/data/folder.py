@@ -15,6 +15,7 @@ Bad samples never crash a run and are never dropped silently:
   it on under ``batch["skipped"]``, so it reaches the training loop even from worker processes).
 Both kinds are counted and reported at the end of each epoch (:class:`SkipReport`).
 """
+
 from __future__ import annotations
 
 import os
@@ -38,8 +39,16 @@ from .images import load_image
 from .skips import Skipped, SkipReport
 
 # kept importable from here, where they used to live
-__all__ = ["CAPTION_KEYS", "IMAGE_KEYS", "ImageTextFolder", "SkipReport", "Skipped", "image_file_problem", "load_image",
-           "read_annotations"]
+__all__ = [
+    "CAPTION_KEYS",
+    "IMAGE_KEYS",
+    "ImageTextFolder",
+    "SkipReport",
+    "Skipped",
+    "image_file_problem",
+    "load_image",
+    "read_annotations",
+]
 
 
 class ImageTextFolder(AnnotatedImages):
@@ -71,7 +80,9 @@ class ImageTextFolder(AnnotatedImages):
         rel, path, problem = image_path(row.get(self.image_key), self.root)
         captions = text_list(row.get(self.caption_key))
         if captions is None:
-            return Skipped(rel or "<no image>", "non-text caption", f"a JSON {type(row.get(self.caption_key)).__name__}")
+            return Skipped(
+                rel or "<no image>", "non-text caption", f"a JSON {type(row.get(self.caption_key)).__name__}"
+            )
         if problem or not captions:
             return Skipped(rel or "<no image>", problem if captions else "empty caption")
         return [(path, caption) for caption in captions]

@@ -20,6 +20,7 @@ an image of more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (a possible decompre
 before decoding it. Every failure is an :class:`ImageError` (a ``ValueError``) naming the file; a
 path that does not exist is an :class:`ImageNotFoundError`, which is also a ``FileNotFoundError``.
 """
+
 from __future__ import annotations
 
 import os
@@ -90,8 +91,10 @@ def to_rgb(image: Image.Image | np.ndarray) -> Image.Image:
 def _bomb_message(error: Exception) -> str:
     found = re.search(r"(\d+) pixels", str(error))
     size = f"{int(found.group(1)):,} pixels" if found else "the image"
-    return (f"{size} is more than the limit of {Image.MAX_IMAGE_PIXELS:,} (PIL.Image.MAX_IMAGE_PIXELS): "
-            "refused as a possible decompression bomb")
+    return (
+        f"{size} is more than the limit of {Image.MAX_IMAGE_PIXELS:,} (PIL.Image.MAX_IMAGE_PIXELS): "
+        "refused as a possible decompression bomb"
+    )
 
 
 def load_image(source: str | os.PathLike | IO[bytes]) -> Image.Image:

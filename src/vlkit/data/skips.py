@@ -9,6 +9,7 @@ collators pass on under ``batch["skipped"]``). :class:`SkipReport` counts them:
 
 Every reason is a noun phrase whose plural adds an ``s`` ("1 missing file", "2 missing files").
 """
+
 from __future__ import annotations
 
 import os
@@ -21,9 +22,15 @@ from .images import ImageError, load_image
 
 # Why a sample was left out; each reads as "N <reason>s" in the plural.
 REASONS = (
-    "empty caption", "non-text caption",  # image-caption pairs
-    "empty question", "non-text question", "missing answer", "non-text answer",  # questions about images
-    "non-text image path", "missing file", "zero-size file",  # found when the annotations are read
+    "empty caption",
+    "non-text caption",  # image-caption pairs
+    "empty question",
+    "non-text question",
+    "missing answer",
+    "non-text answer",  # questions about images
+    "non-text image path",
+    "missing file",
+    "zero-size file",  # found when the annotations are read
     "unreadable image",  # found when the image is decoded
 )
 
@@ -62,7 +69,9 @@ class SkipReport:
             return "no samples skipped"
         of = f" of {total}" if total is not None else ""
         parts = ", ".join(plural(n, reason) for reason, n in sorted(self.counts().items()))
-        shown = "; ".join(f"{s.source} ({s.reason}{': ' + s.detail if s.detail else ''})" for s in self.skipped[:examples])
+        shown = "; ".join(
+            f"{s.source} ({s.reason}{': ' + s.detail if s.detail else ''})" for s in self.skipped[:examples]
+        )
         more = f"; and {len(self.skipped) - examples} more" if len(self.skipped) > examples else ""
         return f"skipped {plural(len(self.skipped), 'sample')}{of} ({parts}): {shown}{more}"
 

@@ -10,6 +10,7 @@ the same tensor. Evaluation then follows the reference preprocessing of CLIP-sty
 per channel. ``resize_mode="squash"`` resizes straight to a square instead.
 Training adds a light random-resized crop (90-100% of the area). Only Pillow, numpy and torch.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,7 @@ from .images import to_rgb
 
 __all__ = ["ImageTransform", "image_transform", "shortest_side_size", "to_rgb"]
 
-_RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST,
-             "lanczos": Image.LANCZOS}
+_RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST, "lanczos": Image.LANCZOS}
 _RESIZE_MODES = ("shortest", "squash")
 
 
@@ -62,8 +62,10 @@ class ImageTransform:
         self.std = torch.tensor(std, dtype=torch.float64).view(3, 1, 1)
 
     def __repr__(self) -> str:
-        return (f"ImageTransform(image_size={self.image_size}, resize_mode={self.resize_mode!r}, "
-                f"train={self.train}, mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})")
+        return (
+            f"ImageTransform(image_size={self.image_size}, resize_mode={self.resize_mode!r}, "
+            f"train={self.train}, mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})"
+        )
 
     def _uniform(self, low: float, high: float) -> float:
         return low + (high - low) * torch.rand((), generator=self.generator, dtype=torch.float64).item()
@@ -127,7 +129,11 @@ def image_transform(model_or_config, train: bool = False, **kwargs) -> ImageTran
             f"{type(vision).__name__} lacks {missing}"
         )
     return ImageTransform(
-        vision.image_size, vision.image_mean, vision.image_std,
-        resize_mode=getattr(vision, "resize_mode", "shortest"), interpolation=getattr(vision, "interpolation", "bicubic"),
-        train=train, **kwargs,
+        vision.image_size,
+        vision.image_mean,
+        vision.image_std,
+        resize_mode=getattr(vision, "resize_mode", "shortest"),
+        interpolation=getattr(vision, "interpolation", "bicubic"),
+        train=train,
+        **kwargs,
     )

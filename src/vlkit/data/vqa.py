@@ -16,6 +16,7 @@ dict, or a list holding one), missing and zero-size files are left out when the 
 (``skipped_at_load``); unreadable images when they are loaded (a skip record, as
 :class:`vlkit.data.ImageTextFolder` does).
 """
+
 from __future__ import annotations
 
 import os
@@ -95,8 +96,13 @@ class VQAFolder(AnnotatedImages):
 
     def item_fields(self, index: int) -> dict[str, Any]:
         path, question, answers = self.samples[index]
-        return {"question": question, "answer": majority_answer(answers), "answers": list(answers), "index": index,
-                "path": str(path)}
+        return {
+            "question": question,
+            "answer": majority_answer(answers),
+            "answers": list(answers),
+            "index": index,
+            "path": str(path),
+        }
 
     def questions(self) -> list[str]:
         return [q for _, q, _ in self.samples]
@@ -105,8 +111,9 @@ class VQAFolder(AnnotatedImages):
         return [list(a) for _, _, a in self.samples]
 
 
-def tokenize_qa(tokenizer: Callable[..., dict[str, torch.Tensor]], questions: Sequence[str],
-                answers: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+def tokenize_qa(
+    tokenizer: Callable[..., dict[str, torch.Tensor]], questions: Sequence[str], answers: Sequence[str] | None = None
+) -> dict[str, torch.Tensor]:
     """``question_input_ids`` / ``question_attention_mask`` (B, Tq) and, with ``answers``,
     ``answer_input_ids`` / ``answer_attention_mask`` (B, Ta), each padded to its longest row."""
     out = {}
@@ -134,7 +141,10 @@ class QuestionAnswerCollator:
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         skipped = [it["skipped"] for it in items if "skipped" in it]
         items = [it for it in items if "skipped" not in it]
-        batch: dict[str, Any] = {"skipped": skipped, "index": torch.tensor([it["index"] for it in items], dtype=torch.long)}
+        batch: dict[str, Any] = {
+            "skipped": skipped,
+            "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
+        }
         if not items:
             batch.update(questions=[], answers=[], answer_lists=[])
             return batch
