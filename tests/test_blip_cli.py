@@ -87,7 +87,7 @@ def test_cli_errors(captioner, vqa_model, photos, tmp_path, capsys):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not an image")
     assert main(["caption", "--model", folder, str(bad)]) == 2
-    assert "broken.jpg is not an image file" in capsys.readouterr().err
+    assert "broken.jpg: not an image file" in capsys.readouterr().err
     assert main(["caption", "--model", folder, str(tmp_path / "missing.png")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["vqa", "--model", folder, photos[0], "what?"]) == 2  # a captioning model

@@ -76,7 +76,7 @@ def test_eval_on_your_own_folder(run, tmp_path, capsys):
                  "--templates", "a {} shape.", "--json", str(tmp_path / "zs.json")]) == 0
     zs = json.loads((tmp_path / "zs.json").read_text())
     assert zs["images"] == 3 and zs["label_classes"] == 3
-    assert "skipped 1 samples" in capsys.readouterr().out
+    assert "skipped 1 sample (1 unreadable image)" in capsys.readouterr().out
 
     pairs = tmp_path / "pairs.jsonl"  # two captions for the red image
     rows = [("photos/red.png", "a red square"), ("photos/red.png", "something red"),
@@ -102,7 +102,7 @@ def test_embed_images_and_texts(run, tmp_path, capsys):
     assert [f.split("/")[-1] for f in files] == ["blue.png", "green.png", "red.png"]  # sorted, broken one skipped
     assert (out / "texts.txt").read_text().splitlines() == ["a cross", "a red circle", "a blue star"]
     assert np.allclose(np.linalg.norm(img, axis=1), 1, atol=1e-5)
-    assert "skipped 1 samples of 4" in capsys.readouterr().out
+    assert "skipped 1 sample of 4 (1 unreadable image)" in capsys.readouterr().out
     # the same numbers as the Python API
     model = vlkit.from_pretrained(run / "model").eval()
     tok = vlkit.get_tokenizer("clip")

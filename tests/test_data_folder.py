@@ -1,4 +1,5 @@
 """A user's image-caption folder: CSV/JSONL, bad samples skipped, counted and reported."""
+
 import json
 
 import pytest
@@ -80,7 +81,7 @@ def test_csv_skips_bad_rows_at_load_and_bad_images_at_read(folder):
     report = SkipReport(ds.skipped_at_load + batch["skipped"])
     text = report.summary(ds.rows_read)
     assert text.startswith("skipped 5 samples of 8")
-    assert "1 empty caption" in text and "2 unreadable image" in text and "1 zero-size file" in text
+    assert "(1 empty caption, 1 missing file, 2 unreadable images, 1 zero-size file)" in text
 
 
 def test_jsonl_other_keys_and_root(folder, tmp_path):

@@ -1,14 +1,19 @@
 """Built-in shapes: deterministic, held-out splits, captions that tell the truth about the image."""
+
 import numpy as np
 import pytest
 
 from vlkit.data import ShapesDataset
 from vlkit.data.synthetic import COLOURS, POSITION_PHRASES, POSITIONS, SHAPES, SIZES, full_caption
 
-
 # area of each shape at circumradius 1 (square: corners at 0.9; star: inner radius 0.42; cross: arms 0.66 wide)
-UNIT_AREA = {"circle": np.pi, "square": 2 * 0.9**2, "triangle": 3 * np.sqrt(3) / 4,
-             "star": 10 * 0.5 * 0.42 * np.sin(np.pi / 5), "cross": 2 * 0.66 * 2 - 0.66**2}
+UNIT_AREA = {
+    "circle": np.pi,
+    "square": 2 * 0.9**2,
+    "triangle": 3 * np.sqrt(3) / 4,
+    "star": 10 * 0.5 * 0.42 * np.sin(np.pi / 5),
+    "cross": 2 * 0.66 * 2 - 0.66**2,
+}
 
 
 def pixels(img):
@@ -25,7 +30,11 @@ def test_same_seed_same_samples_in_any_order():
 
 
 def test_seeds_and_splits_differ():
-    train, val, other = ShapesDataset("train", 200), ShapesDataset("validation", 200), ShapesDataset("train", 200, seed=1)
+    train, val, other = (
+        ShapesDataset("train", 200),
+        ShapesDataset("validation", 200),
+        ShapesDataset("train", 200, seed=1),
+    )
     ta = [train.attributes(i) for i in range(200)]
     assert all(ta[i] != val.attributes(i) for i in range(200))
     assert sum(ta[i] == other.attributes(i) for i in range(200)) == 0

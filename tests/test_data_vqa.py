@@ -1,5 +1,6 @@
 """Questions about the built-in shapes (true answers, deterministic, held out, covered by the shapes
 tokenizer), a user's (image, question, answers) files, and question-answer batches."""
+
 import json
 import random
 import re
@@ -11,8 +12,18 @@ import torch
 from PIL import Image
 
 from vlkit.data import ShapesDataset
-from vlkit.data.synthetic import (ANSWERS, COLOURS, POSITION_PHRASES, QUESTION_TYPES, SHAPES, SIZES, VOCABULARY,
-                                  full_caption, random_question, shapes_tokenizer)
+from vlkit.data.synthetic import (
+    ANSWERS,
+    COLOURS,
+    POSITION_PHRASES,
+    QUESTION_TYPES,
+    SHAPES,
+    SIZES,
+    VOCABULARY,
+    full_caption,
+    random_question,
+    shapes_tokenizer,
+)
 from vlkit.data.vqa import QuestionAnswerCollator, VQAFolder, majority_answer, tokenize_qa
 
 VALUES = {"colour": tuple(COLOURS), "shape": SHAPES, "size": tuple(SIZES)}
@@ -89,12 +100,14 @@ def test_shapes_tokenizer_covers_every_text():
     ds = ShapesDataset(size=300)
     texts = [t for i in range(300) for t in (ds[i]["caption"], ds[i]["target_caption"], ds[i]["question"])]
     texts += list(ANSWERS)
-    for name, zs in ds.zeroshot_tasks().items():
+    for zs in ds.zeroshot_tasks().values():
         texts += [t.format(c) for t in zs.templates for c in zs.classnames]
     ids = tok(texts, padding="longest")["input_ids"]
     assert not (ids == tok.unk_token_id).any()
-    assert tok.decode(tok(["what colour is the square?"])["input_ids"][0].tolist(), skip_special_tokens=True) == \
-        "what colour is the square?"
+    assert (
+        tok.decode(tok(["what colour is the square?"])["input_ids"][0].tolist(), skip_special_tokens=True)
+        == "what colour is the square?"
+    )
 
 
 def write_images(folder, n):
@@ -110,21 +123,28 @@ def test_vqa_folder_csv_and_jsonl(tmp_path):
     (tmp_path / "qa.csv").write_text(
         "image,question,answers\n"
         "img/0.png,what is it?,cat|cat|dog\n"
-        "img/1.png,,cat\n"               # empty question
-        "img/2.png,how many?,\n"         # no answer
-        "img/9.png,where?,here\n"        # missing file
-        "img/empty.png,what?,x\n"        # zero-size file
-        "img/bad.png,what?,y\n")         # unreadable: skipped when loaded
+        "img/1.png,,cat\n"  # empty question
+        "img/2.png,how many?,\n"  # missing answer
+        "img/9.png,where?,here\n"  # missing file
+        "img/empty.png,what?,x\n"  # zero-size file
+        "img/bad.png,what?,y\n"
+    )  # unreadable: skipped when loaded
     ds = VQAFolder(tmp_path / "qa.csv")
     assert len(ds) == 2 and ds.questions() == ["what is it?", "what?"]
-    assert sorted(s.reason for s in ds.skipped_at_load) == ["empty question", "missing file", "no answer",
-                                                            "zero-size file"]
+    assert sorted(s.reason for s in ds.skipped_at_load) == [
+        "empty question",
+        "missing answer",
+        "missing file",
+        "zero-size file",
+    ]
     item = ds[0]
     assert item["answer"] == "cat" and item["answers"] == ["cat", "cat", "dog"] and item["image"].size == (8, 8)
     assert ds[1]["skipped"].reason == "unreadable image"
 
-    rows = [{"image": "img/1.png", "question": "colour?", "answers": ["red", "blue", "blue"]},
-            {"image": "img/2.png", "question": "size?", "answer": "small"}]
+    rows = [
+        {"image": "img/1.png", "question": "colour?", "answers": ["red", "blue", "blue"]},
+        {"image": "img/2.png", "question": "size?", "answer": "small"},
+    ]
     (tmp_path / "qa.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     ds = VQAFolder(tmp_path / "qa.jsonl", transform=lambda img: torch.zeros(3, 4, 4), answer_key="answers")
     assert ds.answer_lists() == [["red", "blue", "blue"]]  # the second row has no "answers"
@@ -143,7 +163,9 @@ def test_majority_answer_keeps_the_first_on_ties():
 
 def test_question_answer_batches():
     tok = shapes_tokenizer()
-    ds = ShapesDataset("validation", 6, image_size=16, transform=lambda img: torch.from_numpy(np.array(img)).permute(2, 0, 1))
+    ds = ShapesDataset(
+        "validation", 6, image_size=16, transform=lambda img: torch.from_numpy(np.array(img)).permute(2, 0, 1)
+    )
     items = [ds[i] for i in range(6)] + [{"skipped": "x", "index": 99}]
     batch = QuestionAnswerCollator(tok)(items)
     assert batch["pixel_values"].shape == (6, 3, 16, 16) and batch["skipped"] == ["x"]
@@ -155,8 +177,10 @@ def test_question_answer_batches():
         assert torch.equal(batch[k], v)
     q = batch["question_input_ids"]
     assert (q[:, 0] == tok.cls_token_id).all()
-    assert (batch["question_attention_mask"].sum(1) == torch.tensor([len(tok([s])["input_ids"][0])
-                                                                    for s in batch["questions"]])).all()
+    assert (
+        batch["question_attention_mask"].sum(1)
+        == torch.tensor([len(tok([s])["input_ids"][0]) for s in batch["questions"]])
+    ).all()
     # answers are single words: [CLS] word [SEP]
     assert batch["answer_input_ids"].shape == (6, 3) and (batch["answer_input_ids"][:, 2] == tok.sep_token_id).all()
     with pytest.raises(TypeError, match="question"):

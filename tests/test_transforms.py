@@ -6,6 +6,7 @@ pixels are identical). ``CLIPImageProcessor`` in transformers 5 resizes uint8 te
 torchvision's antialiased bicubic kernel instead of PIL's; its pixels differ from PIL's by at
 most one uint8 level (= 1 / 255 / std <= 0.0151 after normalisation) in about 0.3% of values.
 """
+
 import numpy as np
 import pytest
 import torch

@@ -74,22 +74,14 @@ def _model_tokenizer(model_source: str):
 
 
 def read_images(paths, model) -> torch.Tensor:
-    """Image files -> (B, 3, S, S) pixels preprocessed as the model expects."""
-    from PIL import Image, UnidentifiedImageError
-
+    """Image files -> (B, 3, S, S) pixels preprocessed as the model expects. Files are decoded by
+    :func:`vlkit.data.images.load_image`: a missing, unreadable or oversized file is an error naming it."""
     import vlkit
 
+    from ..data.images import load_image
+
     transform = vlkit.image_transform(model)
-    out = []
-    for path in paths:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"image {path} does not exist")
-        try:
-            with Image.open(path) as image:
-                out.append(transform(image))
-        except (UnidentifiedImageError, OSError) as e:
-            raise ValueError(f"{path} is not an image file PIL can read ({e})") from None
-    return torch.stack(out)
+    return torch.stack([transform(load_image(path)) for path in paths])  # (B, 3, S, S)
 
 
 def ids_to_text(tokenizer, ids: torch.Tensor, config) -> str:

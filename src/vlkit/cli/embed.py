@@ -45,6 +45,9 @@ def find_images(paths: list[str]) -> list[Path]:
 
 
 class _ImageFiles:
+    """A dataset of image files: ``{"pixel_values", "index"}``, or a skip record for a file that
+    cannot be decoded (:func:`vlkit.data.skips.load_or_skip`)."""
+
     def __init__(self, files: list[Path], transform) -> None:
         self.files, self.transform = files, transform
 
@@ -52,15 +55,9 @@ class _ImageFiles:
         return len(self.files)
 
     def __getitem__(self, i: int) -> dict:
-        from PIL import Image, UnidentifiedImageError
+        from ..data.skips import load_or_skip
 
-        from ..data.folder import Skipped, load_image
-
-        try:
-            img = load_image(self.files[i])
-        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
-            return {"skipped": Skipped(str(self.files[i]), "unreadable image", f"{type(e).__name__}: {e}"), "index": i}
-        return {"pixel_values": self.transform(img), "index": i}
+        return load_or_skip(self.files[i], {"index": i}, transform=self.transform, source=str(self.files[i]))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
 """BERT next-sentence-prediction pairs: half true continuations, half random sentences."""
+
 from __future__ import annotations
 
 import random

@@ -13,6 +13,7 @@ or caption. Every word the captions, questions, answers and zero-shot
 prompts use is in :data:`VOCABULARY`; :func:`shapes_tokenizer` is a WordPiece tokenizer of just
 those words, small enough that a captioning decoder's softmax costs almost nothing on a CPU.
 """
+
 from __future__ import annotations
 
 import math
@@ -61,12 +62,23 @@ COLOUR_TEMPLATES = ("a {} shape.", "a {} object.", "a photo of a {} shape.", "a 
 # attribute a yes/no question asks about (true half of the time).
 QUESTION_TYPES = ("colour", "shape", "size", "position", "yes/no")
 QUESTION_TEMPLATES = {
-    "colour": ("what colour is the {shape}?", "what color is the {shape}?", "what colour is the shape {where}?",
-               "what colour is the {size} {shape}?"),
-    "shape": ("what shape is {where}?", "what shape is the {colour} object?", "which shape is {colour}?",
-              "what shape is in the picture?"),
-    "size": ("is the {shape} small or large?", "is the {colour} shape large or small?",
-             "what size is the {colour} {shape}?"),
+    "colour": (
+        "what colour is the {shape}?",
+        "what color is the {shape}?",
+        "what colour is the shape {where}?",
+        "what colour is the {size} {shape}?",
+    ),
+    "shape": (
+        "what shape is {where}?",
+        "what shape is the {colour} object?",
+        "which shape is {colour}?",
+        "what shape is in the picture?",
+    ),
+    "size": (
+        "is the {shape} small or large?",
+        "is the {colour} shape large or small?",
+        "what size is the {colour} {shape}?",
+    ),
     "position": ("where is the {shape}?", "where is the {colour} {shape}?", "where is the {size} shape?"),
 }
 YES_NO_TEMPLATES = {  # the asked-about attribute is {value}
@@ -165,8 +177,18 @@ def _words(text: str) -> list[str]:
 
 
 def _vocabulary() -> tuple[str, ...]:
-    texts = [*SHAPES, *COLOURS, *SIZES, *POSITION_PHRASES.values(), *ANSWERS, *CAPTION_PREFIXES,
-             "a an shape object", *SHAPE_TEMPLATES, *COLOUR_TEMPLATES, *YES_NO_TEMPLATES["shape"]]
+    texts = [
+        *SHAPES,
+        *COLOURS,
+        *SIZES,
+        *POSITION_PHRASES.values(),
+        *ANSWERS,
+        *CAPTION_PREFIXES,
+        "a an shape object",
+        *SHAPE_TEMPLATES,
+        *COLOUR_TEMPLATES,
+        *YES_NO_TEMPLATES["shape"],
+    ]
     texts += [t for group in (*QUESTION_TEMPLATES.values(), *YES_NO_TEMPLATES.values()) for t in group]
     return tuple(sorted({w for t in texts for w in _words(t)}))
 
@@ -199,7 +221,20 @@ def _polygon(shape: str, cx: float, cy: float, r: float, rotation: float) -> lis
             pts.append((rad * math.cos(ang), rad * math.sin(ang)))
     elif shape == "cross":
         w = 0.33
-        pts = [(-w, -1), (w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1), (-w, 1), (-w, w), (-1, w), (-1, -w), (-w, -w)]
+        pts = [
+            (-w, -1),
+            (w, -1),
+            (w, -w),
+            (1, -w),
+            (1, w),
+            (w, w),
+            (w, 1),
+            (-w, 1),
+            (-w, w),
+            (-1, w),
+            (-1, -w),
+            (-w, -w),
+        ]
     else:
         raise ValueError(f"no polygon for shape {shape!r}")
     c, s = math.cos(math.radians(rotation)), math.sin(math.radians(rotation))
@@ -320,8 +355,12 @@ class ShapesDataset:
         a = self.attributes(index)
         img = render(a, self.image_size)
         caption = full_caption(a) if self.captions == "full" else random_caption(a, self._rng(index, "caption"))
-        item: dict[str, Any] = {"caption": caption, "target_caption": full_caption(a), "index": index,
-                                "attributes": a.to_dict()}
+        item: dict[str, Any] = {
+            "caption": caption,
+            "target_caption": full_caption(a),
+            "index": index,
+            "attributes": a.to_dict(),
+        }
         q = random_question(a, self._rng(index, "question"))
         item.update(question=q.question, answer=q.answer, question_type=q.type)
         if self.transform is None:

@@ -1,12 +1,16 @@
 """Image preprocessing: PIL image -> the normalised (3, H, W) float tensor a model expects.
 
-Evaluation follows the reference preprocessing of CLIP-style checkpoints (HF
-``CLIPImageProcessor``'s PIL path, OpenAI's ``preprocess``): composite transparency onto white,
-resize the short side to ``image_size`` with PIL's resampler (bicubic for CLIP), center-crop a
-square (offset ``(size - crop) // 2``, as HF does), scale to [0, 1], subtract the mean and
-divide by the std per channel. ``resize_mode="squash"`` resizes straight to a square instead.
+The image is first made RGB by :func:`vlkit.data.images.to_rgb`, the conversion every image file
+goes through when vlkit reads it (EXIF orientation, transparency composited onto white, 16-bit
+scaled to 8-bit), so a PIL image given here and the same file read by a dataset or the CLI give
+the same tensor. Evaluation then follows the reference preprocessing of CLIP-style checkpoints
+(HF ``CLIPImageProcessor``'s PIL path, OpenAI's ``preprocess``): resize the short side to
+``image_size`` with PIL's resampler (bicubic for CLIP), center-crop a square (offset
+``(size - crop) // 2``, as HF does), scale to [0, 1], subtract the mean and divide by the std
+per channel. ``resize_mode="squash"`` resizes straight to a square instead.
 Training adds a light random-resized crop (90-100% of the area). Only Pillow, numpy and torch.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,8 +19,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-_RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST,
-             "lanczos": Image.LANCZOS}
+from .images import to_rgb
+
+__all__ = ["ImageTransform", "image_transform", "shortest_side_size", "to_rgb"]
+
+_RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST, "lanczos": Image.LANCZOS}
 _RESIZE_MODES = ("shortest", "squash")
 
 
@@ -26,22 +33,6 @@ def shortest_side_size(height: int, width: int, size: int) -> tuple[int, int]:
     short, long = (height, width) if height <= width else (width, height)
     new_long = int(size * long / short)
     return (size, new_long) if height <= width else (new_long, size)
-
-
-def to_rgb(image) -> Image.Image:
-    """A PIL RGB image; transparency is composited onto white, as HF's convert_to_rgb does."""
-    if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8 or image.ndim not in (2, 3):
-            raise TypeError(f"expected a (H, W) or (H, W, C) uint8 array, got {image.dtype} {image.shape}")
-        image = Image.fromarray(image)
-    if not isinstance(image, Image.Image):
-        raise TypeError(f"expected a PIL image or a uint8 numpy array, got {type(image).__name__}")
-    if image.mode == "RGB":
-        return image
-    if "A" in image.getbands() or image.info.get("transparency") is not None:
-        rgba = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    return image.convert("RGB")
 
 
 class ImageTransform:
@@ -71,8 +62,10 @@ class ImageTransform:
         self.std = torch.tensor(std, dtype=torch.float64).view(3, 1, 1)
 
     def __repr__(self) -> str:
-        return (f"ImageTransform(image_size={self.image_size}, resize_mode={self.resize_mode!r}, "
-                f"train={self.train}, mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})")
+        return (
+            f"ImageTransform(image_size={self.image_size}, resize_mode={self.resize_mode!r}, "
+            f"train={self.train}, mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})"
+        )
 
     def _uniform(self, low: float, high: float) -> float:
         return low + (high - low) * torch.rand((), generator=self.generator, dtype=torch.float64).item()
@@ -136,7 +129,11 @@ def image_transform(model_or_config, train: bool = False, **kwargs) -> ImageTran
             f"{type(vision).__name__} lacks {missing}"
         )
     return ImageTransform(
-        vision.image_size, vision.image_mean, vision.image_std,
-        resize_mode=getattr(vision, "resize_mode", "shortest"), interpolation=getattr(vision, "interpolation", "bicubic"),
-        train=train, **kwargs,
+        vision.image_size,
+        vision.image_mean,
+        vision.image_std,
+        resize_mode=getattr(vision, "resize_mode", "shortest"),
+        interpolation=getattr(vision, "interpolation", "bicubic"),
+        train=train,
+        **kwargs,
     )

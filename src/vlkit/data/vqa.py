@@ -2,18 +2,21 @@
 tokenizes questions and answers.
 
 Annotation files are CSV (with a header), TSV or JSONL, as for image-caption pairs
-(:func:`vlkit.data.folder.read_annotations`): an image column (``image``, ``filepath``, ``file``,
-``path`` or ``image_path``), a ``question`` column and the answers, either ``answers`` (a JSON
-list in JSONL; ``|``-separated in CSV, as several annotators' answers) or ``answer`` (one).
+(:func:`vlkit.data.annotations.read_annotations`): an image column (``image``, ``filepath``,
+``file``, ``path`` or ``image_path``), a ``question`` column and the answers, either ``answers``
+(a JSON list of strings in JSONL; ``|``-separated text, as several annotators' answers) or
+``answer`` (one).
 
     image,question,answer
     photos/001.jpg,what is the dog doing?,running
     {"image": "photos/002.jpg", "question": "how many cups?", "answers": ["2", "two", "2"]}
 
-Rows with an empty question or no answer, missing and zero-size files are left out when the file
-is read (``skipped_at_load``); unreadable images when they are loaded (a skip record, as
+Rows with an empty question or no answer, a question or answer that is not text (a JSON number,
+dict, or a list holding one), missing and zero-size files are left out when the file is read
+(``skipped_at_load``); unreadable images when they are loaded (a skip record, as
 :class:`vlkit.data.ImageTextFolder` does).
 """
+
 from __future__ import annotations
 
 import os
@@ -23,20 +26,32 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from .folder import IMAGE_KEYS, SkipReport, Skipped, _pick_key, image_file_problem, load_image, read_annotations
+from .annotations import IMAGE_KEYS, AnnotatedImages, image_path, pick_key, text_cell, text_list
+from .skips import Skipped
 
 QUESTION_KEYS = ("question",)
 ANSWER_KEYS = ("answers", "answer")
 
 
-def _answers(value: Any) -> list[str]:
-    if isinstance(value, (list, tuple)):
-        items = value
-    else:
-        items = str(value or "").split("|")
-    return [str(a).strip() for a in items if str(a).strip()]
+def _row_answers(row: dict[str, Any], keys: Sequence[str]) -> list[str] | None:
+    """The answers of the first of ``keys`` that has some; None when one is not text."""
+    for key in keys:
+        answers = text_list(row.get(key), separator="|")
+        if answers is None or answers:
+            return answers
+    return []
+
+
+def _row_problem(question: str | None, answers: list[str] | None) -> str | None:
+    if question is None:
+        return "non-text question"
+    if not question:
+        return "empty question"
+    if answers is None:
+        return "non-text answer"
+    return None if answers else "missing answer"
 
 
 def majority_answer(answers: Sequence[str]) -> str:
@@ -44,13 +59,15 @@ def majority_answer(answers: Sequence[str]) -> str:
     return Counter(answers).most_common(1)[0][0]
 
 
-class VQAFolder:
+class VQAFolder(AnnotatedImages):
     """(image, question, answers) rows from an annotation file; a map-style dataset.
 
     ``__getitem__`` returns ``{"image" or "pixel_values", "question", "answer" (the most common
     answer), "answers" (all of them), "index", "path"}``, or ``{"skipped": Skipped}`` when the
     image cannot be decoded.
     """
+
+    what, unit = "(image, question, answer) rows", "questions"
 
     def __init__(
         self,
@@ -61,38 +78,31 @@ class VQAFolder:
         question_key: str | None = None,
         answer_key: str | None = None,
     ) -> None:
-        self.annotations = Path(annotations)
-        rows = read_annotations(self.annotations)
-        if not rows:
-            raise ValueError(f"annotation file {self.annotations} has no rows")
-        self.root = Path(root) if root is not None else self.annotations.parent
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"image folder {self.root} does not exist")
-        self.transform = transform
-        ikey = _pick_key(rows[0].keys(), image_key, IMAGE_KEYS, "image", self.annotations)
-        qkey = _pick_key(rows[0].keys(), question_key, QUESTION_KEYS, "question", self.annotations)
-        _pick_key(rows[0].keys(), answer_key, ANSWER_KEYS, "answer", self.annotations)
-        akeys = (answer_key,) if answer_key is not None else ANSWER_KEYS  # per row: answers, else answer
-        self.samples: list[tuple[Path, str, list[str]]] = []
-        self.skipped_at_load: list[Skipped] = []
-        for row in rows:
-            rel = str(row.get(ikey) or "").strip()
-            question = str(row.get(qkey) or "").strip()
-            answers = next((a for a in (_answers(row.get(k)) for k in akeys) if a), [])
-            path = self.root / rel
-            problem = ("empty question" if not question else "no answer" if not answers
-                       else image_file_problem(path, rel))
-            if problem:
-                self.skipped_at_load.append(Skipped(rel or "<no image>", problem))
-            else:
-                self.samples.append((path, question, answers))
-        if not self.samples:
-            report = SkipReport(list(self.skipped_at_load))
-            raise ValueError(f"{self.annotations}: no usable (image, question, answer) rows ({report.summary(len(rows))})")
-        self.rows_read = len(rows)
+        self.image_key, self.question_key, self.answer_key = image_key, question_key, answer_key
+        super().__init__(annotations, root, transform)
 
-    def __len__(self) -> int:
-        return len(self.samples)
+    def choose_columns(self, columns) -> None:
+        self.image_key = pick_key(columns, self.image_key, IMAGE_KEYS, "image", self.annotations)
+        self.question_key = pick_key(columns, self.question_key, QUESTION_KEYS, "question", self.annotations)
+        pick_key(columns, self.answer_key, ANSWER_KEYS, "answer", self.annotations)
+        # per row: the given column, else "answers", else "answer"
+        self.answer_keys = (self.answer_key,) if self.answer_key is not None else ANSWER_KEYS
+
+    def read_row(self, row: dict[str, Any]) -> list[tuple[Path, str, list[str]]] | Skipped:
+        rel, path, file_problem = image_path(row.get(self.image_key), self.root)
+        question, answers = text_cell(row.get(self.question_key)), _row_answers(row, self.answer_keys)
+        problem = _row_problem(question, answers) or file_problem
+        return Skipped(rel or "<no image>", problem) if problem else [(path, question, answers)]
+
+    def item_fields(self, index: int) -> dict[str, Any]:
+        path, question, answers = self.samples[index]
+        return {
+            "question": question,
+            "answer": majority_answer(answers),
+            "answers": list(answers),
+            "index": index,
+            "path": str(path),
+        }
 
     def questions(self) -> list[str]:
         return [q for _, q, _ in self.samples]
@@ -100,27 +110,10 @@ class VQAFolder:
     def answer_lists(self) -> list[list[str]]:
         return [list(a) for _, _, a in self.samples]
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        path, question, answers = self.samples[index]
-        try:
-            img = load_image(path)
-        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
-            rel = os.path.relpath(path, self.root)
-            return {"skipped": Skipped(rel, "unreadable image", f"{type(e).__name__}: {e}"), "index": index}
-        item: dict[str, Any] = {"question": question, "answer": majority_answer(answers), "answers": list(answers),
-                                "index": index, "path": str(path)}
-        if self.transform is None:
-            item["image"] = img
-        else:
-            item["pixel_values"] = self.transform(img)
-        return item
 
-    def __repr__(self) -> str:
-        return f"VQAFolder({str(self.annotations)!r}, {len(self)} questions, {len(self.skipped_at_load)} skipped)"
-
-
-def tokenize_qa(tokenizer: Callable[..., dict[str, torch.Tensor]], questions: Sequence[str],
-                answers: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+def tokenize_qa(
+    tokenizer: Callable[..., dict[str, torch.Tensor]], questions: Sequence[str], answers: Sequence[str] | None = None
+) -> dict[str, torch.Tensor]:
     """``question_input_ids`` / ``question_attention_mask`` (B, Tq) and, with ``answers``,
     ``answer_input_ids`` / ``answer_attention_mask`` (B, Ta), each padded to its longest row."""
     out = {}
@@ -148,7 +141,10 @@ class QuestionAnswerCollator:
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         skipped = [it["skipped"] for it in items if "skipped" in it]
         items = [it for it in items if "skipped" not in it]
-        batch: dict[str, Any] = {"skipped": skipped, "index": torch.tensor([it["index"] for it in items], dtype=torch.long)}
+        batch: dict[str, Any] = {
+            "skipped": skipped,
+            "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
+        }
         if not items:
             batch.update(questions=[], answers=[], answer_lists=[])
             return batch
