@@ -223,3 +223,18 @@ def test_loss_plot_labels_each_curve_for_what_it_is():
             {"split": "validation", "step": 1, "loss": 2.5}]
     assert plots.loss_curves(clip, validation_loss=CLIPRecipe.validation_loss) == {
         "train: contrastive_loss": [(1, 2.0)], "validation: contrastive_loss": [(1, 2.5)]}
+
+
+def test_remove_run_keeps_what_vlkit_did_not_write(tmp_path):
+    from vlkit.train.run_folder import holds_run, remove_run
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "weights.bin").write_bytes(b"a user's own model")  # not a vlkit model folder
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "mine.png").write_bytes(b"png")
+    (tmp_path / "plots" / "loss.png").write_bytes(b"png")
+    (tmp_path / "metrics.jsonl").write_text("{}\n")
+    assert holds_run(tmp_path)
+    assert sorted(p.name for p in remove_run(tmp_path)) == ["loss.png", "metrics.jsonl"]
+    assert (tmp_path / "model" / "weights.bin").exists() and (tmp_path / "plots" / "mine.png").exists()
+    assert not holds_run(tmp_path)
