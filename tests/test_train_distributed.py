@@ -72,3 +72,47 @@ def test_unreadable_image_under_torchrun_trims_every_batch_to_the_shortest(tmp_p
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "1 unreadable image" in proc.stdout
     assert len(losses(tmp_path / "run")) == 3
+
+
+def torchrun(args, tmp_path):
+    vlkit_script = Path(sys.executable).parent / "vlkit"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--no-python",
+           str(vlkit_script), "train", *args]
+    return subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_a_batch_empty_on_one_process_is_skipped_by_every_process(tmp_path):
+    from PIL import Image
+
+    rows = ["image,caption"]
+    for i in range(3):
+        Image.new("RGB", (16, 16), (60 * i, 100, 0)).save(tmp_path / f"{i}.png")
+        rows.append(f"{i}.png,a square of colour {i}")
+    (tmp_path / "broken.png").write_text("not an image")
+    rows.append("broken.png,a broken file")
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    # 4 files / 2 processes, batch 1: 2 steps per epoch, one of which finds the broken file on one process
+    args = []
+    for ov in TINY + ["train.batch_size=1", "train.max_steps=4", "data.kind=folder", "data.val_size=0",
+                      f"data.train_annotations={tmp_path / 'train.csv'}", f"train.output_dir={tmp_path / 'run'}"]:
+        args += ["--set", ov]
+    proc = torchrun(args, tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r.get("split") == "train"]
+    assert [r["step"] for r in train_rows] == [1, 2, 3, 4]
+    assert sum(r.get("empty_batches", 0) for r in train_rows) == 2  # one per epoch, on every process alike
+    assert sum("loss" in r for r in train_rows) == 2
+
+
+@pytest.mark.slow
+def test_a_user_error_under_torchrun_is_one_line_once(tmp_path):
+    args = TINY + ["train.batch_size=4", "train.max_steps=1", "data.val_size=0", f"train.output_dir={tmp_path}"]
+    train(load_config(None, args))
+    proc = torchrun([a for ov in args for a in ("--set", ov)], tmp_path)  # the folder holds that run
+    assert proc.returncode != 0
+    both = proc.stdout + proc.stderr
+    assert both.count("vlkit train: error:") == 1, both[-3000:]
+    assert f"vlkit train: error: {tmp_path} holds an earlier run" in proc.stderr
+    assert "FileExistsError" not in both

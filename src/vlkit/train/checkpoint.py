@@ -18,6 +18,7 @@ import torch
 
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^step-(\d+)\.pt$")
+_TMP = re.compile(r"^\.step-\d+\.pt\.tmp-\d+$")
 
 
 def rng_state() -> dict[str, Any]:
@@ -106,9 +107,39 @@ def save_checkpoint(
         "config": config,
         **(extra or {}),
     }
-    path = atomic_save(state, checkpoint_path(output_dir, step))
+    path = checkpoint_path(output_dir, step)
+    try:
+        atomic_save(state, path)
+    except OSError as e:  # a full disk, a read-only folder: the temporary file is gone, older checkpoints stay
+        error = OSError(f"cannot write checkpoint {path}: {e.strerror or e} (the earlier checkpoints are kept)")
+        error.errno = e.errno
+        raise error from None
     prune_checkpoints(output_dir, keep)
     return path
+
+
+def orphaned_files(output_dir: str | os.PathLike) -> list[Path]:
+    """Temporary checkpoint files (``.step-NNNNNNN.pt.tmp-PID``) a process killed mid-write left."""
+    folder = Path(output_dir) / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _TMP.match(p.name))
+
+
+def newest_usable_checkpoint(output_dir: str | os.PathLike) -> tuple[Path | None, dict | None, list[str]]:
+    """(path, state) of the newest checkpoint of a run folder that loads, and why each newer one
+    does not (one line each). (None, None, []) when there is none; a ValueError naming the files
+    when there are checkpoints but none loads."""
+    found = list_checkpoints(output_dir)
+    problems: list[str] = []
+    for _, path in reversed(found):
+        try:
+            return path, load_checkpoint(path), problems
+        except ValueError as e:
+            problems.append(str(e))
+    if problems:
+        raise ValueError(f"no usable checkpoint in {Path(output_dir) / CHECKPOINT_DIR}: " + "; ".join(problems))
+    return None, None, []
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -119,7 +150,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for damaged files
-        raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e})") from None
+        reason = (str(e).strip().splitlines() or [""])[0]
+        raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: {reason})") from None
     if not isinstance(state, dict) or state.get("format") != "vlkit-train-checkpoint":
         raise ValueError(f"{path} is not a vlkit training checkpoint (expected a file written by `vlkit train`)")
     return state

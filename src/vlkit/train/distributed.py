@@ -13,6 +13,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ..runtime import resolve_device
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -31,16 +33,12 @@ class DistInfo:
 
 
 def _device(requested: str, local_rank: int) -> torch.device:
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("train.device is 'cuda' but torch sees no CUDA device")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    try:
-        return torch.device(requested)
-    except RuntimeError:
-        raise ValueError(f"train.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {requested!r}") from None
+    """The device of this process: ``requested`` (checked by :func:`vlkit.runtime.resolve_device`),
+    a bare ``cuda`` (or ``auto`` on a GPU machine) becoming the GPU of the local rank."""
+    device = resolve_device(requested)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+    return device
 
 
 def setup(device: str = "auto") -> DistInfo:
@@ -99,10 +97,16 @@ def gather_objects(obj: Any) -> list[Any]:
     return out
 
 
-def broadcast_object(obj: Any) -> Any:
-    """Rank 0's ``obj`` on every process."""
-    if not is_distributed():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+def raise_if_any(error: BaseException | None) -> None:
+    """Raise on every process when any process had ``error`` (the lowest rank's), so that a
+    failure on rank 0 (a full disk, a refused output folder) ends every process alike instead of
+    leaving the others waiting at the next collective."""
+    errors = [e for e in gather_objects(error) if e is not None]
+    if errors:
+        raise errors[0]
+
+
+def launched_as_main() -> bool:
+    """Whether this process is rank 0 of its launch (torchrun's ``RANK``; True when single).
+    Readable before the process group forms and after it is gone (for printing errors once)."""
+    return os.environ.get("RANK", "0") == "0"

@@ -4,26 +4,31 @@
     result = train(load_config("configs/clip-shapes.yaml", ["optim.lr=1e-3"]))
 
 The config's ``task`` names a recipe (:mod:`vlkit.train.recipes`): it builds the model, its
-preprocessing and batches, and its task (:mod:`vlkit.tasks`) gives the losses.
+preprocessing and batches (and says how many samples a batch holds), and its task
+(:mod:`vlkit.tasks`) gives the losses.
 
-Each step: the task maps (model, batch) to named losses, the loop sums them, backpropagates,
-clips the gradient norm, steps AdamW and the warmup + cosine schedule. Every ``log_every`` steps
-the mean losses, learning rate and samples/s go to the progress bar and ``metrics.jsonl``;
-every ``eval_every`` steps the recipe evaluates on the validation data (main process) and the
-plots are redrawn; every ``checkpoint_every`` steps a checkpoint is written atomically. At the
-end the model is saved as a vlkit folder (``<output_dir>/model``) that ``vlkit.from_pretrained``,
-``vlkit eval`` and ``vlkit embed`` read.
+The loop is linear over an explicit :class:`TrainState`. Each step (:func:`train_step`): the task
+maps (model, batch) to named losses, the loop sums them, backpropagates, clips the gradient norm,
+steps AdamW and the warmup + cosine schedule. A batch whose samples were all unreadable is a step
+without an update (the schedule still advances, so steps and data positions stay one to one);
+under torchrun every process trims its batch to the smallest, so all take the same steps. Every
+``log_every`` steps (:func:`log_window`) the mean losses, learning rate and samples/s go to the
+progress display and ``metrics.jsonl``; every ``eval_every`` steps (:func:`evaluate`) the recipe
+evaluates on the validation data (main process) and the plots are redrawn; every
+``checkpoint_every`` steps (:func:`save`) a checkpoint is written atomically. At the end the model
+is saved as a vlkit folder (``<output_dir>/model``) that ``vlkit.from_pretrained``, ``vlkit eval``
+and ``vlkit embed`` read.
 
-A resumed run (``resume=True``: the newest checkpoint of ``output_dir``) restores model,
+A resumed run (``resume=True``: the newest readable checkpoint of ``output_dir``) restores model,
 optimizer, scheduler and RNG states and starts the data at the exact sample the checkpointed
 run would have read next, so its losses equal those of an uninterrupted run.
 """
 from __future__ import annotations
 
+import math
 import random
 import time
-from collections import defaultdict
-from contextlib import nullcontext
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,19 +36,21 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from torch import nn
 from tqdm.auto import tqdm
 
 from ..data.folder import SkipReport
 from ..data.loader import StepLoader
+from ..runtime import PRECISIONS, autocast
 from . import distributed as D
-from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import load_checkpoint, newest_usable_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, config_diff
 from .data import build_datasets
 from .metrics import MetricsLog
 from .optim import build_optimizer, build_scheduler
 from .plots import plot_loss, plot_similarity
-
-PRECISIONS = ("auto", "bf16", "fp32")
+from .progress import Progress
+from .run_folder import MODEL_DIR, holds_run, remove_orphans, remove_run
 
 
 @dataclass
@@ -58,26 +65,160 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def _autocast(device: torch.device, precision: str):
-    if precision not in PRECISIONS:
-        raise ValueError(f"train.precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
+@dataclass
+class Run:
+    """What stays fixed during a run: config, recipe, processes, folder, data."""
+
+    cfg: Config
+    recipe: Any
+    info: D.DistInfo
+    out: Path
+    log: MetricsLog
+    stop_after: int | None
+    train_ds: Any = None
+    val_ds: Any = None
+    loader: StepLoader | None = None
+    static_skips: list = field(default_factory=list)  # samples the training data dropped when loading
 
 
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    nb = device.type == "cuda"
-    return {k: v.to(device, non_blocking=nb) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+@dataclass
+class LogWindow:
+    """Sums over the steps since the last training record."""
+
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    updates: int = 0  # steps with an optimizer update
+    empty: int = 0  # steps whose batch had no readable sample
+    samples: int = 0
+    lr: float = 0.0  # of the newest step
+    grad_norm: torch.Tensor | float = 0.0  # of the newest update (a tensor: read only when logging)
+    start: float = field(default_factory=time.perf_counter)
 
 
-def _trim(batch: dict[str, Any], n: int) -> dict[str, Any]:
-    """The first ``n`` samples of a batch (tensors and per-sample lists; ``skipped`` is kept)."""
-    size = len(batch["captions"])
-    if n >= size:
-        return batch
-    return {k: v[:n] if k != "skipped" and isinstance(v, (torch.Tensor, list)) and len(v) == size else v
-            for k, v in batch.items()}
+@dataclass
+class TrainState:
+    """What changes during a run."""
+
+    model: nn.Module
+    ddp_model: nn.Module  # the model, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    step: int = 0
+    epoch: int = 0
+    checkpoint: Path | None = None  # the newest checkpoint written or resumed from
+    checkpoint_step: int | None = None
+    eval_step: int | None = None  # step of the newest validation record
+    last_eval: dict[str, float] = field(default_factory=dict)
+    plots: list[Path] = field(default_factory=list)
+    epoch_skips: list = field(default_factory=list)  # this process's skipped samples of this epoch
+    epoch_steps: int = 0  # steps of this epoch seen / with samples (every process alike)
+    epoch_trained: int = 0
+    window: LogWindow = field(default_factory=LogWindow)
+
+
+# ----------------------------------------------------------------- entry point
+def train(
+    cfg: Config, *, recipe=None, resume: bool | str | Path = False, stop_after: int | None = None,
+    overwrite: bool = False,
+) -> TrainResult:
+    """Train as ``cfg`` says; see the module docstring.
+
+    ``recipe``: a recipe object to use instead of the one ``cfg.task`` names. ``resume``: True for
+    the newest readable checkpoint in ``train.output_dir`` (a fresh start when there is none), or a
+    checkpoint path. ``stop_after``: end after this many steps with a checkpoint, as if interrupted
+    (the schedule still runs to ``max_steps``). ``overwrite``: start afresh in an ``output_dir`` that
+    holds an earlier run (everything that run wrote there is deleted).
+    """
+    from .recipes import get_recipe
+
+    started = time.perf_counter()
+    check_config(cfg)
+    if stop_after is not None and stop_after < 1:
+        raise ValueError(f"stop_after must be at least 1, got {stop_after}")
+    owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    info = D.setup(cfg.train.device)
+    try:
+        run = Run(cfg, recipe or get_recipe(cfg.task, cfg.model), info, Path(cfg.train.output_dir),
+                  MetricsLog(Path(cfg.train.output_dir) / "metrics.jsonl"), stop_after)
+        return _train(run, resume=resume, overwrite=overwrite, started=started)
+    finally:
+        if owns_group:
+            D.cleanup()
+
+
+def check_config(cfg: Config) -> None:
+    """One-line ValueErrors for values the loop cannot run with."""
+    t, o = cfg.train, cfg.optim
+    for name in ("batch_size", "max_steps", "log_every"):
+        if getattr(t, name) < 1:
+            raise ValueError(f"train.{name} must be at least 1, got {getattr(t, name)}")
+    for name in ("eval_every", "checkpoint_every"):
+        if getattr(t, name) < 0:
+            raise ValueError(f"train.{name} must be 0 (only at the end) or positive, got {getattr(t, name)}")
+    if t.threads < 0:
+        raise ValueError(f"train.threads must be 0 (torch's default) or positive, got {t.threads}")
+    if t.precision not in PRECISIONS:
+        raise ValueError(f"train.precision must be one of {PRECISIONS}, got {t.precision!r}")
+    if not math.isfinite(o.lr) or o.lr <= 0:
+        raise ValueError(f"optim.lr must be a positive finite number, got {o.lr}")
+    if o.warmup_steps < 0:
+        raise ValueError(f"optim.warmup_steps must be 0 or positive, got {o.warmup_steps}")
+    if not math.isfinite(o.grad_clip) or o.grad_clip < 0:
+        raise ValueError(f"optim.grad_clip must be 0 (no clipping) or positive, got {o.grad_clip}")
+
+
+def _train(run: Run, *, resume, overwrite: bool, started: float) -> TrainResult:
+    t = run.cfg.train
+    if t.threads > 0:
+        torch.set_num_threads(t.threads)
+    ckpt_path, ckpt = start_point(run, resume=resume, overwrite=overwrite)
+    state = build_state(run, ckpt_path, ckpt)
+    if run.info.is_main:
+        run.out.mkdir(parents=True, exist_ok=True)
+        (run.out / "config.yaml").write_text(yaml.safe_dump(run.cfg.to_dict(), sort_keys=False))
+    load_data(run, state)
+
+    progress = Progress(total=t.max_steps, initial=state.step, enabled=run.info.is_main and t.progress)
+    try:
+        if state.step < t.max_steps and not _stop_due(run, state.step):
+            _loop(run, state, progress)
+    finally:
+        progress.close()
+    stopped = _stop_due(run, state.step) and state.step < t.max_steps
+    model_dir = finish(run, state, stopped=stopped)
+    seconds = time.perf_counter() - started
+    report(run, state, model_dir, seconds)
+    return TrainResult(run.out, state.step, stopped, state.checkpoint, model_dir, state.last_eval, state.plots,
+                       seconds)
+
+
+def _loop(run: Run, state: TrainState, progress: Progress) -> None:
+    t = run.cfg.train
+    for step, epoch, batch in run.loader.batches(state.step):
+        if epoch != state.epoch:
+            end_epoch(run, state)
+            state.epoch = epoch
+        state.step = step
+        state.epoch_skips.extend(batch["skipped"])
+        train_step(run, state, batch)
+        progress.update()
+        last = step >= t.max_steps or _stop_due(run, step)
+        if step % t.log_every == 0 or last:
+            progress.show(step, log_window(run, state))
+        if last:
+            break
+        if t.eval_every and step % t.eval_every == 0:
+            evaluate(run, state)
+        if t.checkpoint_every and step % t.checkpoint_every == 0:
+            save(run, state)
+
+
+def _stop_due(run: Run, step: int) -> bool:
+    return run.stop_after is not None and step >= run.stop_after
+
+
+def _say(run: Run, message: str) -> None:
+    if run.info.is_main:
+        tqdm.write(str(message))
 
 
 def _seed_everything(seed: int) -> None:
@@ -86,269 +227,313 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# ----------------------------------------------------------------- set-up
+def start_point(run: Run, *, resume, overwrite: bool) -> tuple[Path | None, dict | None]:
+    """Prepare the run folder (rank 0) and load the checkpoint to resume from (every process):
+    (path, checkpoint), or (None, None) for a fresh start."""
+    error = None
+    if run.info.is_main:
+        try:
+            _prepare_folder(run, resume=resume, overwrite=overwrite)
+        except (OSError, ValueError) as e:
+            error = e
+    D.raise_if_any(error)
+    if not resume:
+        return None, None
+    if resume is True:
+        path, ckpt, problems = newest_usable_checkpoint(run.out)
+        for problem in problems:
+            _say(run, f"warning: {problem}; resuming from the one before it")
+        if path is None:
+            _say(run, f"no checkpoint in {run.out / 'checkpoints'}: starting from step 0")
+            return None, None
+    else:
+        path = Path(resume)
+        ckpt = load_checkpoint(path)
+    _check_resumable(run, path, ckpt)
+    return path, ckpt
+
+
+def _prepare_folder(run: Run, *, resume, overwrite: bool) -> None:
+    out = run.out
+    if resume:
+        for p in remove_orphans(out):
+            _say(run, f"removed {p} (left by an interrupted write)")
+        if resume is True and newest_usable_checkpoint(out)[0] is None:
+            run.log.reset()  # a fresh start: no records of steps that will be run again
+        return
+    if holds_run(out):
+        if not overwrite:
+            raise FileExistsError(f"{out} holds an earlier run; resume it (--resume) or start over (--overwrite), "
+                                  "or pick another train.output_dir")
+        removed = remove_run(out)
+        _say(run, f"--overwrite: removed the earlier run in {out} ({len(removed)} files and folders)")
+
+
+def _check_resumable(run: Run, path: Path, ckpt: dict) -> None:
+    changed = config_diff(ckpt["config"], run.cfg.to_dict())
+    fatal = [k for k in changed if k == "task" or k.startswith(("task.", "model."))]
+    if fatal:
+        raise ValueError(f"cannot resume from {path}: the config differs from the checkpoint's in {', '.join(fatal)}; "
+                         "resume with the checkpoint's model and task, or start a new run (--overwrite or another "
+                         "train.output_dir)")
+    if changed:
+        _say(run, f"note: the config differs from the checkpoint's in {changed}")
+
+
+def build_state(run: Run, ckpt_path: Path | None, ckpt: dict | None) -> TrainState:
+    """Model, optimizer and schedule, restored from ``ckpt`` when resuming."""
+    cfg, info = run.cfg, run.info
+    _seed_everything(cfg.train.seed)
+    model = run.recipe.build_model().to(info.device)
+    o = cfg.optim
+    optimizer = build_optimizer(model, o.lr, o.weight_decay, o.betas, o.eps)
+    scheduler = build_scheduler(optimizer, lr=o.lr, max_steps=cfg.train.max_steps, warmup_steps=o.warmup_steps,
+                                schedule=o.schedule, min_lr=o.min_lr)
+    _seed_everything(cfg.train.seed + info.rank)  # per-process streams (dropout, augmentation)
+    state = TrainState(model, model, optimizer, scheduler, checkpoint=ckpt_path)
+    if ckpt is not None:
+        _restore(run, state, ckpt)
+        _say(run, f"resumed from {ckpt_path} at step {state.step}")
+    D.barrier()
+    if info.distributed:
+        state.ddp_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[info.device.index] if info.device.type == "cuda" else None
+        )
+    return state
+
+
+def _restore(run: Run, state: TrainState, ckpt: dict) -> None:
+    info = run.info
+    state.model.load_state_dict(ckpt["model"])
+    state.optimizer.load_state_dict(ckpt["optimizer"])
+    state.scheduler.load_state_dict(ckpt["scheduler"])
+    state.step = state.checkpoint_step = int(ckpt["step"])
+    rngs = ckpt["rng"]
+    if len(rngs) == info.world_size:
+        set_rng_state(rngs[info.rank])
+    else:
+        _say(run, f"note: checkpoint was written by {len(rngs)} processes, now {info.world_size}: RNG streams are reseeded")
+    error = None
+    if info.is_main:
+        try:
+            if run.log.truncate_after(state.step):
+                _say(run, f"warning: dropped the torn last line of {run.log.path} (a run killed while writing it)")
+        except ValueError as e:
+            error = e
+    D.raise_if_any(error)
+    last = run.log.last_validation(state.step) if info.is_main else None
+    state.eval_step = D.gather_objects(state.step if last is not None else None)[0]
+    state.last_eval = last or {}
+
+
+def load_data(run: Run, state: TrainState) -> None:
+    """The datasets and the step loader, positioned at the state's step."""
+    cfg, recipe, info, model = run.cfg, run.recipe, run.info, state.model
+    run.train_ds, run.val_ds = build_datasets(
+        cfg.data, image_size=recipe.image_size(model), train_transform=recipe.transform(model, train=cfg.data.augment),
+        eval_transform=recipe.transform(model, train=False),
+    )
+    run.loader = StepLoader(
+        run.train_ds, recipe.collate(), cfg.train.batch_size, seed=cfg.train.seed, rank=info.rank,
+        world_size=info.world_size, num_workers=cfg.data.num_workers, pin_memory=info.device.type == "cuda",
+    )
+    state.epoch = state.step // run.loader.steps_per_epoch
+    state.epoch_steps = state.step % run.loader.steps_per_epoch
+    state.epoch_trained = state.epoch_steps  # a resumed epoch is not judged on its first part
+    run.static_skips = list(getattr(run.train_ds, "skipped_at_load", []))
+    if run.static_skips:
+        _say(run, f"training data: {SkipReport(run.static_skips).summary(getattr(run.train_ds, 'rows_read', None))}")
+    n_params = sum(p.numel() for p in model.parameters())
+    _say(run, f"{recipe.name}: {n_params / 1e6:.2f}M parameters, {len(run.train_ds)} training samples "
+              f"({run.loader.steps_per_epoch} steps per epoch), batch {cfg.train.batch_size} x {info.world_size} "
+              f"process(es) on {info.device}")
+
+
+# ----------------------------------------------------------------- one step
+def train_step(run: Run, state: TrainState, batch: dict[str, Any]) -> None:
+    """One optimizer step on ``batch`` (a step without an update when no sample of it was readable
+    on some process); the losses go to the log window."""
+    recipe, info, o = run.recipe, run.info, run.cfg.optim
+    n = recipe.batch_size(batch)
+    if info.distributed:  # equal batches on every process (the loss gathers them): trim to the shortest
+        shortest = D.min_across(n, info.device)
+        batch, n = _trim(batch, shortest, n), shortest
+    w = state.window
+    w.lr = state.optimizer.param_groups[0]["lr"]
+    state.epoch_steps += 1
+    if n == 0:
+        w.empty += 1
+        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()" when the first batch is empty
+            warnings.simplefilter("ignore", UserWarning)
+            state.scheduler.step()
+        return
+    batch = _to_device(batch, info.device)
+    state.ddp_model.train()
+    with autocast(info.device, run.cfg.train.precision):
+        losses = recipe.losses(state.ddp_model, batch)
+    if not losses:
+        raise ValueError(f"task {recipe.name!r} returned no losses")
+    loss = sum(losses.values())
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if o.grad_clip > 0:
+        params = [p for p in state.model.parameters() if p.requires_grad]
+        w.grad_norm = nn.utils.clip_grad_norm_(params, o.grad_clip)
+    state.optimizer.step()
+    state.scheduler.step()
+    for k, v in {"loss": loss, **losses}.items():
+        w.sums[k] = w.sums.get(k, 0.0) + v.detach().float()
+    w.updates += 1
+    w.samples += n
+    state.epoch_trained += 1
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    nb = device.type == "cuda"
+    return {k: v.to(device, non_blocking=nb) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def _trim(batch: dict[str, Any], n: int, size: int) -> dict[str, Any]:
+    """The first ``n`` of a batch's ``size`` samples (tensors and per-sample lists; ``skipped`` is kept)."""
+    if n >= size:
+        return batch
+    return {k: v[:n] if k != "skipped" and isinstance(v, (torch.Tensor, list)) and len(v) == size else v
+            for k, v in batch.items()}
+
+
+# ----------------------------------------------------------------- log, evaluate, checkpoint, skips
+def log_window(run: Run, state: TrainState) -> dict[str, str]:
+    """Write the training record of the steps since the last one; the values for the progress display."""
+    w, info = state.window, run.info
+    values = {k: (v / w.updates).item() for k, v in w.sums.items()} if w.updates else {}
+    if w.updates:
+        values["grad_norm"] = float(w.grad_norm)
+    values = D.mean_across(values, info.device)
+    if "loss" in values and not math.isfinite(values["loss"]):
+        raise FloatingPointError(f"the loss is {values['loss']} at step {state.step}; try a lower optim.lr")
+    samples_per_s = w.samples * info.world_size / max(time.perf_counter() - w.start, 1e-9)
+    record = {"split": "train", "step": state.step, "epoch": state.epoch, **values, "lr": w.lr,
+              "samples_per_s": samples_per_s, **run.recipe.log_values(state.model)}
+    if w.empty:
+        record["empty_batches"] = w.empty
+    if info.is_main:
+        run.log.append(record)
+    shown = {"loss": f"{values['loss']:.4f}"} if "loss" in values else {}
+    shown.update(lr=f"{w.lr:.2e}", samples_s=f"{samples_per_s:.0f}")
+    if w.empty:
+        shown["empty_batches"] = str(w.empty)
+    state.window = LogWindow()
+    return shown
+
+
+def evaluate(run: Run, state: TrainState) -> None:
+    """Validation metrics and plots at the state's step (main process; once per step)."""
+    error = None
+    if run.info.is_main and state.eval_step != state.step:
+        try:
+            _evaluate_main(run, state)
+        except Exception as e:  # noqa: BLE001 -- raised again on every process
+            error = e
+    D.raise_if_any(error)
+    state.eval_step = state.step
+
+
+def _evaluate_main(run: Run, state: TrainState) -> None:
+    cfg, step, out = run.cfg, state.step, run.out
+    if run.val_ds is not None:
+        res = run.recipe.evaluate(
+            state.model, run.val_ds, batch_size=cfg.eval.batch_size, device=run.info.device,
+            precision=cfg.train.precision, zeroshot=cfg.eval.zeroshot, retrieval=cfg.eval.retrieval,
+        )
+        state.last_eval = res.metrics
+        run.log.append({"split": "validation", "step": step, **res.metrics})
+        _say(run, f"step {step} validation: {_fmt(res.metrics)}")
+        if cfg.train.plots and res.similarity is not None:
+            _add_plot(state, plot_similarity(res.similarity, out / "plots" / "similarity.png", res.texts,
+                                             title=f"validation image-text cosine similarity, step {step}"))
+    if cfg.train.plots:
+        _add_plot(state, plot_loss(run.log.read(), out / "plots" / "loss.png",
+                                   validation_loss=getattr(run.recipe, "validation_loss", "loss")))
+
+
+def _add_plot(state: TrainState, path: Path | None) -> None:
+    if path is not None and path not in state.plots:
+        state.plots.append(path)
+
+
 def _fmt(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
 
 
-def _check_config(cfg: Config) -> None:
-    t = cfg.train
-    for name in ("batch_size", "max_steps", "log_every"):
-        if getattr(t, name) < 1:
-            raise ValueError(f"train.{name} must be at least 1, got {getattr(t, name)}")
-    for name in ("eval_every", "checkpoint_every"):
-        if getattr(t, name) < 0:
-            raise ValueError(f"train.{name} must be 0 (only at the end) or positive, got {getattr(t, name)}")
-    if t.precision not in PRECISIONS:
-        raise ValueError(f"train.precision must be one of {PRECISIONS}, got {t.precision!r}")
-    if cfg.optim.lr <= 0:
-        raise ValueError(f"optim.lr must be positive, got {cfg.optim.lr}")
-
-
-def train(
-    cfg: Config, *, recipe=None, resume: bool | str | Path = False, stop_after: int | None = None,
-    overwrite: bool = False,
-) -> TrainResult:
-    """Train as ``cfg`` says; see the module docstring.
-
-    ``recipe``: a recipe object to use instead of the one ``cfg.task`` names. ``resume``: True for the newest checkpoint in ``train.output_dir`` (a fresh start when there is
-    none), or a checkpoint path. ``stop_after``: end after this many steps with a checkpoint, as
-    if interrupted (the schedule still runs to ``max_steps``). ``overwrite``: start afresh in an
-    ``output_dir`` that holds an earlier run (its checkpoints and metrics are deleted).
-    """
-    from .recipes import get_recipe
-
-    started = time.perf_counter()
-    _check_config(cfg)
-    owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
-    info = D.setup(cfg.train.device)
-    try:
-        return _train(cfg, info, recipe or get_recipe(cfg.task, cfg.model), resume, stop_after, overwrite, started)
-    finally:
-        if owns_group:
-            D.cleanup()
-
-
-def _train(cfg: Config, info: D.DistInfo, recipe, resume, stop_after, overwrite, started) -> TrainResult:
-    t, main, device = cfg.train, info.is_main, info.device
-    out = Path(t.output_dir)
-    say = (lambda msg: tqdm.write(str(msg))) if main else (lambda msg: None)
-    if t.threads > 0:
-        torch.set_num_threads(t.threads)
-    metrics_log = MetricsLog(out / "metrics.jsonl")
-
-    # ------------------------------------------------------------- where to start
-    ckpt_path = None
-    if resume:
-        ckpt_path = latest_checkpoint(out) if resume is True else Path(resume)
-        if ckpt_path is None:
-            say(f"no checkpoint in {out / 'checkpoints'}: starting from step 0")
-            if main:
-                metrics_log.reset()
-    elif list_checkpoints(out) or metrics_log.path.exists():
-        if not overwrite:
-            raise FileExistsError(
-                f"{out} holds an earlier run; resume it (--resume) or start over (--overwrite), or pick another train.output_dir"
+def save(run: Run, state: TrainState) -> None:
+    """A checkpoint of the state's step (rank 0 writes it; every process's RNG states go in)."""
+    rngs = D.gather_objects(rng_state())
+    error = None
+    if run.info.is_main:
+        try:
+            state.checkpoint = save_checkpoint(
+                run.out, step=state.step, model=state.model, optimizer=state.optimizer, scheduler=state.scheduler,
+                config=run.cfg.to_dict(), rng_states=rngs, keep=run.cfg.train.keep_checkpoints,
             )
-        if main:
-            for _, p in list_checkpoints(out):
-                p.unlink()
-            metrics_log.reset()
-    state = load_checkpoint(ckpt_path) if ckpt_path is not None else None
-    if state is not None:
-        changed = config_diff(state["config"], cfg.to_dict())
-        if changed:
-            say(f"note: the config differs from the checkpoint's in {changed}")
-    D.barrier()
+        except OSError as e:
+            error = e
+    D.raise_if_any(error)
+    state.checkpoint_step = state.step
 
-    # ------------------------------------------------------------- model, optimizer, data
-    _seed_everything(t.seed)
-    model = recipe.build_model().to(device)
-    optimizer = build_optimizer(model, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.betas, cfg.optim.eps)
-    scheduler = build_scheduler(
-        optimizer, lr=cfg.optim.lr, max_steps=t.max_steps, warmup_steps=cfg.optim.warmup_steps,
-        schedule=cfg.optim.schedule, min_lr=cfg.optim.min_lr,
-    )
-    _seed_everything(t.seed + info.rank)  # per-process streams (dropout, augmentation)
-    start_step = 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_step = int(state["step"])
-        rngs = state["rng"]
-        if len(rngs) == info.world_size:
-            set_rng_state(rngs[info.rank])
-        else:
-            say(f"note: checkpoint was written by {len(rngs)} processes, now {info.world_size}: RNG streams are reseeded")
-        if main:
-            metrics_log.truncate_after(start_step)
-        say(f"resumed from {ckpt_path} at step {start_step}")
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
-    train_ds, val_ds = build_datasets(
-        cfg.data, image_size=recipe.image_size(model), train_transform=recipe.transform(model, train=cfg.data.augment),
-        eval_transform=recipe.transform(model, train=False),
-    )
-    loader = StepLoader(
-        train_ds, recipe.collate(), t.batch_size, seed=t.seed, rank=info.rank, world_size=info.world_size,
-        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
-    )
-    static_skips = list(getattr(train_ds, "skipped_at_load", []))
-    if static_skips:
-        say(f"training data: {SkipReport(static_skips).summary(getattr(train_ds, 'rows_read', None))}")
-    n_params = sum(p.numel() for p in model.parameters())
-    say(
-        f"{recipe.name}: {n_params / 1e6:.2f}M parameters, {len(train_ds)} training samples "
-        f"({loader.steps_per_epoch} steps per epoch), batch {t.batch_size} x {info.world_size} process(es) on {device}"
-    )
+def end_epoch(run: Run, state: TrainState) -> None:
+    """Report the epoch's skipped samples; an epoch without one readable sample is an error."""
+    report_skips(run, state)
+    if state.epoch_steps >= run.loader.steps_per_epoch and state.epoch_trained == 0:
+        raise ValueError(f"no sample of training epoch {state.epoch} could be read; check the training data")
+    state.epoch_steps = state.epoch_trained = 0
 
-    ddp_model = model
-    if info.distributed:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    params = [p for p in model.parameters() if p.requires_grad]
 
-    # ------------------------------------------------------------- helpers
-    plots: list[Path] = []
-    last_eval: dict[str, float] = {}
-    last_ckpt: list[Path | None] = [ckpt_path]
+def report_skips(run: Run, state: TrainState, partial: bool = False) -> None:
+    """Every process's skipped samples of this epoch, printed and logged by rank 0 (a collective)."""
+    gathered = [s for part in D.gather_objects(state.epoch_skips) for s in part]
+    state.epoch_skips = []
+    found = SkipReport(run.static_skips + gathered)
+    if not run.info.is_main or not len(found):
+        return
+    when = f"epoch {state.epoch} (so far, at step {state.step})" if partial else f"epoch {state.epoch}"
+    _say(run, f"{when}: {found.summary(getattr(run.train_ds, 'rows_read', None))}")
+    run.log.append({
+        "event": "data_skipped", "step": state.step, "epoch": state.epoch, "count": len(found),
+        "reasons": found.counts(), "examples": [s.source for s in found.skipped[:10]],
+    })
 
-    def evaluate(step: int) -> None:
-        nonlocal last_eval
-        if val_ds is not None and main:
-            res = recipe.evaluate(
-                model, val_ds, batch_size=cfg.eval.batch_size, device=device, precision=t.precision,
-                zeroshot=cfg.eval.zeroshot, retrieval=cfg.eval.retrieval,
-            )
-            last_eval = res.metrics
-            metrics_log.append({"split": "validation", "step": step, **res.metrics})
-            say(f"step {step} validation: {_fmt(res.metrics)}")
-            if t.plots and res.similarity is not None:
-                p = plot_similarity(res.similarity, out / "plots" / "similarity.png", res.texts,
-                                    title=f"validation image-text cosine similarity, step {step}")
-                if p is not None and p not in plots:
-                    plots.append(p)
-        if t.plots and main:
-            p = plot_loss(metrics_log.read(), out / "plots" / "loss.png")
-            if p is not None and p not in plots:
-                plots.append(p)
-        D.barrier()
 
-    def checkpoint(step: int) -> None:
-        rngs = D.gather_objects(rng_state())
-        if main:
-            last_ckpt[0] = save_checkpoint(
-                out, step=step, model=model, optimizer=optimizer, scheduler=scheduler, config=cfg.to_dict(),
-                rng_states=rngs, keep=t.keep_checkpoints,
-            )
-        D.barrier()
-
-    epoch_skips: list = []
-
-    def report_skips(epoch: int, step: int, partial: bool = False) -> None:
-        nonlocal epoch_skips
-        gathered = [s for part in D.gather_objects(epoch_skips) for s in part]
-        epoch_skips = []
-        report = SkipReport(static_skips + gathered)
-        if main and len(report):
-            when = f"epoch {epoch} (so far, at step {step})" if partial else f"epoch {epoch}"
-            say(f"{when}: {report.summary(getattr(train_ds, 'rows_read', None))}")
-            metrics_log.append({
-                "event": "data_skipped", "step": step, "epoch": epoch, "count": len(report),
-                "reasons": report.counts(), "examples": [s.source for s in report.skipped[:10]],
-            })
-
-    # ------------------------------------------------------------- the loop
-    step, epoch = start_step, start_step // loader.steps_per_epoch
-    stopped = False
-    pbar = tqdm(total=t.max_steps, initial=start_step, desc="train", dynamic_ncols=True,
-                disable=not (main and t.progress))
-    window: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=device))
-    window_steps, window_samples, window_start = 0, 0, time.perf_counter()
-    grad_norm = torch.zeros((), device=device)
-    if start_step < t.max_steps and not (stop_after is not None and start_step >= stop_after):
-        for step, epoch, batch in loader.batches(start_step, on_epoch_end=lambda e: report_skips(e, step)):
-            epoch_skips.extend(batch["skipped"])
-            if info.distributed:  # equal batches on every process (the loss gathers them): trim to the shortest
-                batch = _trim(batch, D.min_across(len(batch["captions"]), device))
-            if not batch["captions"]:
-                raise ValueError(f"step {step}: every sample of the batch was skipped ({SkipReport(batch['skipped']).summary()})")
-            batch = _to_device(batch, device)
-            ddp_model.train()
-            with _autocast(device, t.precision):
-                losses = recipe.losses(ddp_model, batch)
-            if not losses:
-                raise ValueError(f"task {recipe.name!r} returned no losses")
-            loss = sum(losses.values())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.optim.grad_clip > 0:
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
-            lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            scheduler.step()
-
-            window["loss"] += loss.detach().float()
-            for k, v in losses.items():
-                window[k] += v.detach().float()
-            window_steps += 1
-            window_samples += len(batch["captions"])
-            pbar.update(1)
-
-            last = step >= t.max_steps or (stop_after is not None and step >= stop_after)
-            if step % t.log_every == 0 or last:
-                values = {k: (v / window_steps).item() for k, v in window.items()}
-                values["grad_norm"] = float(grad_norm)
-                values = D.mean_across(values, device)
-                if not np.isfinite(values["loss"]):
-                    raise FloatingPointError(f"the loss is {values['loss']} at step {step}; try a lower optim.lr")
-                elapsed = time.perf_counter() - window_start
-                samples_per_s = window_samples * info.world_size / max(elapsed, 1e-9)
-                record = {"split": "train", "step": step, "epoch": epoch, **values, "lr": lr,
-                          "samples_per_s": samples_per_s, **recipe.log_values(model)}
-                if main:
-                    metrics_log.append(record)
-                pbar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{lr:.2e}", samples_s=f"{samples_per_s:.0f}")
-                window.clear()
-                window_steps, window_samples, window_start = 0, 0, time.perf_counter()
-
-            if last:
-                break
-            if t.eval_every and step % t.eval_every == 0:
-                evaluate(step)
-            if t.checkpoint_every and step % t.checkpoint_every == 0:
-                checkpoint(step)
-    pbar.close()
-
-    # ------------------------------------------------------------- the end
-    report_skips(epoch, step, partial=True)  # a collective under torchrun: every process calls it
+# ----------------------------------------------------------------- the end
+def finish(run: Run, state: TrainState, *, stopped: bool) -> Path | None:
+    """Evaluate, checkpoint and (unless stopped early) save the final model; its folder."""
+    t = run.cfg.train
+    report_skips(run, state, partial=True)  # a collective under torchrun: every process calls it
+    if not stopped or (t.eval_every and state.step % t.eval_every == 0):
+        evaluate(run, state)
+    if state.checkpoint_step != state.step:
+        save(run, state)
+    if stopped:
+        _say(run, f"stopped after step {state.step} (stop_after); resume with --resume")
+        return None
     model_dir = None
-    if stop_after is not None and step >= stop_after and step < t.max_steps:
-        stopped = True
-        if t.eval_every and step % t.eval_every == 0:
-            evaluate(step)
-        if last_ckpt[0] is None or not str(last_ckpt[0]).endswith(f"step-{step:07d}.pt"):
-            checkpoint(step)
-        say(f"stopped after step {step} (stop_after); resume with --resume")
-    else:
-        evaluate(step)
-        if last_ckpt[0] is None or not str(last_ckpt[0]).endswith(f"step-{step:07d}.pt"):
-            checkpoint(step)
-        if main and callable(getattr(model, "save_pretrained", None)):
-            model_dir = model.save_pretrained(out / "model")
-        D.barrier()
-    seconds = time.perf_counter() - started
-    if main:
-        say(f"done: step {step} in {seconds:.0f} s; run folder {out}")
-        if last_eval and callable(getattr(recipe, "summary", None)):
-            for line in recipe.summary(last_eval, len(val_ds) if val_ds is not None else None):
-                say(f"  {line}")
-        say(f"  checkpoint: {last_ckpt[0]}")
-        if model_dir is not None:
-            say(f"  model:      {model_dir} (vlkit.from_pretrained / vlkit eval --model)")
-        for p in plots:
-            say(f"  plot:       {p}")
-    return TrainResult(out, step, stopped, last_ckpt[0], model_dir, last_eval, plots, seconds)
+    if run.info.is_main and callable(getattr(state.model, "save_pretrained", None)):
+        model_dir = state.model.save_pretrained(run.out / MODEL_DIR)
+    D.barrier()
+    return model_dir
+
+
+def report(run: Run, state: TrainState, model_dir: Path | None, seconds: float) -> None:
+    """The closing lines: where everything is, and the headline numbers."""
+    if not run.info.is_main:
+        return
+    _say(run, f"done: step {state.step} in {seconds:.0f} s; run folder {run.out}")
+    if state.last_eval and callable(getattr(run.recipe, "summary", None)):
+        for line in run.recipe.summary(state.last_eval, len(run.val_ds) if run.val_ds is not None else None):
+            _say(run, f"  {line}")
+    _say(run, f"  checkpoint: {state.checkpoint}")
+    if model_dir is not None:
+        _say(run, f"  model:      {model_dir} (vlkit.from_pretrained / vlkit eval --model)")
+    for p in state.plots:
+        _say(run, f"  plot:       {p}")

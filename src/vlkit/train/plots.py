@@ -29,24 +29,52 @@ def _pyplot():
     return plt
 
 
-def plot_loss(records: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path | None:
-    """Training loss (and validation loss, where logged) against step."""
+def loss_curves(records: Sequence[dict[str, Any]], validation_loss: str = "loss") -> dict[str, list[tuple[int, float]]]:
+    """The curves of the loss plot, by label: ``[(step, value), ...]``.
+
+    Training: each named loss (``*_loss``) and, when there are several, their sum (the record's
+    ``loss``) as "train: total"; with one named loss, that one. Validation: the record's ``loss``
+    under the name of what it measures (``validation_loss``, e.g. ``itc_loss``), and any named
+    losses it logs.
+    """
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for r in records:
+        split, step = r.get("split"), r.get("step")
+        if split not in ("train", "validation") or not isinstance(step, int):
+            continue
+        named = sorted(k for k in r if k.endswith("_loss"))
+        if split == "train":
+            if len(named) != 1:
+                _add(curves, "train: total (sum of the losses)" if named else "train: loss", step, r.get("loss"))
+            for k in named:
+                _add(curves, f"train: {k}", step, r[k])
+        else:
+            _add(curves, f"validation: {validation_loss}", step, r.get("loss"))
+            for k in named:
+                _add(curves, f"validation: {k}", step, r[k])
+    return curves
+
+
+def _add(curves: dict[str, list[tuple[int, float]]], label: str, step: int, value: Any) -> None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        curves.setdefault(label, []).append((step, float(value)))
+
+
+def plot_loss(records: Sequence[dict[str, Any]], path: str | os.PathLike, validation_loss: str = "loss") -> Path | None:
+    """The curves of :func:`loss_curves` against step, each labelled for what it is."""
     plt = _pyplot()
     if plt is None:
         return None
-    train = [(r["step"], r["loss"]) for r in records if r.get("split") == "train" and isinstance(r.get("loss"), float)]
-    val = [(r["step"], r["loss"]) for r in records if r.get("split") == "validation" and isinstance(r.get("loss"), float)]
+    curves = loss_curves(records, validation_loss)
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    if train:
-        ax.plot(*zip(*train), label="train")
-    if val:
-        ax.plot(*zip(*val), "o-", label="validation")
+    for label, points in curves.items():
+        ax.plot(*zip(*points), "o-" if label.startswith("validation") else "-", label=label)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    ax.set_title("training loss")
+    ax.set_title("losses (validation: over batches of eval.batch_size)")
     ax.grid(alpha=0.3)
-    if train or val:
-        ax.legend()
+    if curves:
+        ax.legend(fontsize=8)
     return _save(fig, plt, path)
 
 

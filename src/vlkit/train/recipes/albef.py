@@ -42,6 +42,7 @@ class ALBEFRecipe(CLIPRecipe):
     the built-in shapes), as for CLIP."""
 
     name = "albef"
+    validation_loss = "itc_loss"  # what evaluate()'s "loss" is (the loss plot's label)
 
     def __init__(
         self,

@@ -117,6 +117,7 @@ class BLIPRecipe(CLIPRecipe):
     CIDEr-D and exact match of greedy captions of the first ``caption_eval_images`` images."""
 
     name = "blip"
+    validation_loss = "itc_loss"  # what evaluate()'s "loss" is (the loss plot's label)
 
     def __init__(
         self,

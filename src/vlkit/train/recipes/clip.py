@@ -43,6 +43,7 @@ class CLIPRecipe:
     """
 
     name = "clip"
+    validation_loss = "contrastive_loss"  # what evaluate()'s "loss" is (the loss plot's label)
 
     def __init__(self, model_spec: dict[str, Any] | None = None, tokenizer: str = "clip") -> None:
         self.model_spec = dict(model_spec or {"preset": "clip-tiny"})
@@ -97,6 +98,10 @@ class CLIPRecipe:
         return ImageTextCollator(self.tokenizer)
 
     # ------------------------------------------------------------------ training
+    def batch_size(self, batch: dict[str, Any]) -> int:
+        """The number of samples in a batch (0 when every sample was unreadable)."""
+        return len(batch["captions"])
+
     def losses(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return self.task.losses(model, batch)
 
