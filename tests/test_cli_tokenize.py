@@ -42,6 +42,23 @@ def test_train_then_tokenize(tmp_path, capsys, algorithm, size):
     assert row["ids"] == tok.encode("def encode(self, o):") and len(row["tokens"]) == len(row["ids"])
 
 
+@pytest.mark.parametrize("flag", ["--lowercase", "--no-lowercase"])
+def test_train_bpe_takes_both_lowercase_flags(tmp_path, capsys, flag):
+    from tokenizers import Tokenizer
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(training_corpus()[:300]), encoding="utf-8")
+    out = tmp_path / "tok"
+    argv = ["tokenizer", "train", "--algorithm", "bpe", "--vocab-size", "300", str(corpus), "--out", str(out), flag]
+    assert main(argv + ["--no-progress"]) == 0, capsys.readouterr().err
+    tok = get_tokenizer(out)
+    text = "Hello World, THE End"
+    assert (tok.encode(text) == tok.encode(text.lower())) == (flag == "--lowercase")
+    assert tok.decode(tok.encode(text)) == (text.lower() if flag == "--lowercase" else text)
+    # the saved tokenizer.json carries the same normalisation for HF tokenizers
+    assert Tokenizer.from_file(str(out / "tokenizer.json")).encode(text).ids == tok.encode(text)
+
+
 def test_train_errors(tmp_path, capsys):
     assert main(["tokenizer", "train", "--algorithm", "bpe", "--vocab-size", "300", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o")]) == 2
     assert "missing.txt" in capsys.readouterr().err
