@@ -26,6 +26,8 @@ class BPETokenizer(Tokenizer):
     """Byte-level BPE (GPT-2). ``tokens`` is the vocabulary in id order; ``merges`` the ranked
     pairs of token strings. ``pattern`` is the pre-tokenization regex (GPT-2's by default)."""
 
+    data_files = ("vocab.json", "merges.txt")
+
     def __init__(
         self,
         tokens: Sequence[str],
