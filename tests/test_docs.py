@@ -78,7 +78,7 @@ def test_transformers_open_clip_and_timm_import_in_a_plain_interpreter(tmp_path)
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     code = "import transformers; from transformers import CLIPModel; import open_clip, timm"
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, check=False)
     assert done.returncode == 0, (
         f"{code!r} fails in {sys.executable} (run `make install` to add tools/torchvision_schemas.py's hook):\n"
         + done.stderr[-2000:])

@@ -66,10 +66,10 @@ class _BeforeTorchvision(importlib.abc.MetaPathFinder):
     """Runs `register()` the first time `torchvision` is imported, then steps aside."""
 
     def find_spec(self, fullname, path=None, target=None):
+        """Finds nothing (returns None), so the normal finders import every module."""
         if fullname == "torchvision":
             sys.meta_path.remove(self)
             register()
-        return None  # the normal finders import the module
 
 
 def install_hook() -> None:

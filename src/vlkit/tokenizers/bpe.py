@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Sequence
 import regex
 
 from .base import Tokenizer, register_algorithm, utf8_bytes
-from .bpe_core import BPEMerges, bytes_to_unicode, train_merges, unicode_to_bytes
+from .bpe_core import BPEMerges, bytes_to_unicode, train_merges
 from .normalizers import build_normalizer
 from .training import check_corpus_text, progress_bar
 from .vocab_files import merges_to_ids, read_merges_txt, read_vocab_json, write_merges_txt, write_vocab_json
