@@ -63,7 +63,7 @@ def test_every_doc_has_been_scanned():
     assert sum(len(python_blocks(path)) for path in DOCS) >= 10
 
 
-@pytest.mark.parametrize("name, code", _cases())
+@pytest.mark.parametrize("name, code", list(_cases()))
 def test_doc_block_runs(name, code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
