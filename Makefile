@@ -18,7 +18,7 @@ lint: $(VENV)/.installed
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml tools/torchvision_schemas.py
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_PIN)"
@@ -27,6 +27,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test,lint]" "torch==$$($(PY) -c 'import torch; print(torch.__version__.split("+")[0])')"
 	# open_clip is a test-only reference; --no-deps keeps it from touching torch.
 	$(PY) -m pip install -q --no-deps "open_clip_torch>=3.3"
+	# PyPI's torchvision (pulled in by timm) is a CUDA build whose operators do not load beside the
+	# CPU torch; a start-up hook in the venv defines the two schemas it needs, only in that case, so
+	# transformers, open_clip and timm import in a plain .venv/bin/python too.
+	$(PY) tools/torchvision_schemas.py --install
 	touch $@
 
 bench: $(VENV)/.installed

@@ -1,14 +1,14 @@
 """Test set-up shared by the whole suite.
 
-PyPI's torchvision (pulled in by timm and open_clip, both test-only references) is a CUDA build
-whose compiled operators do not load beside the CPU torch wheel; registering the two operator
-schemas it looks up at import time lets its Python parts (transforms) import and run. Where its
-operators do load (a torch/torchvision pair built together), registering them first would
-clash, so the schemas are only defined for a CPU torch beside a CUDA torchvision.
+The venv's start-up hook (tools/torchvision_schemas.py, installed by `make install`) lets PyPI's
+CUDA torchvision (pulled in by timm and open_clip, test-only references) import beside the CPU
+torch. A venv made before the hook existed gets the same fix here, from the same file.
 vlkit itself never imports torchvision.
 """
-import importlib.metadata
+import importlib.util
 import os
+import pathlib
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -16,20 +16,21 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 
-
-def _torchvision_ops_load() -> bool:
-    """Whether the installed torchvision's compiled operators match this torch build."""
+def _torchvision_schemas():
+    """The installed hook module, else the repository's copy of it."""
     try:
-        vision = importlib.metadata.version("torchvision")
-    except importlib.metadata.PackageNotFoundError:
-        return True  # nothing to patch
-    # PyPI's torchvision (no "+cpu" label) is built for CUDA torch; the CPU wheel says "+cpu"
-    return not ("+cpu" in torch.__version__ and "+cpu" not in vision)
+        import _vlkit_torchvision_schemas
+
+        return _vlkit_torchvision_schemas
+    except ImportError:
+        path = pathlib.Path(__file__).resolve().parents[1] / "tools" / "torchvision_schemas.py"
+        spec = importlib.util.spec_from_file_location("_vlkit_torchvision_schemas_repo", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # keeps its Library (and so the schemas) alive
+        spec.loader.exec_module(module)
+        return module
 
 
-if not _torchvision_ops_load():
-    _tv = torch.library.Library("torchvision", "DEF")
-    _tv.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    _tv.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+_torchvision_schemas().register()
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

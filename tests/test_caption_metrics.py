@@ -33,6 +33,7 @@ def random_corpus(seed, num_images=40, max_len=14, min_len=0):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_bleu_matches_pycocoevalcap(seed):
     gts, res = random_corpus(seed)
+    res[0], res[1] = [""], ["dog"]  # an empty and a one-word hypothesis in every corpus
     ref_corpus, ref_per = Bleu(4).compute_score(gts, res, verbose=0)
     corpus, per = bleu(res, gts)
     for k in range(4):
@@ -63,7 +64,8 @@ def test_bleu_known_answer_clipping():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_cider_d_matches_pycocoevalcap(seed):
-    gts, res = random_corpus(seed, min_len=1)
+    gts, res = random_corpus(seed, min_len=0)
+    res[0], res[1] = [""], ["dog"]  # an empty and a one-word hypothesis in every corpus (as docs/metrics.md says)
     ref_score, ref_scores = Cider().compute_score(gts, res)
     score, scores = cider_d(res, gts)
     assert score == pytest.approx(float(ref_score), rel=1e-9)

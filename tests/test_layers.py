@@ -55,6 +55,20 @@ def test_sincos_2d_layout():
     assert len({tuple(r.tolist()) for r in pe}) == 12
 
 
+def test_sincos_2d_known_values():
+    # dim 16: a quarter of 4 channels per half-axis with frequencies base^(-i/4) = 1, 0.1, 0.01, 0.001;
+    # layout [sin(row * w) | cos(row * w) | sin(col * w) | cos(col * w)], patches row-major.
+    pe = sincos_2d_position_encoding(2, 3, 16)
+    w = [1.0, 0.1, 0.01, 0.001]
+    row, col = 1, 2  # patch index 1 * 3 + 2 = 5
+    expected = ([math.sin(row * f) for f in w] + [math.cos(row * f) for f in w]
+                + [math.sin(col * f) for f in w] + [math.cos(col * f) for f in w])
+    assert pe[5].tolist() == pytest.approx(expected, abs=1e-6)
+    assert pe[5, 1].item() == pytest.approx(0.0998334, abs=1e-6)  # sin(0.1), by hand
+    assert pe[5, 14].item() == pytest.approx(0.9998000, abs=1e-6)  # cos(2 * 0.01)
+    assert pe[0].tolist() == [0.0] * 4 + [1.0] * 4 + [0.0] * 4 + [1.0] * 4
+
+
 def _manual_attention(attn: Attention, x, context=None, mask=None):
     B, T, C = x.shape
     nh, hd = attn.num_heads, attn.head_dim
@@ -95,6 +109,24 @@ def test_padding_changes_nothing_for_real_tokens():
     padded = torch.cat([x, torch.randn(1, 3, 32)], dim=1)
     mask = build_attention_mask(torch.tensor([[1, 1, 1, 1, 0, 0, 0]]), 7, 7)
     assert torch.allclose(enc(x), enc(padded, attn_mask=mask)[:, :4], atol=1e-5)
+
+
+def test_left_padded_causal_real_tokens_ignore_the_padding():
+    """Padding mask AND causal mask: left padding changes nothing for the real tokens, full or cached."""
+    torch.manual_seed(0)
+    dec = Transformer(32, 2, 4, 64, norm_first=True).eval()
+    x = torch.randn(1, 4, 32)
+    padded = torch.cat([torch.randn(1, 3, 32) * 5, x], dim=1)  # (1, 7, 32): 3 left pads, then x
+    pad = torch.tensor([[0, 0, 0, 1, 1, 1, 1]])
+    mask = build_attention_mask(pad, 7, 7, causal=True)
+    assert torch.allclose(dec(padded, attn_mask=mask)[:, 3:], dec(x, is_causal=True), atol=1e-5)
+    causal_only = build_attention_mask(None, 7, 7, causal=True)  # the bug this guards: padding mask dropped
+    assert not torch.allclose(dec(padded, attn_mask=causal_only)[:, 3:], dec(x, is_causal=True), atol=1e-3)
+    # the same through the KV cache: a prompt of 3 pads + 3 tokens, then one step
+    cache = KVCache(2)
+    dec(padded[:, :6], attn_mask=build_attention_mask(pad[:, :6], 6, 6, causal=True), cache=cache)
+    step = dec(padded[:, 6:], attn_mask=build_attention_mask(pad, 1, 7, causal=True, past=6), cache=cache)
+    assert torch.allclose(step, dec(x, is_causal=True)[:, 3:], atol=1e-5)
 
 
 def test_fully_masked_query_rows_stay_finite():

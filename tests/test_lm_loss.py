@@ -48,6 +48,15 @@ def test_lm_loss_matches_float64_reference(eps):
     assert got.dtype == torch.float32
 
 
+def test_lm_loss_default_label_smoothing_is_blips_0_1():
+    # one predicted token, p = (1/2, 1/4, 1/8, 1/8), target 0. By hand, with eps = 0.1 and V = 4:
+    # -(0.9 * log 1/2 + 0.1 / 4 * (log 1/2 + log 1/4 + 2 log 1/8)) = (0.9 + 0.025 * 9) ln 2 = 1.125 ln 2
+    logits = torch.log(torch.tensor([[[0.5, 0.25, 0.125, 0.125], [1.0, 1.0, 1.0, 1.0]]]))  # (1, 2, 4)
+    labels = torch.tensor([[IGNORE_INDEX, 0]])
+    assert lm_loss(logits, labels).item() == pytest.approx(0.7797905781, abs=1e-6)  # 1.125 ln 2
+    assert lm_loss(logits, labels, label_smoothing=0.0).item() == pytest.approx(0.6931471806, abs=1e-6)  # ln 2
+
+
 def test_lm_loss_shift_and_ignored_positions():
     V = 5
     logits = torch.full((1, 3, V), -20.0)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from test_tokenizers_texts import TEXTS, training_corpus
@@ -79,6 +79,7 @@ def test_merges_apply_by_rank_not_by_position():
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(0, 3), max_size=200))
+@example([0, 1, 2, 0, 1])  # -> [5, 4]: (0, 1) twice, then (4, 2); a mutated heap merge once passed without it
 def test_heap_merge_equals_loop_merge(word):
     # Long words go through a heap; short ones through the plain loop: same result.
     merges = BPEMerges([(0, 1, 4), (4, 2, 5), (3, 3, 6), (5, 0, 7), (1, 1, 8), (6, 6, 9)])

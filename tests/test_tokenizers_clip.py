@@ -89,7 +89,7 @@ def test_does_not_import_open_clip_or_ftfy():
                 imported |= {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
                 imported.add(node.module.split(".")[0])
-    assert imported <= {"__future__", "collections", "functools", "gzip", "heapq", "html", "itertools", "json",
+    assert imported <= {"__future__", "collections", "contextlib", "functools", "gzip", "heapq", "html", "itertools", "json",
                         "numpy", "os", "pathlib", "regex", "torch", "tqdm", "typing", "unicodedata"}, imported
     assert (folder / "data" / "bpe_simple_vocab_16e6.txt.gz").is_file()
     assert (folder / "data" / "bert-base-uncased-vocab.txt").is_file()

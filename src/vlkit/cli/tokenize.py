@@ -40,7 +40,7 @@ def add_commands(commands) -> None:
         "--lowercase",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="lowercase the text (default: on for wordpiece, off for word/char; not used by bpe)",
+        help="lowercase the text (default: on for wordpiece, off for bpe/word/char)",
     )
     tr.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     tr.set_defaults(run=run_train)
@@ -84,8 +84,6 @@ def run_train(args) -> int:
     if args.min_frequency is not None:
         options["min_frequency"] = args.min_frequency
     if args.lowercase is not None:
-        if args.algorithm == "bpe":
-            raise ValueError("--lowercase does not apply to byte-level BPE (it keeps every byte)")
         options["lowercase"] = args.lowercase
     start = time.perf_counter()
     tok = cls.train(read_corpus(args.corpus), args.vocab_size, **options)

@@ -4,7 +4,6 @@ from .block import Block, Transformer
 from .embeddings import (
     LearnedPositionEmbedding,
     SegmentEmbedding,
-    SinusoidalPositionEncoding,
     TokenEmbedding,
     sincos_2d_position_encoding,
     sinusoidal_position_encoding,
@@ -14,7 +13,7 @@ from .patch_embed import PatchEmbed, resize_position_embedding
 
 __all__ = [
     "Attention", "KVCache", "LayerCache", "build_attention_mask", "Block", "Transformer",
-    "LearnedPositionEmbedding", "SegmentEmbedding", "SinusoidalPositionEncoding", "TokenEmbedding",
+    "LearnedPositionEmbedding", "SegmentEmbedding", "TokenEmbedding",
     "sincos_2d_position_encoding", "sinusoidal_position_encoding", "GELU", "Mlp", "QuickGELU",
     "make_activation", "PatchEmbed", "resize_position_embedding",
 ]

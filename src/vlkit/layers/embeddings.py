@@ -52,17 +52,6 @@ def sinusoidal_position_encoding(num_positions: int, dim: int, base: float = 100
     return pe.float()
 
 
-class SinusoidalPositionEncoding(nn.Module):
-    """Fixed sinusoidal encoding as a non-trained buffer, added to token embeddings."""
-
-    def __init__(self, max_positions: int, dim: int, base: float = 10000.0) -> None:
-        super().__init__()
-        self.register_buffer("pe", sinusoidal_position_encoding(max_positions, dim, base), persistent=False)
-
-    def forward(self, length: int, offset: int = 0) -> torch.Tensor:
-        return self.pe[offset : offset + length].unsqueeze(0)  # (1, T, C)
-
-
 def sincos_2d_position_encoding(grid_h: int, grid_w: int, dim: int, base: float = 10000.0) -> torch.Tensor:
     """2-D sin-cos encoding for a grid of image patches (MAE / ViT-style).
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -22,6 +23,20 @@ FORMAT_VERSION = 1
 
 # algorithm name -> Tokenizer subclass; filled by ``register_algorithm``.
 ALGORITHMS: dict[str, type["Tokenizer"]] = {}
+
+
+@contextmanager
+def files_named_in_errors(*paths: str | os.PathLike):
+    """Re-raise a ValueError/KeyError/TypeError/AttributeError met while reading ``paths`` as one
+    ValueError that names them (unless its message already names one of them)."""
+    try:
+        yield
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        names = [os.fspath(p) for p in paths]
+        if any(name in text for name in names):
+            raise
+        raise ValueError(f"{' + '.join(names)}: {text}") from e
 
 
 def register_algorithm(name: str):
@@ -65,6 +80,7 @@ class Tokenizer:
     """
 
     algorithm = "base"
+    data_files: tuple[str, ...] = ()  # the files ``save`` writes beside the config (named in load errors)
     default_padding = "longest"
 
     def __init__(
@@ -349,14 +365,17 @@ class Tokenizer:
             raise FileNotFoundError(f"{folder} is not a vlkit tokenizer folder (no {CONFIG_FILE})")
         try:
             config = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from None
-        if config.get("format") != "vlkit-tokenizer":
-            raise ValueError(f"{path} is not a vlkit tokenizer config (format={config.get('format')!r})")
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path} is not valid UTF-8 JSON: {e}") from None
+        if not isinstance(config, dict) or config.get("format") != "vlkit-tokenizer":
+            found = config.get("format") if isinstance(config, dict) else type(config).__name__
+            raise ValueError(f"{path} is not a vlkit tokenizer config (format={found!r})")
         algorithm = config.get("algorithm")
         if algorithm not in ALGORITHMS:
             raise ValueError(f"{path}: unknown tokenizer algorithm {algorithm!r}; expected one of {sorted(ALGORITHMS)}")
-        return ALGORITHMS[algorithm]._from_folder(folder, config)
+        cls = ALGORITHMS[algorithm]
+        with files_named_in_errors(path, *(folder / name for name in cls.data_files)):
+            return cls._from_folder(folder, config)
 
     def _common_kwargs(self) -> dict:
         return dict(

@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Sequence
 import regex
 
 from .base import Tokenizer, register_algorithm, utf8_bytes
-from .bpe_core import BPEMerges, bytes_to_unicode, train_merges, unicode_to_bytes
+from .bpe_core import BPEMerges, bytes_to_unicode, train_merges
 from .normalizers import build_normalizer
 from .training import check_corpus_text, progress_bar
 from .vocab_files import merges_to_ids, read_merges_txt, read_vocab_json, write_merges_txt, write_vocab_json
@@ -25,6 +25,8 @@ GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|
 class BPETokenizer(Tokenizer):
     """Byte-level BPE (GPT-2). ``tokens`` is the vocabulary in id order; ``merges`` the ranked
     pairs of token strings. ``pattern`` is the pre-tokenization regex (GPT-2's by default)."""
+
+    data_files = ("vocab.json", "merges.txt")
 
     def __init__(
         self,
@@ -122,13 +124,18 @@ class BPETokenizer(Tokenizer):
         extra_special_tokens: Sequence[str] = (),
         min_frequency: int = 0,
         pattern: str = GPT2_PATTERN,
+        lowercase: bool = False,
         progress: bool | Callable[[int], None] = False,
     ) -> "BPETokenizer":
         """Learn a byte-level BPE vocabulary of ``vocab_size`` tokens from ``texts``.
 
         Ids: the special tokens first, then the 256 byte symbols, then one token per merge (the
         layout HF ``tokenizers``' BpeTrainer gives, so both learn the same merges on a corpus).
+        ``lowercase`` lowercases the text outside special tokens, in training and in encoding
+        (HF's ``Lowercase`` normalizer, saved in the tokenizer's config and its tokenizer.json).
         """
+        normalizer = {"type": "Lowercase"} if lowercase else None
+        normalize = build_normalizer(normalizer)
         if special_tokens is None:
             special_tokens = {"bos": "<|endoftext|>", "eos": "<|endoftext|>"}
         specials = list(dict.fromkeys([*special_tokens.values(), *extra_special_tokens]))
@@ -140,7 +147,7 @@ class BPETokenizer(Tokenizer):
         counter: Counter[str] = Counter()
         for text, k in Counter(map(check_corpus_text, texts)).items():  # repeated lines split once
             for piece in special_re.split(text) if special_re is not None else [text]:
-                for word in findall(piece):
+                for word in findall(normalize(piece) if normalize is not None else piece):
                     counter[word] += k
         tokens = specials + alphabet
         to_id = {t: i for i, t in enumerate(tokens)}
@@ -158,7 +165,10 @@ class BPETokenizer(Tokenizer):
         with progress_bar(progress, num_merges, "bpe merges") as step:
             merges = train_merges(words, counts, num_merges, new_token, min_frequency, step)
         merge_strs = [(tokens[a], tokens[b]) for a, b, _ in merges]
-        return cls(tokens, merge_strs, special_tokens, extra_special_tokens=extra_special_tokens, pattern=pattern)
+        return cls(
+            tokens, merge_strs, special_tokens, extra_special_tokens=extra_special_tokens, pattern=pattern,
+            normalizer=normalizer,
+        )
 
     # ------------------------------------------------------------------ save/load
     def _config(self) -> dict:

@@ -27,17 +27,6 @@ def bytes_to_unicode() -> dict[int, str]:
     return {b: table[b] for b in sorted(table, key=lambda b: ord(table[b]))}
 
 
-@lru_cache(maxsize=None)
-def byte_translation() -> dict[int, str]:
-    """A ``str.translate`` table applied to ``bytes.decode('latin-1')``: byte -> its BPE character."""
-    return {b: c for b, c in bytes_to_unicode().items()}
-
-
-@lru_cache(maxsize=None)
-def unicode_to_bytes() -> dict[str, int]:
-    return {c: b for b, c in bytes_to_unicode().items()}
-
-
 _LONG_WORD = 48  # symbols; longer words go through the heap merge (n log n instead of n^2)
 
 

@@ -62,6 +62,8 @@ class CLIPTokenizer(Tokenizer):
     at the end of a truncated text.
     """
 
+    data_files = ("vocab.json", "merges.txt")
+
     default_padding = "max_length"
 
     def __init__(

@@ -74,6 +74,8 @@ def _roles_from_files(folder: Path) -> dict[str, str]:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{path} is not valid JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
         for role in ROLES:
             value = data.get(f"{role}_token")
             if isinstance(value, dict):

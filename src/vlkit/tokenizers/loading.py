@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
-from .base import CONFIG_FILE, Tokenizer
+from .base import CONFIG_FILE, Tokenizer, files_named_in_errors
 from .bpe import BPETokenizer
 from .clip import END_OF_WORD, CLIPTokenizer, read_clip_bpe_file
 from .hf import _roles_from_files, tokenizer_from_hf_json
@@ -73,8 +73,10 @@ def _hf_config(folder: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from None
-    return data if isinstance(data, dict) else {}
+        raise ValueError(f"{path} is not valid UTF-8 JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
 
 
 def _max_length(config: dict) -> int | None:
@@ -86,6 +88,11 @@ def _wordpiece_from_vocab_txt(path: Path, **kwargs) -> WordPieceTokenizer:
     config = _hf_config(path.parent)
     roles = _roles_from_files(path.parent) or None
     kwargs.setdefault("context_length", _max_length(config))
+    with files_named_in_errors(path):
+        return _wordpiece(path, config, roles, **kwargs)
+
+
+def _wordpiece(path: Path, config: dict, roles: dict | None, **kwargs) -> WordPieceTokenizer:
     return WordPieceTokenizer(
         read_vocab_txt(path),
         roles,
@@ -97,6 +104,11 @@ def _wordpiece_from_vocab_txt(path: Path, **kwargs) -> WordPieceTokenizer:
 
 
 def _bpe_from_vocab_merges(vocab_path: Path, merges_path: Path, **kwargs) -> Tokenizer:
+    with files_named_in_errors(vocab_path, merges_path):
+        return _bpe(vocab_path, merges_path, **kwargs)
+
+
+def _bpe(vocab_path: Path, merges_path: Path, **kwargs) -> Tokenizer:
     tokens = read_vocab_json(vocab_path)
     merges = read_merges_txt(merges_path)
     folder = vocab_path.parent

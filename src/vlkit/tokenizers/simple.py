@@ -23,6 +23,8 @@ CHAR_PATTERN = r"[\s\S]"
 class _TableTokenizer(Tokenizer):
     """A tokenizer whose tokens are the matches of a regex, looked up in a table."""
 
+    data_files = ("vocab.json",)
+
     pattern = ""
     unit = ""
 

@@ -32,6 +32,8 @@ class WordPieceTokenizer(Tokenizer):
     for an uncased vocabulary (accents are then stripped too, unless ``strip_accents`` says
     otherwise). The batch call gives ``[CLS] ... [SEP]`` padded with ``[PAD]``."""
 
+    data_files = ("vocab.txt",)
+
     def __init__(
         self,
         tokens: Sequence[str],
