@@ -23,10 +23,7 @@ Adding an evaluation: write ``add_<kind>(kinds)`` that registers a sub-parser (u
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -51,6 +48,7 @@ from ..eval.harness import (
 )
 from ..eval.resolve import captioner, load_model, load_tokenizer, require_captioner, vqa_model
 from ..runtime import resolve_device
+from .output import write_json
 
 __all__ = ["RERANKERS", "EVALUATIONS", "add_commands", "add_model_arguments", "add_data_arguments"]
 
@@ -106,18 +104,6 @@ def _load(args, device: torch.device, pick: Callable[[nn.Module, str], nn.Module
     return model, load_tokenizer(args.model, model, args.tokenizer)
 
 
-def write_json(metrics: dict[str, Any], path: str | os.PathLike) -> None:
-    """``metrics`` as JSON at ``path``, written whole (a temporary file renamed over it)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def report(result: Evaluation, json_out: str | None, title: str, show: int = 0) -> None:
     """Print the skipped images, up to ``show`` examples and the metrics; write them to ``json_out``."""
     if len(result.skipped):
@@ -130,7 +116,7 @@ def report(result: Evaluation, json_out: str | None, title: str, show: int = 0) 
     for k, v in metrics.items():
         print(f"  {k:<{width}}  {v:.2f}" if isinstance(v, float) else f"  {k:<{width}}  {v}")
     if json_out:
-        write_json(metrics, json_out)
+        write_json(json_out, metrics)
 
 
 # ---------------------------------------------------------------------------- zeroshot

@@ -17,11 +17,13 @@ folder is the captioner with the VQA model in a ``vqa/`` sub-folder. :func:`capt
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
+from safetensors import SafetensorError
 from torch import nn
 
-from ..models import from_pretrained
+from ..models import CheckpointError, from_pretrained
 from ..models.blip import Blip
 from ..tokenizers import get_tokenizer
 from ..train.checkpoint import latest_checkpoint, load_checkpoint
@@ -67,7 +69,13 @@ def load_model(source: str | os.PathLike) -> nn.Module:
         model = recipe.build_model()
         model.load_state_dict(state["model"])
         return model.eval()
-    return from_pretrained(path if path.exists() else source)
+    try:
+        return from_pretrained(path if path.exists() else source)
+    except SafetensorError as e:  # a truncated or empty .safetensors file
+        raise CheckpointError(f"{path}: the weights cannot be read (SafetensorError: {e})") from e
+    except pickle.UnpicklingError as e:  # a .bin whose pickle holds more than tensors
+        raise CheckpointError(f"{path}: the weights file holds pickled objects other than tensors, which vlkit "
+                              "refuses to run (torch.load weights_only=True); save the weights as safetensors") from e
 
 
 def captioner(model: nn.Module) -> nn.Module:
