@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..eval.datasets import read_answer_list
-from ..eval.resolve import BLIP_TOKENIZER, load_model, load_tokenizer, require_captioner, vqa_model
+from ..eval.resolve import BLIP_TOKENIZER, load_model_and_tokenizer, require_captioner, vqa_model
 from ..runtime import resolve_device
 
 
@@ -62,8 +62,8 @@ def _load(args, pick):
     """(``pick(model, source)`` of the model ``--model`` names, on ``--device``, and its tokenizer);
     ``args.device`` becomes the checked torch device."""
     args.device = resolve_device(args.device)
-    model = pick(load_model(args.model), args.model).to(args.device).eval()
-    return model, load_tokenizer(args.model, model, args.tokenizer)
+    model, tokenizer = load_model_and_tokenizer(args.model, args.tokenizer)
+    return pick(model, args.model).to(args.device).eval(), tokenizer
 
 
 def read_images(paths, model) -> torch.Tensor:

@@ -9,6 +9,7 @@ and ``text_embeddings.npy`` (N_txt, D) with ``texts.txt``; float32, L2-normalise
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,11 @@ class _ImageFiles:
         return {"pixel_values": self.transform(img), "index": i}
 
 
+def _progress() -> bool:
+    """Progress bars on a terminal only (a log file gets no bar updates)."""
+    return sys.stderr.isatty()
+
+
 def _read_texts(args) -> list[str]:
     texts = list(args.text)
     if args.texts:
@@ -89,7 +95,7 @@ def _read_texts(args) -> list[str]:
 
 def _embed_images(model, files: list[Path], out: Path, args, device: torch.device) -> None:
     batches = ImageBatches(_ImageFiles(files, vlkit.image_transform(model)), args.batch_size)
-    feats = encode_images(model, batches, device=device, normalize=args.normalize, progress=True,
+    feats = encode_images(model, batches, device=device, normalize=args.normalize, progress=_progress(),
                           total=len(batches))  # (N, D); a ValueError when no image could be read
     kept = [files[i] for i in batches.kept]
     write_atomic(out / "image_embeddings.npy", lambda f: np.save(f, feats.numpy()))
@@ -101,7 +107,7 @@ def _embed_images(model, files: list[Path], out: Path, args, device: torch.devic
 
 def _embed_texts(model, tokenizer, texts: list[str], out: Path, args, device: torch.device) -> None:
     feats = encode_texts(model, tokenizer, texts, batch_size=args.batch_size, device=device, normalize=args.normalize,
-                         progress=True)  # (N, D)
+                         progress=_progress())  # (N, D)
     write_atomic(out / "text_embeddings.npy", lambda f: np.save(f, feats.numpy()))
     write_text(out / "texts.txt", "".join(t.replace("\n", " ") + "\n" for t in texts))
     print(f"{len(texts)} texts -> {out / 'text_embeddings.npy'} {tuple(feats.shape)}")

@@ -23,6 +23,7 @@ Adding an evaluation: write ``add_<kind>(kinds)`` that registers a sub-parser (u
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -46,7 +47,7 @@ from ..eval.harness import (
     evaluate_vqa,
     evaluate_zeroshot,
 )
-from ..eval.resolve import captioner, load_model, load_tokenizer, require_captioner, vqa_model
+from ..eval.resolve import captioner, load_model_and_tokenizer, require_captioner, vqa_model
 from ..runtime import resolve_device
 from .output import write_json
 
@@ -54,6 +55,11 @@ __all__ = ["RERANKERS", "EVALUATIONS", "add_commands", "add_model_arguments", "a
 
 
 # ---------------------------------------------------------------------------- shared helpers
+def _progress() -> bool:
+    """Progress bars on a terminal only (a log file gets no bar updates)."""
+    return sys.stderr.isatty()
+
+
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True,
                    help="model folder, run folder, training checkpoint (.pt), or anything vlkit.from_pretrained reads")
@@ -99,9 +105,8 @@ def _prepare(args) -> torch.device:
 def _load(args, device: torch.device, pick: Callable[[nn.Module, str], nn.Module] | None = None) -> tuple[nn.Module, Any]:
     """(the model ``--model`` names on ``device``, its tokenizer). ``pick(model, source)`` narrows
     it to the model the evaluation needs (default: the captioner of a blip-vqa pair, else itself)."""
-    model = load_model(args.model)
-    model = (pick(model, args.model) if pick is not None else captioner(model)).to(device).eval()
-    return model, load_tokenizer(args.model, model, args.tokenizer)
+    model, tokenizer = load_model_and_tokenizer(args.model, args.tokenizer)
+    return (pick(model, args.model) if pick is not None else captioner(model)).to(device).eval(), tokenizer
 
 
 def report(result: Evaluation, json_out: str | None, title: str, show: int = 0) -> None:
@@ -138,7 +143,7 @@ def run_zeroshot(args) -> int:
     model, tokenizer = _load(args, device)
     images, tasks = zeroshot_data(model, _data_source(args), label_key=args.label_key,
                                   classes=parse_classes(args.classes), templates=args.templates)
-    result = evaluate_zeroshot(model, tokenizer, images, tasks, batch_size=args.batch_size, device=device, progress=True)
+    result = evaluate_zeroshot(model, tokenizer, images, tasks, batch_size=args.batch_size, device=device, progress=_progress())
     report(result, args.json_out, "zero-shot accuracy (%)")
     return 0
 
@@ -164,7 +169,7 @@ def run_retrieval(args) -> int:
     model, tokenizer = _load(args, device)
     images, texts, positives = retrieval_data(model, _data_source(args), caption_key=args.caption_key)
     result = evaluate_retrieval(model, tokenizer, images, texts, positives, batch_size=args.batch_size, device=device,
-                                rerank=rerank, rerank_k=args.rerank_k, progress=True)
+                                rerank=rerank, rerank_k=args.rerank_k, progress=_progress())
     report(result, args.json_out, "retrieval Recall@K (%)" + (f", re-ranked by {rerank}" if rerank else ""))
     return 0
 
@@ -198,7 +203,7 @@ def run_captioning(args) -> int:
     model, tokenizer = _load(args, device, require_captioner)
     images, references = captioning_data(model, _data_source(args), caption_key=args.caption_key)
     result = evaluate_captioning(model, tokenizer, images, references, batch_size=args.batch_size, device=device,
-                                 prompt=args.prompt, progress=True,
+                                 prompt=args.prompt, progress=_progress(),
                                  num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
                                  min_length=args.min_length)
     report(result, args.json_out, "captioning (BLEU and CIDEr-D as pycocoevalcap; exact match in %)", show=args.show)

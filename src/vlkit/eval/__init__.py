@@ -17,10 +17,11 @@ from .zeroshot import class_prompts, topk_accuracy, zeroshot_accuracy, zeroshot_
 __all__ = [
     "RankResult", "encode_images", "encode_texts", "positives_from_pairs", "rank", "recall_at_k",
     "retrieval_metrics", "similarity_matrix", "unique_captions", "class_prompts", "topk_accuracy",
-    "zeroshot_accuracy", "zeroshot_classifier", "zeroshot_logits", "load_model", "load_tokenizer", "model_source",
+    "zeroshot_accuracy", "zeroshot_classifier", "zeroshot_logits", "load_model", "load_model_and_tokenizer",
+    "load_tokenizer", "model_source",
 ]
 
-_RESOLVE = ("load_model", "load_tokenizer", "model_source")
+_RESOLVE = ("load_model", "load_model_and_tokenizer", "load_tokenizer", "model_source")
 
 
 def __getattr__(name: str):

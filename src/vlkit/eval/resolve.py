@@ -5,6 +5,7 @@
     model = load_model("runs/x/checkpoints/step-0000100.pt")   # a training checkpoint
     model = load_model("org/name")                 # anything vlkit.from_pretrained reads
     tokenizer = load_tokenizer("runs/blip-shapes", model)
+    model, tokenizer = load_model_and_tokenizer("runs/blip-shapes")   # the two, a checkpoint read once
 
 The tokenizer is the one named, else the training checkpoint's recipe's, else the one saved in
 the model folder, else the family's default: ``bert-base-uncased`` for BLIP (its WordPiece),
@@ -59,16 +60,19 @@ def _checkpoint_recipe(path: Path):
     return get_recipe(cfg.task, cfg.model), state
 
 
+def _checkpoint_model(recipe, state: dict) -> nn.Module:
+    model = recipe.build_model()
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
 def load_model(source: str | os.PathLike) -> nn.Module:
     """The model ``source`` names (see the module docstring), in eval mode on the CPU."""
     path = model_source(source)
     if path.is_file():
         if path.suffix != ".pt":
             raise ValueError(f"{path} is a file; expected a model folder, a run folder or a training checkpoint (.pt)")
-        recipe, state = _checkpoint_recipe(path)
-        model = recipe.build_model()
-        model.load_state_dict(state["model"])
-        return model.eval()
+        return _checkpoint_model(*_checkpoint_recipe(path))
     try:
         return from_pretrained(path if path.exists() else source)
     except SafetensorError as e:  # a truncated or empty .safetensors file
@@ -101,6 +105,17 @@ def load_tokenizer(source: str | os.PathLike, model: nn.Module, name: str | None
         except ValueError:  # the folder holds no tokenizer files
             pass
     return load_named_tokenizer(BLIP_TOKENIZER if is_blip(model) else DEFAULT_TOKENIZER)
+
+
+def load_model_and_tokenizer(source: str | os.PathLike, tokenizer: str | None = None):
+    """``(load_model(source), load_tokenizer(source, model, tokenizer))``, reading a training
+    checkpoint once."""
+    path = model_source(source)
+    if path.is_file() and path.suffix == ".pt":
+        recipe, state = _checkpoint_recipe(path)
+        return _checkpoint_model(recipe, state), (load_named_tokenizer(tokenizer) if tokenizer else recipe.tokenizer)
+    model = load_model(source)
+    return model, load_tokenizer(source, model, tokenizer)
 
 
 def _describe(model: nn.Module) -> str:
