@@ -23,7 +23,8 @@ SRC = str(Path(vlkit.__file__).resolve().parents[1])
 def _vlkit(*args: str, module: str = "vlkit") -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env, timeout=120,
+                          check=False)
 
 
 def _one_line(err: str, command: str) -> str:

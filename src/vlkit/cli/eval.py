@@ -51,7 +51,7 @@ from ..eval.resolve import captioner, load_model_and_tokenizer, require_captione
 from ..runtime import resolve_device
 from .output import write_json
 
-__all__ = ["RERANKERS", "EVALUATIONS", "add_commands", "add_model_arguments", "add_data_arguments"]
+__all__ = ["EVALUATIONS", "RERANKERS", "add_commands", "add_data_arguments", "add_model_arguments"]
 
 
 # ---------------------------------------------------------------------------- shared helpers

@@ -72,7 +72,7 @@ class ImageBatches:
         self.skipped: list = []
 
     def __len__(self) -> int:
-        return -(-len(self.dataset) // self.batch_size)
+        return (len(self.dataset) + self.batch_size - 1) // self.batch_size
 
     def _collate(self, items: list[dict]) -> list[dict]:
         self.skipped.extend(it["skipped"] for it in items if "skipped" in it)
