@@ -89,3 +89,11 @@ def test_an_empty_folder_is_neither_model_nor_run(tmp_path, capsys):
     assert main(["embed", "--model", str(tmp_path), "--text", "x", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "is neither a model folder (config.json) nor a run folder" in err and err.count("\n") == 1
+
+
+def test_tokenizer_defaults_by_family(tmp_path):
+    for preset, vocab in (("clip-tiny", 49408), ("albef-tiny", 30522)):
+        folder = vlkit.create_model(preset).save_pretrained(tmp_path / preset)  # no tokenizer files in it
+        model = load_model(folder)
+        assert load_tokenizer(folder, model).vocab_size == vocab, preset
+        assert load_tokenizer(folder, model, "shapes").vocab_size < 100  # a named one wins

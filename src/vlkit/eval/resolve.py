@@ -8,8 +8,8 @@
     model, tokenizer = load_model_and_tokenizer("runs/blip-shapes")   # the two, a checkpoint read once
 
 The tokenizer is the one named, else the training checkpoint's recipe's, else the one saved in
-the model folder, else the family's default: ``bert-base-uncased`` for BLIP (its WordPiece),
-``clip`` for the others.
+the model folder, else the family's default: ``bert-base-uncased`` for BLIP and ALBEF (their
+WordPiece), ``clip`` for the others.
 
 A ``blip-vqa`` run holds two BLIPs (a captioner and a VQA model sharing its encoders); its model
 folder is the captioner with the VQA model in a ``vqa/`` sub-folder. :func:`captioner` and
@@ -25,6 +25,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 from ..models import CheckpointError, from_pretrained
+from ..models.albef import ALBEF
 from ..models.blip import Blip
 from ..tokenizers import get_tokenizer
 from ..train.checkpoint import latest_checkpoint, load_checkpoint
@@ -34,7 +35,7 @@ from ..train.recipes.blip import VQA_FOLDER
 from ..train.recipes.blip import load_tokenizer as load_named_tokenizer
 
 RUN_MODEL_FOLDER = "model"  # where `vlkit train` saves the final model of a run
-BLIP_TOKENIZER = "bert-base-uncased"
+BLIP_TOKENIZER = "bert-base-uncased"  # BLIP's and ALBEF's WordPiece
 DEFAULT_TOKENIZER = "clip"
 
 
@@ -87,10 +88,6 @@ def captioner(model: nn.Module) -> nn.Module:
     return getattr(model, "captioner", model)
 
 
-def is_blip(model: nn.Module) -> bool:
-    return isinstance(captioner(model), Blip)
-
-
 def load_tokenizer(source: str | os.PathLike, model: nn.Module, name: str | None = None):
     """The tokenizer for the model read from ``source``: ``name`` if given (a name, a folder, or
     ``shapes``), else the training checkpoint's, else the model folder's, else the family default."""
@@ -104,7 +101,7 @@ def load_tokenizer(source: str | os.PathLike, model: nn.Module, name: str | None
             return get_tokenizer(path)
         except ValueError:  # the folder holds no tokenizer files
             pass
-    return load_named_tokenizer(BLIP_TOKENIZER if is_blip(model) else DEFAULT_TOKENIZER)
+    return load_named_tokenizer(BLIP_TOKENIZER if isinstance(captioner(model), (Blip, ALBEF)) else DEFAULT_TOKENIZER)
 
 
 def load_model_and_tokenizer(source: str | os.PathLike, tokenizer: str | None = None):
