@@ -143,3 +143,10 @@ def test_error_lines_and_genuine_bugs(clip, monkeypatch):
     monkeypatch.setattr(vlkit.cli.embed, "find_images", lambda paths: 1 / 0)
     with pytest.raises(ZeroDivisionError):  # a bug is not turned into a user error
         main(["embed", "--model", str(clip), "--text", "x", "--out", "unused"])
+
+
+def test_embed_with_no_readable_image(clip, tmp_path, capsys):
+    (tmp_path / "a.png").write_bytes(b"not a png")
+    assert main(["embed", "--model", str(clip), "--images", str(tmp_path / "a.png"), "--out", str(tmp_path / "o")]) == 2
+    line = _one_line(capsys.readouterr().err, "embed")
+    assert "no image could be read" in line and "a.png" in line

@@ -38,7 +38,8 @@ def add_commands(commands) -> None:
     p.add_argument("--text", action="append", default=[], help="a text to embed (repeatable)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--tokenizer", default=None,
-                   help="tokenizer name or folder (default: the model's own, else bert-base-uncased for BLIP, clip for others)")
+                   help="tokenizer name or folder (default: the model's own, else bert-base-uncased for BLIP and ALBEF, "
+                        "clip for the others)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N, mps")
     p.add_argument("--no-normalize", dest="normalize", action="store_false", help="keep features un-normalised")
@@ -95,8 +96,13 @@ def _read_texts(args) -> list[str]:
 
 def _embed_images(model, files: list[Path], out: Path, args, device: torch.device) -> None:
     batches = ImageBatches(_ImageFiles(files, vlkit.image_transform(model)), args.batch_size)
-    feats = encode_images(model, batches, device=device, normalize=args.normalize, progress=_progress(),
-                          total=len(batches))  # (N, D); a ValueError when no image could be read
+    try:
+        feats = encode_images(model, batches, device=device, normalize=args.normalize, progress=_progress(),
+                              total=len(batches))  # (N, D)
+    except ValueError:
+        if batches.kept:
+            raise
+        raise ValueError(f"no image could be read: {SkipReport(batches.skipped).summary(len(files))}") from None
     kept = [files[i] for i in batches.kept]
     write_atomic(out / "image_embeddings.npy", lambda f: np.save(f, feats.numpy()))
     write_text(out / "image_files.txt", "".join(f"{p}\n" for p in kept))

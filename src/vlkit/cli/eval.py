@@ -65,7 +65,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="model folder, run folder, training checkpoint (.pt), or anything vlkit.from_pretrained reads")
     p.add_argument("--tokenizer", default=None,
                    help="tokenizer name or folder, or 'shapes' (default: the checkpoint's or the model folder's, else "
-                        "bert-base-uncased for BLIP and clip for the others)")
+                        "bert-base-uncased for BLIP and ALBEF, clip for the others)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N, mps")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--threads", type=int, default=0,
