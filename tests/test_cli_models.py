@@ -97,3 +97,22 @@ def test_tokenizer_defaults_by_family(tmp_path):
         model = load_model(folder)
         assert load_tokenizer(folder, model).vocab_size == vocab, preset
         assert load_tokenizer(folder, model, "shapes").vocab_size < 100  # a named one wins
+
+
+def test_a_checkpoint_newer_than_the_final_model_wins(run, tmp_path):
+    """A run resumed past its end and stopped again: its newest checkpoint, not the older model/."""
+    from vlkit.train.checkpoint import atomic_save, load_checkpoint
+
+    copy = tmp_path / "run"
+    (copy / "model").mkdir(parents=True)
+    for f in (run / "model").iterdir():
+        if f.is_file():
+            (copy / "model" / f.name).write_bytes(f.read_bytes())
+    assert model_source(copy) == copy / "model"
+    state = load_checkpoint(next((run / "checkpoints").glob("step-*.pt")))
+    key = next(k for k in state["model"] if k.startswith("captioner.") and k.endswith("weight")
+               and "vqa." + k.removeprefix("captioner.") not in state["model"])  # not shared with the VQA model
+    state["model"][key] = state["model"][key] + 1.0
+    later = atomic_save(state, copy / "checkpoints" / "step-0000002.pt")
+    assert model_source(copy) == later
+    assert torch.equal(load_model(copy).state_dict()[key], state["model"][key])

@@ -40,18 +40,26 @@ DEFAULT_TOKENIZER = "clip"
 
 
 def model_source(source: str | os.PathLike) -> Path:
-    """The file or folder ``source`` stands for: a run folder's final ``model/`` (or, for a run
-    stopped before its end, its newest checkpoint); anything else is itself."""
+    """The file or folder ``source`` stands for: for a run folder, the newer of its final
+    ``model/`` and its newest checkpoint (a run resumed past its end, or stopped before it, has a
+    checkpoint newer than ``model/``); anything else is itself."""
     path = Path(source).expanduser()
     if path.is_dir() and not (path / "config.json").is_file() and not (path / "open_clip_config.json").is_file():
-        if (path / RUN_MODEL_FOLDER / "config.json").is_file():  # a finished run
-            return path / RUN_MODEL_FOLDER
+        final = path / RUN_MODEL_FOLDER / "config.json"
         newest = latest_checkpoint(path)
-        if newest is not None:  # a run stopped before its end
+        if final.is_file() and (newest is None or _mtime(newest) <= _mtime(final.parent)):
+            return path / RUN_MODEL_FOLDER
+        if newest is not None:
             return newest
         raise FileNotFoundError(f"{path} is neither a model folder (config.json) nor a run folder of `vlkit train` "
                                 f"({RUN_MODEL_FOLDER}/ or checkpoints/step-*.pt)")
     return path
+
+
+def _mtime(path: Path) -> int:
+    """When ``path`` was last written (a folder: its newest file)."""
+    files = [p for p in path.iterdir() if p.is_file()] if path.is_dir() else [path]
+    return max((p.stat().st_mtime_ns for p in files), default=0)
 
 
 def _checkpoint_recipe(path: Path):
