@@ -116,3 +116,14 @@ def test_a_checkpoint_newer_than_the_final_model_wins(run, tmp_path):
     later = atomic_save(state, copy / "checkpoints" / "step-0000002.pt")
     assert model_source(copy) == later
     assert torch.equal(load_model(copy).state_dict()[key], state["model"][key])
+
+
+def test_a_checkpoint_whose_weights_do_not_fit(run, tmp_path, capsys):
+    from vlkit.train.checkpoint import atomic_save, load_checkpoint
+
+    state = load_checkpoint(next((run / "checkpoints").glob("step-*.pt")))
+    state["model"].pop(next(iter(state["model"])))
+    bad = atomic_save(state, tmp_path / "step-0000001.pt")
+    assert main(["caption", "--model", str(bad), str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "its weights do not fit the model its config builds" in err

@@ -69,9 +69,13 @@ def _checkpoint_recipe(path: Path):
     return get_recipe(cfg.task, cfg.model), state
 
 
-def _checkpoint_model(recipe, state: dict) -> nn.Module:
+def _checkpoint_model(recipe, state: dict, path: Path) -> nn.Module:
     model = recipe.build_model()
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:  # missing, unexpected or differently shaped weights
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
+        raise CheckpointError(f"{path}: its weights do not fit the model its config builds ({first})") from None
     return model.eval()
 
 
@@ -81,7 +85,7 @@ def load_model(source: str | os.PathLike) -> nn.Module:
     if path.is_file():
         if path.suffix != ".pt":
             raise ValueError(f"{path} is a file; expected a model folder, a run folder or a training checkpoint (.pt)")
-        return _checkpoint_model(*_checkpoint_recipe(path))
+        return _checkpoint_model(*_checkpoint_recipe(path), path)
     try:
         return from_pretrained(path if path.exists() else source)
     except SafetensorError as e:  # a truncated or empty .safetensors file
@@ -118,7 +122,7 @@ def load_model_and_tokenizer(source: str | os.PathLike, tokenizer: str | None = 
     path = model_source(source)
     if path.is_file() and path.suffix == ".pt":
         recipe, state = _checkpoint_recipe(path)
-        return _checkpoint_model(recipe, state), (load_named_tokenizer(tokenizer) if tokenizer else recipe.tokenizer)
+        return _checkpoint_model(recipe, state, path), (load_named_tokenizer(tokenizer) if tokenizer else recipe.tokenizer)
     model = load_model(source)
     return model, load_tokenizer(source, model, tokenizer)
 
