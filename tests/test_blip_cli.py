@@ -91,7 +91,12 @@ def test_cli_errors(captioner, vqa_model, photos, tmp_path, capsys):
     assert main(["caption", "--model", folder, str(tmp_path / "missing.png")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["vqa", "--model", folder, photos[0], "what?"]) == 2  # a captioning model
-    assert "use generate" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds a captioning BLIP" in err
+    assert "RUN/model/vqa" in err and "`vlkit caption`" in err  # where to go instead
     clip = vlkit.create_model("clip-tiny").save_pretrained(tmp_path / "clip")
     assert main(["caption", "--model", str(clip), photos[0]]) == 2
-    assert "needs a BLIP model" in capsys.readouterr().err
+    assert "holds a 'clip' model, not a captioning BLIP" in capsys.readouterr().err
+    _, vqa_folder = vqa_model
+    assert main(["caption", "--model", vqa_folder, photos[0]]) == 2
+    assert "holds a BLIP VQA model, not a captioning BLIP" in capsys.readouterr().err

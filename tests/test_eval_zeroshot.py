@@ -54,7 +54,14 @@ def test_zeroshot_accuracy_end_to_end():
 
 
 def test_bad_templates():
-    with pytest.raises(ValueError, match="no '\\{\\}'"):
+    with pytest.raises(ValueError, match="'a photo' must hold exactly one '\\{\\}'.*found 0"):
         class_prompts(["cat"], ["a photo"])
+    with pytest.raises(ValueError, match="'a \\{\\} of a \\{\\}' must hold exactly one.*found 2"):
+        class_prompts(["cat"], ["a {} of a {}"])
+    with pytest.raises(ValueError, match="'a \\{0\\} \\{name\\}' has the fields"):
+        class_prompts(["cat"], ["a {0} {name}"])
+    with pytest.raises(ValueError, match="'a \\{ photo' is not a format string"):
+        class_prompts(["cat"], ["a { photo"])
+    assert class_prompts(["cat"], ["{{literal}} {}"]) == ["{literal} cat"]
     with pytest.raises(ValueError, match="at least one class"):
         class_prompts([], ["{}"])

@@ -1,8 +1,12 @@
 """``vlkit caption`` and ``vlkit vqa``: BLIP image captioning and visual question answering.
 
     vlkit caption --model FOLDER photo1.jpg photo2.jpg [--num-beams 3] [--prompt "a picture of"]
-    vlkit caption --model FOLDER photo.jpg --sample --top-p 0.9
+    vlkit caption --model runs/blip-shapes photo.jpg --sample --top-p 0.9
     vlkit vqa --model FOLDER photo.jpg "what is in the picture?" [--answers answers.txt]
+
+``--model`` takes what every command takes (:func:`vlkit.eval.load_model`): a model folder, a run
+folder, a training checkpoint (.pt), or a hub id. For ``vqa`` a captioning BLIP folder with a
+``vqa/`` sub-folder (what the ``blip-vqa`` recipe saves) stands for the VQA model in it.
 """
 from __future__ import annotations
 
@@ -11,19 +15,23 @@ from pathlib import Path
 
 import torch
 
-DEFAULT_TOKENIZER = "bert-base-uncased"  # BLIP's WordPiece; [DEC]/[ENC] are the ids after it
+from ..eval.datasets import read_answer_list
+from ..eval.resolve import BLIP_TOKENIZER, load_model_and_tokenizer, require_captioner, vqa_model
+from ..runtime import resolve_device
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="BLIP checkpoint: a vlkit or HF transformers folder, or a hub id")
+    p.add_argument("--model", required=True,
+                   help="BLIP model: a model folder, run folder, training checkpoint (.pt), or anything "
+                        "vlkit.from_pretrained reads")
     p.add_argument("--tokenizer", default=None,
-                   help=f"tokenizer name or folder (default: the model folder's, else {DEFAULT_TOKENIZER})")
+                   help=f"tokenizer name or folder (default: the model's own, else {BLIP_TOKENIZER})")
     p.add_argument("--max-new-tokens", type=int, default=None, help="at most this many generated tokens")
     p.add_argument("--min-length", type=int, default=None,
                    help="minimum length counting [DEC] and the prompt, as transformers counts it")
     p.add_argument("--num-beams", type=int, default=3, help="beam search width (1: greedy); BLIP uses 3")
     p.add_argument("--repetition-penalty", type=float, default=1.0)
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N, mps")
 
 
 def add_commands(commands) -> None:
@@ -50,27 +58,12 @@ def add_commands(commands) -> None:
     q.set_defaults(run=run_vqa)
 
 
-def _load(args):
-    import vlkit
-    from vlkit.models import Blip
-
-    model = vlkit.from_pretrained(args.model)
-    if not isinstance(model, Blip):
-        raise ValueError(f"{args.model} holds a {model.model_type!r} model; vlkit {args.command} needs a BLIP model")
-    model = model.to(args.device).eval()
-    tokenizer = vlkit.get_tokenizer(args.tokenizer) if args.tokenizer else _model_tokenizer(args.model)
-    return model, tokenizer
-
-
-def _model_tokenizer(model_source: str):
-    import vlkit
-
-    if Path(model_source).is_dir():
-        try:
-            return vlkit.get_tokenizer(model_source)
-        except ValueError:  # the folder holds no tokenizer files
-            pass
-    return vlkit.get_tokenizer(DEFAULT_TOKENIZER)
+def _load(args, pick):
+    """(``pick(model, source)`` of the model ``--model`` names, on ``--device``, and its tokenizer);
+    ``args.device`` becomes the checked torch device."""
+    args.device = resolve_device(args.device)
+    model, tokenizer = load_model_and_tokenizer(args.model, args.tokenizer)
+    return pick(model, args.model).to(args.device).eval(), tokenizer
 
 
 def read_images(paths, model) -> torch.Tensor:
@@ -104,7 +97,7 @@ def _generation_options(args, max_new_tokens: int, min_length: int) -> dict:
 
 
 def run_caption(args) -> int:
-    model, tokenizer = _load(args)
+    model, tokenizer = _load(args, require_captioner)
     # BLIP's demo settings: beam search with 3 beams, 5 to 20 tokens
     opts = _generation_options(args, max_new_tokens=20, min_length=5)
     if args.sample:
@@ -128,18 +121,13 @@ def run_caption(args) -> int:
 
 
 def run_vqa(args) -> int:
-    model, tokenizer = _load(args)
+    candidates = read_answer_list(args.answers) if args.answers else None
+    model, tokenizer = _load(args, vqa_model)
     pixels = read_images([args.image], model).to(args.device)
     question = tokenizer([args.question])
     q_ids, q_mask = question["input_ids"].to(args.device), question["attention_mask"].to(args.device)
     with torch.no_grad():
-        if args.answers:
-            path = Path(args.answers)
-            if not path.is_file():
-                raise FileNotFoundError(f"answer list {path} does not exist")
-            candidates = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-            if not candidates:
-                raise ValueError(f"answer list {path} holds no answers")
+        if candidates is not None:
             enc = tokenizer(candidates)
             best = model.rank_answers(pixels, q_ids, q_mask, enc["input_ids"].to(args.device),
                                       enc["attention_mask"].to(args.device), k=args.k)

@@ -10,13 +10,16 @@ import json
 import shutil
 from pathlib import Path
 
+from ..eval.resolve import load_model, model_source
+
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
                    "vocab.txt")
 
 
 def add_commands(commands) -> None:
     p = commands.add_parser("convert", help="rewrite a checkpoint as a vlkit or HF transformers folder")
-    p.add_argument("source", help="checkpoint folder (vlkit, HF transformers, open_clip) or hub id")
+    p.add_argument("source", help="model folder (vlkit, HF transformers, open_clip), run folder, training checkpoint "
+                                  "(.pt), or hub id")
     p.add_argument("--to", choices=("hf", "vlkit"), required=True, help="layout to write")
     p.add_argument("out", help="output folder")
     p.set_defaults(run=run_convert)
@@ -51,13 +54,12 @@ def save_hf(model, out: str | Path) -> Path:
 
 
 def run_convert(args) -> int:
-    from ..models import from_pretrained
-
-    model = from_pretrained(args.source)
+    model = load_model(args.source)  # a model folder, a run folder, a training checkpoint, a hub id
     out = save_hf(model, args.out) if args.to == "hf" else model.save_pretrained(args.out)
-    src = Path(args.source)
+    src = model_source(args.source)
     for name in TOKENIZER_FILES:  # the tokenizer travels with the weights
         if (src / name).is_file():
             shutil.copyfile(src / name, Path(out) / name)
-    print(f"wrote {args.to} checkpoint of {type(model).__name__} ({model.num_parameters():,} parameters) to {out}")
+    print(f"wrote {args.to} checkpoint of {type(model).__name__} ({sum(p.numel() for p in model.parameters()):,} "
+          f"parameters) to {out}")
     return 0

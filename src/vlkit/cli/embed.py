@@ -9,23 +9,39 @@ and ``text_embeddings.npy`` (N_txt, D) with ``texts.txt``; float32, L2-normalise
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+import numpy as np
+import torch
+
+import vlkit
+
+from ..data.folder import SkipReport
+from ..eval.harness import ImageBatches
+from ..eval.resolve import load_model, load_tokenizer, require_embedder
+from ..eval.retrieval import encode_images, encode_texts
+from ..runtime import resolve_device
+from .output import write_atomic, write_text
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 def add_commands(commands) -> None:
     p = commands.add_parser("embed", help="embed images and/or texts into .npy files",
-                            description="Embed images and/or texts with a two-tower model (CLIP).")
-    p.add_argument("--model", required=True, help="model folder, run folder, or training checkpoint (.pt)")
+                            description="Embed images and/or texts with a two-tower model (CLIP, ALBEF, BLIP).")
+    p.add_argument("--model", required=True,
+                   help="model folder, run folder, training checkpoint (.pt), or anything vlkit.from_pretrained reads")
     p.add_argument("--images", nargs="+", default=[], metavar="PATH",
                    help="image files and/or folders (searched recursively for image files)")
     p.add_argument("--texts", metavar="FILE", help="text file, one text per line")
     p.add_argument("--text", action="append", default=[], help="a text to embed (repeatable)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--tokenizer", default="clip", help="tokenizer name or folder (default: clip)")
+    p.add_argument("--tokenizer", default=None,
+                   help="tokenizer name or folder (default: the model's own, else bert-base-uncased for BLIP and ALBEF, "
+                        "clip for the others)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N, mps")
     p.add_argument("--no-normalize", dest="normalize", action="store_false", help="keep features un-normalised")
     p.set_defaults(run=run)
 
@@ -60,59 +76,59 @@ class _ImageFiles:
         return load_or_skip(self.files[i], {"index": i}, transform=self.transform, source=str(self.files[i]))
 
 
-def run(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
+def _progress() -> bool:
+    """Progress bars on a terminal only (a log file gets no bar updates)."""
+    return sys.stderr.isatty()
 
-    import vlkit
 
-    from ..data.folder import SkipReport
-    from ..eval.retrieval import encode_images, encode_texts
-    from .eval import load_model, resolve_device
-
+def _read_texts(args) -> list[str]:
     texts = list(args.text)
     if args.texts:
         path = Path(args.texts)
         if not path.is_file():
             raise FileNotFoundError(f"text file {path} does not exist")
         texts += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return texts
+
+
+def _embed_images(model, files: list[Path], out: Path, args, device: torch.device) -> None:
+    batches = ImageBatches(_ImageFiles(files, vlkit.image_transform(model)), args.batch_size)
+    try:
+        feats = encode_images(model, batches, device=device, normalize=args.normalize, progress=_progress(),
+                              total=len(batches))  # (N, D)
+    except ValueError:
+        if batches.kept:
+            raise
+        raise ValueError(f"no image could be read: {SkipReport(batches.skipped).summary(len(files))}") from None
+    kept = [files[i] for i in batches.kept]
+    write_atomic(out / "image_embeddings.npy", lambda f: np.save(f, feats.numpy()))
+    write_text(out / "image_files.txt", "".join(f"{p}\n" for p in kept))
+    print(f"{len(kept)} images -> {out / 'image_embeddings.npy'} {tuple(feats.shape)}")
+    if batches.skipped:
+        print(SkipReport(batches.skipped).summary(len(files)))
+
+
+def _embed_texts(model, tokenizer, texts: list[str], out: Path, args, device: torch.device) -> None:
+    feats = encode_texts(model, tokenizer, texts, batch_size=args.batch_size, device=device, normalize=args.normalize,
+                         progress=_progress())  # (N, D)
+    write_atomic(out / "text_embeddings.npy", lambda f: np.save(f, feats.numpy()))
+    write_text(out / "texts.txt", "".join(t.replace("\n", " ") + "\n" for t in texts))
+    print(f"{len(texts)} texts -> {out / 'text_embeddings.npy'} {tuple(feats.shape)}")
+
+
+def run(args: argparse.Namespace) -> int:
+    texts = _read_texts(args)
     files = find_images(args.images)
     if not files and not texts:
         raise ValueError("nothing to embed: give --images and/or --texts/--text (image folders held no image files)")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
     device = resolve_device(args.device)
-    model = load_model(args.model).to(device).eval()
+    model = require_embedder(load_model(args.model), args.model).to(device).eval()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-
     if files:
-        from ..data.loader import eval_loader
-
-        skipped, kept = [], []
-
-        def collate(items):
-            skipped.extend(it["skipped"] for it in items if "skipped" in it)
-            keep = [it for it in items if "skipped" not in it]
-            kept.extend(files[it["index"]] for it in keep)
-            return torch.stack([it["pixel_values"] for it in keep]) if keep else None
-
-        ds = _ImageFiles(files, vlkit.image_transform(model))
-        batches = (b for b in eval_loader(ds, collate, args.batch_size) if b is not None)
-        total = -(-len(files) // args.batch_size)
-        if len(skipped) == len(files):
-            raise ValueError("no image could be read")
-        feats = encode_images(model, batches, device=device, normalize=args.normalize, progress=True, total=total)
-        np.save(out / "image_embeddings.npy", feats.numpy())
-        (out / "image_files.txt").write_text("".join(f"{p}\n" for p in kept), encoding="utf-8")
-        print(f"{len(kept)} images -> {out / 'image_embeddings.npy'} {tuple(feats.shape)}")
-        if skipped:
-            print(SkipReport(skipped).summary(len(files)))
+        _embed_images(model, files, out, args, device)
     if texts:
-        tok = vlkit.get_tokenizer(args.tokenizer)
-        feats = encode_texts(model, tok, texts, batch_size=args.batch_size, device=device, normalize=args.normalize,
-                             progress=True)
-        np.save(out / "text_embeddings.npy", feats.numpy())
-        (out / "texts.txt").write_text("".join(t.replace("\n", " ") + "\n" for t in texts), encoding="utf-8")
-        print(f"{len(texts)} texts -> {out / 'text_embeddings.npy'} {tuple(feats.shape)}")
+        _embed_texts(model, load_tokenizer(args.model, model, args.tokenizer), texts, out, args, device)
     return 0

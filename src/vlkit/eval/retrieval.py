@@ -14,21 +14,16 @@ per image) and data where several images share one caption both fit.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..runtime import autocast
+
 
 # ---------------------------------------------------------------------------------- embedding
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
-
-
 @torch.no_grad()
 def encode_images(
     model, batches: Iterable[torch.Tensor], *, device: torch.device | str = "cpu", normalize: bool = True,
@@ -38,7 +33,7 @@ def encode_images(
     device = torch.device(device)
     out = []
     for pixels in tqdm(batches, desc="images", total=total, disable=not progress, leave=False):
-        with _autocast(device, precision):
+        with autocast(device, precision):
             f = model.encode_image(pixels.to(device, non_blocking=True), normalize=normalize)  # (B, D)
         out.append(f.float().cpu())
     if not out:
@@ -60,7 +55,7 @@ def encode_texts(
     for i in tqdm(starts, desc="texts", disable=not progress, leave=False):
         tokens = tokenizer(list(texts[i : i + batch_size]), padding="longest")
         ids, mask = tokens["input_ids"].to(device), tokens["attention_mask"].to(device)  # (B, T)
-        with _autocast(device, precision):
+        with autocast(device, precision):
             f = model.encode_text(ids, mask, normalize=normalize)  # (B, D)
         out.append(f.float().cpu())
     return torch.cat(out)

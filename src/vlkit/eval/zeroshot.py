@@ -7,6 +7,7 @@ class whose weight has the highest cosine similarity with its (normalised) featu
 from __future__ import annotations
 
 from collections.abc import Sequence
+from string import Formatter
 
 import torch
 import torch.nn.functional as F
@@ -14,15 +15,30 @@ import torch.nn.functional as F
 from .retrieval import encode_texts
 
 
+def check_templates(templates: Sequence[str]) -> None:
+    """A ValueError naming the first template that does not hold exactly one ``{}`` (where the
+    class name goes; literal braces are written ``{{`` and ``}}``, as ``str.format`` reads them)."""
+    if not templates:
+        raise ValueError("zero-shot classification needs at least one prompt template")
+    for t in templates:
+        try:
+            fields = [name for _, name, _, _ in Formatter().parse(t) if name is not None]
+        except ValueError as e:  # a lone brace
+            raise ValueError(f"prompt template {t!r} is not a format string ({e}); write {{{{ and }}}} for "
+                             "literal braces and {} where the class name goes") from None
+        named = [f"{{{name}}}" for name in fields if name]
+        if named:
+            raise ValueError(f"prompt template {t!r} has the fields {named}; write {{}} where the class name goes")
+        if len(fields) != 1:
+            raise ValueError(f"prompt template {t!r} must hold exactly one '{{}}' where the class name goes, "
+                             f"found {len(fields)}")
+
+
 def class_prompts(classnames: Sequence[str], templates: Sequence[str]) -> list[str]:
     """Every (class, template) prompt, class-major: ``len(classnames) * len(templates)`` texts."""
     if not classnames:
         raise ValueError("zero-shot classification needs at least one class name")
-    if not templates:
-        raise ValueError("zero-shot classification needs at least one prompt template")
-    for t in templates:
-        if "{}" not in t:
-            raise ValueError(f"prompt template {t!r} has no '{{}}' where the class name goes")
+    check_templates(templates)
     return [t.format(c) for c in classnames for t in templates]
 
 
