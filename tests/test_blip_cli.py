@@ -5,8 +5,8 @@ import torch
 import vlkit
 from vlkit.cli import main
 
-skimage_data = pytest.importorskip("skimage.data")
-Image = pytest.importorskip("PIL.Image")
+from skimage import data as skimage_data
+from PIL import Image
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ import pytest
 
 from vlkit.eval.caption_metrics import bleu, caption_scores, cider_d, ngram_counts, simple_tokenize
 
-pytest.importorskip("pycocoevalcap")
 from pycocoevalcap.bleu.bleu import Bleu  # noqa: E402
 from pycocoevalcap.cider.cider import Cider  # noqa: E402
 

@@ -11,7 +11,7 @@ from test_tokenizers_texts import TEXTS, training_corpus
 from vlkit.tokenizers import BPETokenizer, bytes_to_unicode, get_tokenizer
 from vlkit.tokenizers.bpe_core import BPEMerges, train_merges
 
-tokenizers = pytest.importorskip("tokenizers")
+import tokenizers
 
 
 def hf_byte_level_trainer(vocab_size):

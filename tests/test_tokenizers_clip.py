@@ -8,7 +8,7 @@ from test_tokenizers_texts import LANGUAGE_SAMPLES, TEXTS
 from vlkit.tokenizers import CLIPTokenizer, get_tokenizer
 from vlkit.tokenizers.clip_clean import clip_clean, fix_text
 
-open_clip_tokenizer = pytest.importorskip("open_clip.tokenizer")
+from open_clip import tokenizer as open_clip_tokenizer
 
 
 @pytest.fixture(scope="module")

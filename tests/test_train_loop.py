@@ -106,7 +106,6 @@ class TwoLossTask:
 
 
 def test_stand_in_task_losses_are_summed_logged_and_learned(tmp_path):
-    pytest.importorskip("matplotlib")
     task = TwoLossTask()
     cfg = tiny(tmp_path, "data.train_size=64", "data.val_size=8", "train.max_steps=30", "train.log_every=10",
                "train.eval_every=10", "train.plots=true", "optim.lr=5e-2", "optim.weight_decay=0")

@@ -15,8 +15,8 @@ from PIL import Image
 import vlkit
 from vlkit.data.transforms import ImageTransform, shortest_side_size
 
-skimage_data = pytest.importorskip("skimage.data")
-transformers = pytest.importorskip("transformers")
+from skimage import data as skimage_data
+import transformers
 
 PHOTOS = ("astronaut", "chelsea", "coffee")  # 512x512, 451x300, 600x400
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
