@@ -150,3 +150,12 @@ def test_embed_with_no_readable_image(clip, tmp_path, capsys):
     assert main(["embed", "--model", str(clip), "--images", str(tmp_path / "a.png"), "--out", str(tmp_path / "o")]) == 2
     line = _one_line(capsys.readouterr().err, "embed")
     assert "no image could be read" in line and "a.png" in line
+
+
+def test_a_texts_file_that_is_not_utf8_is_named(clip, photo, tmp_path, capsys):
+    texts = tmp_path / "captions.txt"
+    texts.write_bytes("un caf\xe9\n".encode("latin-1"))
+    code = main(["embed", "--model", str(clip), "--images", photo, "--texts", str(texts), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "captions.txt: not UTF-8 text" in _one_line(err, "embed"), err
+    assert not (tmp_path / "out").exists()

@@ -17,6 +17,7 @@ import torch
 
 import vlkit
 
+from ..data.annotations import read_utf8
 from ..data.folder import SkipReport
 from ..eval.harness import ImageBatches
 from ..eval.resolve import load_model, load_tokenizer, require_embedder
@@ -87,7 +88,7 @@ def _read_texts(args) -> list[str]:
         path = Path(args.texts)
         if not path.is_file():
             raise FileNotFoundError(f"text file {path} does not exist")
-        texts += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        texts += [line.strip() for line in read_utf8(path).splitlines() if line.strip()]
     return texts
 
 

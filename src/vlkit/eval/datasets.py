@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
+from ..data.annotations import read_utf8
 from ..data.folder import ImageTextFolder, read_annotations
 from ..data.synthetic import ShapesDataset, ZeroShotTask
 from ..data.transforms import image_transform
@@ -81,7 +82,7 @@ def parse_classes(classes: str | None) -> list[str] | None:
     if not classes:
         return None
     path = Path(classes)
-    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else classes.split(",")
+    lines = read_utf8(path).splitlines() if path.is_file() else classes.split(",")
     names = [c.strip() for c in lines if c.strip()]
     if not names:
         raise ValueError(f"no class names in {classes!r}")
@@ -165,7 +166,7 @@ def read_answer_list(path: str | os.PathLike) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"answer list {path} does not exist")
-    answers = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    answers = [line.strip() for line in read_utf8(path).splitlines() if line.strip()]
     if not answers:
         raise ValueError(f"answer list {path} holds no answers")
     return answers
