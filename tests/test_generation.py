@@ -56,11 +56,12 @@ def test_sampling_reproducible_and_respects_top_k(gpt):
 def test_warp_known_answers():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
     kept = lambda s: torch.isfinite(s)[0].tolist()  # noqa: E731
-    assert kept(_warp(logits, 1.0, 2, None)) == [True, True, False, False]
-    assert kept(_warp(logits, 1.0, None, 0.7)) == [True, True, False, False]  # 0.5 + 0.3 >= 0.7
-    assert kept(_warp(logits, 1.0, None, 0.5)) == [True, False, False, False]
-    assert kept(_warp(logits, 1.0, None, 0.81)) == [True, True, True, False]
-    hot = _warp(logits, 0.5, None, None).softmax(-1)
+    assert kept(_warp(logits, 1.0, 2, 1.0)) == [True, True, False, False]
+    assert kept(_warp(logits, 1.0, 0, 0.7)) == [True, True, False, False]  # 0.5 + 0.3 >= 0.7
+    assert kept(_warp(logits, 1.0, 0, 0.5)) == [True, False, False, False]
+    assert kept(_warp(logits, 1.0, 0, 0.81)) == [True, True, True, False]
+    assert kept(_warp(logits, 1.0, 0, 1.0)) == [True] * 4
+    hot = _warp(logits, 0.5, 0, 1.0).softmax(-1)
     assert hot[0, 0] > 0.5  # lower temperature sharpens
 
 

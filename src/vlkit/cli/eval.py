@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from .generation_options import add_generation_arguments, generation_config_from_args
 
 
 def _itm_reranker(model, tokenizer, pixel_values, texts, result, k, device):
@@ -376,14 +377,6 @@ def run_retrieval(args) -> int:
 
 
 # ---------------------------------------------------------------------------- captioning
-def _add_generation_arguments(p: argparse.ArgumentParser, *, beams: int, max_new: int, min_length: int) -> None:
-    g = p.add_argument_group("generation")
-    g.add_argument("--num-beams", type=int, default=beams, help=f"beam search width (1: greedy; default {beams}, BLIP's)")
-    g.add_argument("--max-new-tokens", type=int, default=max_new, help=f"at most this many new tokens (default {max_new})")
-    g.add_argument("--min-length", type=int, default=min_length,
-                   help=f"minimum length counting [DEC] and the prompt, as transformers counts it (default {min_length})")
-
-
 def add_captioning(kinds) -> None:
     p = kinds.add_parser("captioning", help="image captioning: BLEU-1..4, CIDEr-D, exact match",
                          description="Caption images with a BLIP and score the captions against references "
@@ -394,7 +387,7 @@ def add_captioning(kinds) -> None:
     add_data_arguments(p, "(image, caption) rows")
     p.add_argument("--caption-key", help="caption column (default: caption/text/title)")
     p.add_argument("--prompt", default=None, help='text the captions continue (e.g. "a picture of "); not scored')
-    _add_generation_arguments(p, beams=3, max_new=20, min_length=5)
+    add_generation_arguments(p, beams=3, max_new=20, min_length=5)
     p.add_argument("--show", type=int, default=5, help="print this many (caption, reference) examples (default 5)")
     p.set_defaults(run=run_captioning, batch_size=64)
 
@@ -451,8 +444,7 @@ def run_captioning(args) -> int:
             yield px
 
     captions = generate_captions(model, tokenizer, pixels(), prompt=args.prompt, device=device, progress=True,
-                                 num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
-                                 min_length=args.min_length)
+                                 generation_config=generation_config_from_args(args))
     references = [references[i] for i in kept]
     metrics: dict[str, Any] = {"images": len(kept), **captioning_scores(captions, references)}
     skip = SkipReport(list(getattr(ds, "skipped_at_load", [])) + skipped)
@@ -480,7 +472,7 @@ def add_vqa(kinds) -> None:
                    help="rank a closed answer list instead of generating (BLIP's VQA evaluation): a file with one "
                         "answer per line, or 'all' for every answer of the data (the shapes' 20 answers)")
     p.add_argument("--k", type=int, default=128, help="answers shortlisted by their first token before ranking")
-    _add_generation_arguments(p, beams=3, max_new=10, min_length=1)
+    add_generation_arguments(p, beams=3, max_new=10, min_length=1)
     p.set_defaults(run=run_vqa, batch_size=64)
 
 
@@ -558,8 +550,8 @@ def run_vqa(args) -> int:
         questions = [it["question"] for it in batch]
         if candidates is None:
             predictions += answer_questions(model, tokenizer, pixels, questions, device=device,
-                                            batch_size=args.batch_size, num_beams=args.num_beams,
-                                            max_new_tokens=args.max_new_tokens, min_length=args.min_length)
+                                            batch_size=args.batch_size,
+                                            generation_config=generation_config_from_args(args))
         else:
             predictions += rank_answer_list(model, tokenizer, pixels, questions, candidates, k=args.k, device=device,
                                             batch_size=args.batch_size)
