@@ -238,6 +238,7 @@ def test_generation_config_and_overrides(gpt):
     assert config.replace(num_beams=1) == GenerationConfig(max_new_tokens=5)
     assert config.with_model_tokens(7, None).eos_token_id == 7
     assert GenerationConfig(eos_token_id=None).with_model_tokens(7, 0).eos_token_id is None
+    assert GenerationConfig(top_k=None, top_p=None) == GenerationConfig(top_k=0, top_p=1.0)  # transformers' "off"
     ids = torch.randint(1, 1000, (2, 3))
     a = gpt.generate(ids, generation_config=config, eos_token_id=None)
     b = gpt.generate(ids, 5, num_beams=3, eos_token_id=None)
@@ -257,3 +258,27 @@ def test_cli_names_the_flag_of_a_bad_option(tmp_path, capsys):
         assert f"vlkit caption: error: {message}" in capsys.readouterr().err
     assert main(["vqa", "--model", str(tmp_path / "none"), str(image), "what?", "--num-beams", "-1"]) == 2
     assert "--num-beams must be >= 1, got -1" in capsys.readouterr().err
+
+
+def test_cli_min_new_tokens_keeps_the_caption_going(tmp_path, capsys):
+    from PIL import Image
+
+    from vlkit.cli import main
+
+    torch.manual_seed(0)
+    model = vlkit.create_model("blip-tiny", text_encoder=False, retrieval_heads=False)
+    with torch.no_grad():
+        model.lm_head.bias[model.config.text.sep_token_id] += 50.0  # [SEP] wins whenever it may
+    folder = str(model.save_pretrained(tmp_path / "blip"))
+    image = tmp_path / "x.png"
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(image)
+    captions = []
+    for flags in (["--min-length", "0"], ["--min-length", "0", "--min-new-tokens", "3"]):
+        assert main(["caption", "--model", folder, str(image), "--num-beams", "2", *flags]) == 0
+        captions.append(capsys.readouterr().out.strip("\n").split("\t")[1])
+    pixels = vlkit.image_transform(model)(Image.open(image))[None]
+    ids = model.generate(pixels, num_beams=2, min_new_tokens=3)
+    assert ids.shape == (1, 1 + 3 + 1)  # [DEC], three words, [SEP]
+    tok = vlkit.get_tokenizer("bert-base-uncased")
+    assert captions == ["", tok.decode(ids[0, 1:4].tolist(), skip_special_tokens=True).strip()]
+    assert captions[1]

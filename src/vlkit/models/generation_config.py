@@ -37,7 +37,7 @@ class GenerationConfig:
     - ``early_stopping``: beam search stops as soon as ``num_beams`` hypotheses are finished;
       False (the default) stops when no running beam can beat the worst finished one.
     - ``do_sample``: sample (with ``num_beams=1``) from the distribution after ``temperature``,
-      ``top_k`` (0: off) and nucleus ``top_p`` (1.0: off) filtering, in that order.
+      ``top_k`` (0 or None: off) and nucleus ``top_p`` (1.0 or None: off) filtering, in that order.
     - ``repetition_penalty``: CTRL's penalty on tokens already in the sequence (1.0: off).
     - ``eos_token_id`` / ``pad_token_id``: ``"model"`` (the model's), an id, or None.
     """
@@ -57,6 +57,11 @@ class GenerationConfig:
     pad_token_id: TokenId = MODEL
 
     def __post_init__(self) -> None:
+        # transformers' habit: top_k=None / top_p=None for "no filter"
+        if self.top_k is None:
+            object.__setattr__(self, "top_k", 0)
+        if self.top_p is None:
+            object.__setattr__(self, "top_p", 1.0)
         for name in ("max_new_tokens", "min_new_tokens", "min_length", "num_beams", "top_k"):
             _check_int(name, getattr(self, name))
         for name in ("temperature", "top_p", "repetition_penalty", "length_penalty"):
