@@ -208,13 +208,23 @@ def test_finished_rows_are_padded_and_the_others_run_to_max_new_tokens():
     (dict(max_new_tokens=3, min_new_tokens=4), "min_new_tokens=4 exceeds max_new_tokens=3"),
     (dict(min_length=-1), "min_length must be >= 0"),
     (dict(repetition_penalty=0.0), "repetition_penalty must be > 0"),
+    (dict(temperature=float("nan")), "temperature must be a number"),
     (dict(num_beams=2, do_sample=True), "beam search does not sample"),
-    (dict(num_beams=2.0), "num_beams must be an integer"),
     (dict(eos_token_id=-3), "eos_token_id must be a token id"),
     (dict(pad_token_id="eos"), "pad_token_id must be a token id"),
 ])
 def test_generation_config_validation(options, message):
     with pytest.raises(ValueError, match=message):
+        GenerationConfig(**options)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(num_beams=2.0), "num_beams must be an integer"),
+    (dict(top_p="0.9"), "top_p must be a number"),
+    (dict(do_sample=1), "do_sample must be True or False"),
+])
+def test_generation_config_type_errors(options, message):
+    with pytest.raises(TypeError, match=message):
         GenerationConfig(**options)
 
 

@@ -28,14 +28,13 @@ from torch import nn
 
 from ..constants import CLIP_MEAN, CLIP_STD
 from ..layers import KVCache, Transformer, build_attention_mask
+from ..runtime import eval_mode
 from .base import Model
 from .bert import BertEmbeddings, MLMHead, init_weights
-from ..runtime import eval_mode
 from .generation import CachedStep, generate_tokens
 from .generation_config import GenerationConfig, resolve_generation_config
 from .registry import register, register_family
 from .vit import ViT, ViTConfig
-
 
 
 def blip_vision_config(**fields) -> ViTConfig:

@@ -15,13 +15,14 @@ models give equal tokens.
 """
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
 from ..layers import KVCache
-from .generation_config import MODEL, GenerationConfig
+from .generation_config import GenerationConfig
 
 
 class StepFunction(Protocol):
@@ -65,6 +66,15 @@ class CachedStep:
         self.rows = {k: None if v is None else v.index_select(0, index) for k, v in self.rows.items()}
 
 
+def _special_tokens(config: GenerationConfig) -> tuple[int | None, int | None]:
+    """(eos, pad) of a config whose special tokens are ids or None."""
+    eos, pad = config.eos_token_id, config.pad_token_id
+    if isinstance(eos, str) or isinstance(pad, str):
+        raise ValueError(f"decoding needs the model's eos/pad ids, got {eos!r}/{pad!r}: "
+                         "call config.with_model_tokens(eos, pad)")
+    return eos, pad
+
+
 def _process(scores: torch.Tensor, ids: torch.Tensor, config: GenerationConfig, prompt_len: int) -> torch.Tensor:
     """Repetition penalty (CTRL), then minimum length and minimum new tokens, in transformers'
     order. scores: (N, V); ids (N, L): the sequences so far, prompt included."""
@@ -72,12 +82,10 @@ def _process(scores: torch.Tensor, ids: torch.Tensor, config: GenerationConfig, 
         seen = torch.gather(scores, 1, ids)
         seen = torch.where(seen < 0, seen * config.repetition_penalty, seen / config.repetition_penalty)
         scores = scores.scatter(1, ids, seen)
-    length = ids.shape[1]
-    if config.eos_token_id is not None and (
-        length < config.min_length or length - prompt_len < config.min_new_tokens
-    ):
+    eos, length = _special_tokens(config)[0], ids.shape[1]
+    if eos is not None and (length < config.min_length or length - prompt_len < config.min_new_tokens):
         scores = scores.clone()
-        scores[:, config.eos_token_id] = -float("inf")
+        scores[:, eos] = -float("inf")
     return scores
 
 
@@ -111,8 +119,7 @@ def generate_tokens(
     (``do_sample``) or beam search (``num_beams > 1``), as ``config`` says. ``step`` holds the
     batch of ``input_ids`` on an empty cache; beam search expands it (``step.reorder``).
     ``config``'s special tokens must be ids or None (see ``GenerationConfig.with_model_tokens``)."""
-    if MODEL in (config.eos_token_id, config.pad_token_id):
-        raise ValueError("generate_tokens needs the model's eos/pad ids: call config.with_model_tokens(eos, pad)")
+    _special_tokens(config)
     if input_ids.dim() != 2 or input_ids.shape[1] == 0:
         raise ValueError(f"input_ids must be a non-empty (B, T) tensor, got shape {tuple(input_ids.shape)}")
     if max_positions is not None and input_ids.shape[1] + config.max_new_tokens > max_positions:
@@ -134,8 +141,7 @@ def decode(
     Rows that produced ``eos_token_id`` are continued with ``pad_token_id`` (eos when None) and
     decoding stops early once every row is finished.
     """
-    eos = config.eos_token_id
-    pad = config.pad_token_id if config.pad_token_id is not None else eos
+    eos, pad = _special_tokens(config)
     prompt_len = input_ids.shape[1]
     ids = input_ids
     finished = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
@@ -149,7 +155,8 @@ def decode(
         else:
             next_ids = scores.argmax(dim=-1)  # (N,)
         if eos is not None:
-            next_ids = torch.where(finished, torch.full_like(next_ids, pad), next_ids)
+            fill = pad if pad is not None else eos
+            next_ids = torch.where(finished, torch.full_like(next_ids, fill), next_ids)
             finished |= next_ids == eos
         new_ids = next_ids[:, None]
         ids = torch.cat([ids, new_ids], dim=1)
@@ -169,13 +176,14 @@ def beam_search(step: StepFunction, input_ids: torch.Tensor, config: GenerationC
     alive when some end, and the search stops when no running beam can beat the worst finished
     one at the current length (``early_stopping=True``: as soon as ``num_beams`` are finished).
     """
-    num_beams, eos, length_penalty = config.num_beams, config.eos_token_id, config.length_penalty
+    num_beams, length_penalty = config.num_beams, config.length_penalty
+    eos, pad = _special_tokens(config)
     N, prompt_len = input_ids.shape
     if N % num_beams:
         raise ValueError(f"batch of {N} rows is not a multiple of num_beams={num_beams}")
     B, device = N // num_beams, input_ids.device
     max_len = prompt_len + config.max_new_tokens
-    fill = config.pad_token_id if config.pad_token_id is not None else (eos if eos is not None else -1)
+    fill = pad if pad is not None else (eos if eos is not None else -1)
     keep = 2 * num_beams
 
     running = torch.full((B, num_beams, max_len), fill, dtype=torch.long, device=device)
@@ -212,7 +220,7 @@ def beam_search(step: StepFunction, input_ids: torch.Tensor, config: GenerationC
         # candidates among the top num_beams that ended join the finished ones
         gen_len = cur + 1 - prompt_len
         final = top_scores / gen_len**length_penalty
-        full = is_done.all(dim=1, keepdim=True) & config.early_stopping
+        full = is_done.all(dim=1, keepdim=True) if config.early_stopping else torch.zeros_like(can_improve)
         just_done = ends.clone()
         just_done[:, num_beams:] = False
         final = final + (full | ~can_improve).float() * -1e9 + (~just_done).float() * -1e9
@@ -230,7 +238,7 @@ def beam_search(step: StepFunction, input_ids: torch.Tensor, config: GenerationC
         best_running = running_scores[:, :1] / gen_len**length_penalty
         worst_done = torch.where(is_done, done_scores.min(dim=1, keepdim=True).values, torch.full_like(done_scores, -1e9))
         can_improve = can_improve & (best_running > worst_done).any(dim=-1, keepdim=True)
-        if bool(ends.all()) or not bool(can_improve.any()) or bool(is_done.all() & config.early_stopping):
+        if bool(ends.all()) or not bool(can_improve.any()) or (config.early_stopping and bool(is_done.all())):
             break
         step.reorder(reorder)
         new_ids = running[:, :, cur : cur + 1].reshape(N, 1)

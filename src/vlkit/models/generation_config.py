@@ -16,11 +16,12 @@ means none: ``eos_token_id=None`` never stops early.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Final, Literal
 
-MODEL = "model"  # eos_token_id / pad_token_id: the model's own token
-TokenId = Union[int, None, Literal["model"]]
+MODEL: Final = "model"  # eos_token_id / pad_token_id: the model's own token
+TokenId = int | None | Literal["model"]
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class GenerationConfig:
             _check_number(name, getattr(self, name))
         for name in ("do_sample", "early_stopping"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         for name in ("eos_token_id", "pad_token_id"):
             value = getattr(self, name)
             if value is not None and value != MODEL and not (_is_int(value) and value >= 0):
@@ -134,9 +135,11 @@ def _is_int(value) -> bool:
 
 def _check_int(name: str, value) -> None:
     if not _is_int(value):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
+        raise TypeError(f"{name} must be an integer, got {value!r}")
 
 
 def _check_number(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if math.isnan(value):
         raise ValueError(f"{name} must be a number, got {value!r}")

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from ..layers import KVCache, LearnedPositionEmbedding, TokenEmbedding, Transformer, build_attention_mask
+from ..runtime import eval_mode
 from .base import Model
 from .bert import init_weights
-from ..runtime import eval_mode
 from .generation import CachedStep, generate_tokens
 from .generation_config import GenerationConfig, resolve_generation_config
 from .registry import register, register_family
@@ -66,7 +66,7 @@ class GPT(Model):
         position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """input_ids (B, T) -> final-norm hidden states (B, T, H). ``attention_mask`` (B, past + T)."""
-        B, T = input_ids.shape
+        T = input_ids.shape[1]
         past = 0 if cache is None else cache.length
         x = self.drop(self.tokens(input_ids) + self.positions(T, past, position_ids))  # (B, T, C)
         if attention_mask is None and past == 0:
