@@ -292,3 +292,20 @@ def test_cli_min_new_tokens_keeps_the_caption_going(tmp_path, capsys):
     tok = vlkit.get_tokenizer("bert-base-uncased")
     assert captions == ["", tok.decode(ids[0, 1:4].tolist(), skip_special_tokens=True).strip()]
     assert captions[1]
+
+
+def test_generation_runs_in_eval_mode_and_restores_the_mode():
+    torch.manual_seed(0)
+    gpt = vlkit.create_model("gpt-tiny", dropout=0.3)
+    blip = vlkit.create_model("blip-tiny", vision=dict(dropout=0.3), text=dict(dropout=0.3))
+    with torch.no_grad():
+        for p in blip.parameters():
+            p.add_(torch.randn_like(p) * 0.2)  # make the image matter to the random decoder
+    ids, pixels = torch.randint(1, 1000, (2, 3)), torch.randn(2, 3, 32, 32)
+    for model, run in ((gpt, lambda: gpt.generate(ids, 6, num_beams=2)),
+                       (blip, lambda: blip.generate(pixels, max_new_tokens=6))):
+        model.eval()
+        expected = run()
+        model.train()
+        assert torch.equal(run(), expected)  # no dropout, in the image encoder either
+        assert model.training
