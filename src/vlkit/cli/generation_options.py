@@ -20,10 +20,13 @@ def add_generation_arguments(p: argparse.ArgumentParser, *, beams: int, max_new:
     """Beam width, lengths and penalties (defaults per command); ``sampling`` adds ``--sample``,
     ``--top-p``, ``--top-k``, ``--temperature`` and ``--seed``."""
     g = p.add_argument_group("generation")
-    g.add_argument("--num-beams", type=int, default=beams, help=f"beam search width (1: greedy; default {beams}, BLIP's)")
-    g.add_argument("--max-new-tokens", type=int, default=max_new, help=f"at most this many new tokens (default {max_new})")
+    g.add_argument("--num-beams", type=int, default=beams,
+                   help=f"beam search width (1: greedy; default {beams}, BLIP's)")
+    g.add_argument("--max-new-tokens", type=int, default=max_new,
+                   help=f"at most this many new tokens (default {max_new})")
     g.add_argument("--min-length", type=int, default=min_length,
-                   help=f"minimum length counting [DEC] and the prompt, as transformers counts it (default {min_length})")
+                   help=f"minimum length counting [DEC] and the prompt, as transformers counts it "
+                        f"(default {min_length})")
     g.add_argument("--min-new-tokens", type=int, default=0, help="at least this many new tokens (default 0)")
     g.add_argument("--repetition-penalty", type=float, default=1.0, help="CTRL's penalty on repeated tokens (1: none)")
     g.add_argument("--length-penalty", type=float, default=1.0,

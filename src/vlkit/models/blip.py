@@ -370,7 +370,8 @@ class Blip(Model):
         if input_ids is None:
             return torch.full((B, 1), t.bos_token_id, dtype=torch.long, device=device), None
         if input_ids.dim() != 2 or input_ids.shape[1] < 2 or input_ids.shape[0] not in (1, B):
-            raise ValueError(f"prompt input_ids must be (1 or {B}, T >= 2) ([CLS] ... [SEP]), got {tuple(input_ids.shape)}")
+            raise ValueError(f"prompt input_ids must be (1 or {B}, T >= 2) ([CLS] ... [SEP]), "
+                             f"got {tuple(input_ids.shape)}")
         ids = input_ids.expand(B, -1).clone()
         if attention_mask is None:
             ids[:, 0] = t.bos_token_id

@@ -236,7 +236,8 @@ def beam_search(step: StepFunction, input_ids: torch.Tensor, config: GenerationC
 
         # stop when no running beam can still beat the worst finished one
         best_running = running_scores[:, :1] / gen_len**length_penalty
-        worst_done = torch.where(is_done, done_scores.min(dim=1, keepdim=True).values, torch.full_like(done_scores, -1e9))
+        worst = done_scores.min(dim=1, keepdim=True).values  # (B, 1)
+        worst_done = torch.where(is_done, worst, torch.full_like(done_scores, -1e9))
         can_improve = can_improve & (best_running > worst_done).any(dim=-1, keepdim=True)
         if bool(ends.all()) or not bool(can_improve.any()) or (config.early_stopping and bool(is_done.all())):
             break
