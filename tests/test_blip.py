@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import vlkit
-from vlkit.models import Blip, CheckpointError, itm_rerank
+from vlkit.models import Blip, CheckpointError, GenerationConfig, itm_rerank
 
 from helpers import max_diff, save_hf
 
@@ -22,13 +22,16 @@ def _hf_config(text_hidden=32, vision_width=48):
     return transformers.BlipConfig(text_config=text, vision_config=vision, image_text_hidden_size=24)
 
 
-def _build(tmp_path, arch, **kw):
-    """A random HF model (weights perturbed so every parameter matters) and vlkit's load of it."""
+def _build(tmp_path, arch, sep_bias=0.0, **kw):
+    """A random HF model (weights perturbed so every parameter matters) and vlkit's load of it.
+    ``sep_bias`` is added to the decoder's [SEP] logit (4: [SEP] is the best token at every step)."""
     torch.manual_seed(0)
     ref = getattr(transformers, arch)(_hf_config(**kw)).eval()
     with torch.no_grad():
         for p in ref.parameters():
             p.add_(torch.randn_like(p) * 0.1)
+        if sep_bias:
+            ref.text_decoder.cls.predictions.bias[SEP] += sep_bias
     return ref, vlkit.from_pretrained(save_hf(ref, tmp_path / arch))
 
 
@@ -57,6 +60,12 @@ def captioner(tmp_path_factory):
 def vqa(tmp_path_factory):
     # HF's VQA decoder cross-attends to the question with K/V sized for the vision width: keep them equal
     return _build(tmp_path_factory.mktemp("blip"), "BlipForQuestionAnswering", vision_width=32)
+
+
+@pytest.fixture(scope="module")
+def eager_captioner(tmp_path_factory):
+    """A captioner that ends ([SEP]) as soon as it may: [SEP] is the best token at the boundary."""
+    return _build(tmp_path_factory.mktemp("blip"), "BlipForConditionalGeneration", sep_bias=4.0)
 
 
 def test_loaded_parts_follow_the_checkpoint(retrieval, captioner, vqa):
@@ -136,6 +145,36 @@ def test_prompted_captions_identical_to_transformers(captioner):
         assert got[:, 0].tolist() == [BOS, PAD, PAD] and (got == BOS).sum(1).tolist() == [1, 1, 1]
 
 
+@pytest.mark.parametrize("num_beams", [1, 3])
+@pytest.mark.parametrize("opts, new_tokens", [
+    (dict(), 0),
+    (dict(min_length=4), 3),  # [DEC] counts
+    (dict(min_new_tokens=3), 3),
+    (dict(min_new_tokens=1, repetition_penalty=1.3), 1),
+    (dict(min_length=3, min_new_tokens=4), 4),
+])
+def test_caption_ends_right_at_the_minimum_length(eager_captioner, num_beams, opts, new_tokens):
+    ref, model = eager_captioner
+    pixels, _, _ = _inputs(3)
+    with torch.no_grad():
+        expected = ref.generate(pixels, max_new_tokens=8, num_beams=num_beams, **opts)
+        got = model.generate(pixels, max_new_tokens=8, num_beams=num_beams, **opts)
+    assert torch.equal(got, expected)
+    assert got.shape == (3, 1 + new_tokens + 1) and (got[:, -1] == SEP).all() and not (got[:, :-1] == SEP).any()
+
+
+def test_prompted_caption_ends_right_at_the_minimum_length(eager_captioner):
+    ref, model = eager_captioner
+    pixels, _, _ = _inputs(2)
+    prompt = torch.tensor([[1, 11, 12, 13, SEP]])  # the decoder starts from [DEC] 11 12 13: length 4
+    with torch.no_grad():
+        for opts in (dict(min_length=6), dict(min_new_tokens=2), dict(min_new_tokens=2, num_beams=2)):
+            expected = ref.generate(pixels, input_ids=prompt.repeat(2, 1), max_new_tokens=6, **opts)
+            got = model.generate(pixels, input_ids=prompt, generation_config=GenerationConfig(max_new_tokens=6), **opts)
+            assert torch.equal(got, expected)
+            assert got.shape == (2, 4 + 2 + 1) and (got[:, -1] == SEP).all()
+
+
 def test_sampled_captions_identical_to_transformers_under_the_same_seed(captioner):
     ref, model = captioner
     pixels, _, _ = _inputs(4)
@@ -183,6 +222,22 @@ def test_vqa_answers_identical_to_transformers(vqa, num_beams):
                                 num_beams=num_beams)
         got = model.answer(pixels, ids, mask, max_new_tokens=6, num_beams=num_beams)
     assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("num_beams", [1, 2])
+def test_vqa_answers_keep_min_new_tokens(vqa, num_beams):
+    _, model = vqa
+    pixels, ids, mask = _inputs()
+    with torch.no_grad():
+        first = model.answer(pixels, ids, mask, max_new_tokens=1)[:, 1]  # each row's greedy first token
+        end = int(first[0])  # as the end token: row 0 would stop at once
+        plain = model.answer(pixels, ids, mask, max_new_tokens=6, eos_token_id=end)
+        config = GenerationConfig(max_new_tokens=6, min_new_tokens=3, eos_token_id=end, num_beams=num_beams)
+        got = model.answer(pixels, ids, mask, generation_config=config)
+        same = model.answer(pixels, ids, mask, generation_config=config.replace(min_new_tokens=0, min_length=4))
+    assert plain[0].tolist() == [BOS, end] + [PAD] * (plain.shape[1] - 2)
+    assert not (got[:, 1:4] == end).any() and got.shape[1] > 4
+    assert torch.equal(got, same)  # min_length counts [DEC]
 
 
 def test_rank_answers_matches_full_likelihood_ranking(vqa):

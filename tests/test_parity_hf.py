@@ -39,11 +39,17 @@ def test_bert_parity(tmp_path, arch):
         assert max_diff(model.nsp_logits(hidden), out.seq_relationship_logits) <= TOL
 
 
-def _gpt2(tmp_path, arch="GPT2LMHeadModel"):
+def _gpt2(tmp_path, arch="GPT2LMHeadModel", eos_bias=0.0):
+    """A random tiny GPT-2 and vlkit's load of it; ``eos_bias`` > 0 shifts the final norm towards
+    the end token's embedding so that it is the best token at every step."""
     torch.manual_seed(0)
     cfg = transformers.GPT2Config(vocab_size=97, n_embd=32, n_layer=2, n_head=4, n_positions=64,
                                   bos_token_id=1, eos_token_id=2, pad_token_id=0)
     ref = getattr(transformers, arch)(cfg).eval()
+    if eos_bias:
+        with torch.no_grad():
+            w = ref.transformer.wte.weight[2]
+            ref.transformer.ln_f.bias += eos_bias * w / w.norm()
     return ref, vlkit.from_pretrained(save_hf(ref, tmp_path))
 
 
@@ -93,6 +99,19 @@ def test_gpt2_beam_search_identical(tmp_path, length_penalty):
         got = model.generate(ids, max_new_tokens=10, num_beams=4, eos_token_id=2, pad_token_id=0,
                              length_penalty=length_penalty)
     assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_gpt2_end_token_right_at_the_minimum_length(tmp_path, num_beams):
+    ref, model = _gpt2(tmp_path, eos_bias=12.0)
+    ids = torch.randint(3, 97, (3, 4))
+    for opts, new_tokens in ((dict(), 1), (dict(min_new_tokens=3), 4), (dict(min_length=4 + 2), 3)):
+        kw = dict(max_new_tokens=8, num_beams=num_beams, eos_token_id=2, pad_token_id=0, **opts)
+        with torch.no_grad():
+            expected = ref.generate(ids, do_sample=False, **kw)
+            got = model.generate(ids, **kw)
+        assert torch.equal(got, expected)
+        assert got.shape == (3, 4 + new_tokens) and (got[:, -1] == 2).all() and not (got[:, 4:-1] == 2).any()
 
 
 def test_vit_parity(tmp_path):

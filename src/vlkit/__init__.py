@@ -5,7 +5,7 @@
     model = vlkit.create_model("clip-vit-b-16")
     tok = vlkit.get_tokenizer("clip")
 """
-from .models import CheckpointError, create_model, from_pretrained, list_models
+from .models import CheckpointError, GenerationConfig, create_model, from_pretrained, list_models
 
 __version__ = "0.1.0"
 
@@ -24,4 +24,7 @@ def image_transform(model_or_config, train: bool = False, **kwargs):
     return _transform(model_or_config, train=train, **kwargs)
 
 
-__all__ = ["CheckpointError", "create_model", "from_pretrained", "list_models", "get_tokenizer", "image_transform", "__version__"]
+__all__ = [
+    "CheckpointError", "GenerationConfig", "create_model", "from_pretrained", "list_models", "get_tokenizer",
+    "image_transform", "__version__",
+]

@@ -18,6 +18,7 @@ import torch
 from ..eval.datasets import read_answer_list
 from ..eval.resolve import BLIP_TOKENIZER, load_model_and_tokenizer, require_captioner, vqa_model
 from ..runtime import resolve_device
+from .generation_options import add_generation_arguments, generation_config_from_args, sampling_generator
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -26,11 +27,6 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "vlkit.from_pretrained reads")
     p.add_argument("--tokenizer", default=None,
                    help=f"tokenizer name or folder (default: the model's own, else {BLIP_TOKENIZER})")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="at most this many generated tokens")
-    p.add_argument("--min-length", type=int, default=None,
-                   help="minimum length counting [DEC] and the prompt, as transformers counts it")
-    p.add_argument("--num-beams", type=int, default=3, help="beam search width (1: greedy); BLIP uses 3")
-    p.add_argument("--repetition-penalty", type=float, default=1.0)
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N, mps")
 
 
@@ -40,10 +36,8 @@ def add_commands(commands) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     _add_common(p)
     p.add_argument("--prompt", default=None, help='text the caption continues, e.g. "a picture of"')
-    p.add_argument("--sample", action="store_true", help="nucleus sampling instead of beam search")
-    p.add_argument("--top-p", type=float, default=0.9, help="nucleus mass kept when sampling (BLIP: 0.9)")
-    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature when sampling")
-    p.add_argument("--seed", type=int, default=0, help="random seed when sampling")
+    # BLIP's demo settings: beam search with 3 beams, 5 to 20 tokens
+    add_generation_arguments(p, beams=3, max_new=20, min_length=5, sampling=True)
     p.add_argument("--batch-size", type=int, default=8)
     p.set_defaults(run=run_caption)
 
@@ -52,6 +46,8 @@ def add_commands(commands) -> None:
     q.add_argument("image", metavar="IMAGE")
     q.add_argument("question", metavar="QUESTION")
     _add_common(q)
+    # BLIP's VQA settings: 3 beams, 1 to 10 tokens
+    add_generation_arguments(q, beams=3, max_new=10, min_length=1)
     q.add_argument("--answers", default=None,
                    help="file with one candidate answer per line: rank them (BLIP's closed-set VQA) instead of generating")
     q.add_argument("--k", type=int, default=128, help="answers shortlisted by their first token before ranking")
@@ -85,26 +81,10 @@ def ids_to_text(tokenizer, ids: torch.Tensor, config) -> str:
     return tokenizer.decode([i for i in ids.tolist() if i not in drop and i < n], skip_special_tokens=True).strip()
 
 
-def _generation_options(args, max_new_tokens: int, min_length: int) -> dict:
-    if args.num_beams < 1:
-        raise ValueError(f"--num-beams must be >= 1, got {args.num_beams}")
-    opts = dict(max_new_tokens=args.max_new_tokens if args.max_new_tokens is not None else max_new_tokens,
-                min_length=args.min_length if args.min_length is not None else min_length,
-                repetition_penalty=args.repetition_penalty, num_beams=args.num_beams)
-    if opts["max_new_tokens"] < 1:
-        raise ValueError(f"--max-new-tokens must be >= 1, got {opts['max_new_tokens']}")
-    return opts
-
-
 def run_caption(args) -> int:
+    config = generation_config_from_args(args)
     model, tokenizer = _load(args, require_captioner)
-    # BLIP's demo settings: beam search with 3 beams, 5 to 20 tokens
-    opts = _generation_options(args, max_new_tokens=20, min_length=5)
-    if args.sample:
-        if not 0 < args.top_p <= 1:
-            raise ValueError(f"--top-p must be in (0, 1], got {args.top_p}")
-        opts.update(num_beams=1, do_sample=True, top_p=args.top_p, temperature=args.temperature,
-                    generator=torch.Generator(args.device).manual_seed(args.seed))
+    generator = sampling_generator(args, args.device)
     prompt = None
     if args.prompt:
         prompt = tokenizer([args.prompt])["input_ids"].to(args.device)  # (1, T): [CLS] prompt [SEP]
@@ -114,13 +94,14 @@ def run_caption(args) -> int:
         paths = args.images[start : start + args.batch_size]
         pixels = read_images(paths, model).to(args.device)
         with torch.no_grad():
-            ids = model.generate(pixels, prompt, **opts)
+            ids = model.generate(pixels, prompt, generation_config=config, generator=generator)
         for path, row in zip(paths, ids):
             print(f"{path}\t{ids_to_text(tokenizer, row, model.config)}")
     return 0
 
 
 def run_vqa(args) -> int:
+    config = generation_config_from_args(args)
     candidates = read_answer_list(args.answers) if args.answers else None
     model, tokenizer = _load(args, vqa_model)
     pixels = read_images([args.image], model).to(args.device)
@@ -133,7 +114,6 @@ def run_vqa(args) -> int:
                                       enc["attention_mask"].to(args.device), k=args.k)
             print(candidates[int(best[0])])
         else:
-            # BLIP's VQA settings: 3 beams, 1 to 10 tokens
-            ids = model.answer(pixels, q_ids, q_mask, **_generation_options(args, max_new_tokens=10, min_length=1))
+            ids = model.answer(pixels, q_ids, q_mask, generation_config=config)
             print(ids_to_text(tokenizer, ids[0], model.config))
     return 0

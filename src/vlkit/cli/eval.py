@@ -50,6 +50,7 @@ from ..eval.harness import (
 from ..eval.resolve import captioner, load_model_and_tokenizer, require_captioner, vqa_model
 from ..runtime import resolve_device
 from .output import write_json
+from .generation_options import add_generation_arguments, generation_config_from_args
 
 __all__ = ["EVALUATIONS", "RERANKERS", "add_commands", "add_data_arguments", "add_model_arguments"]
 
@@ -175,14 +176,6 @@ def run_retrieval(args) -> int:
 
 
 # ---------------------------------------------------------------------------- captioning
-def _add_generation_arguments(p: argparse.ArgumentParser, *, beams: int, max_new: int, min_length: int) -> None:
-    g = p.add_argument_group("generation")
-    g.add_argument("--num-beams", type=int, default=beams, help=f"beam search width (1: greedy; default {beams}, BLIP's)")
-    g.add_argument("--max-new-tokens", type=int, default=max_new, help=f"at most this many new tokens (default {max_new})")
-    g.add_argument("--min-length", type=int, default=min_length,
-                   help=f"minimum length counting [DEC] and the prompt, as transformers counts it (default {min_length})")
-
-
 def add_captioning(kinds) -> None:
     p = kinds.add_parser("captioning", help="image captioning: BLEU-1..4, CIDEr-D, exact match",
                          description="Caption images with a BLIP and score the captions against references "
@@ -193,7 +186,7 @@ def add_captioning(kinds) -> None:
     add_data_arguments(p, "(image, caption) rows")
     p.add_argument("--caption-key", help="caption column (default: caption/text/title)")
     p.add_argument("--prompt", default=None, help='text the captions continue (e.g. "a picture of "); not scored')
-    _add_generation_arguments(p, beams=3, max_new=20, min_length=5)
+    add_generation_arguments(p, beams=3, max_new=20, min_length=5)
     p.add_argument("--show", type=int, default=5, help="print this many (caption, reference) examples (default 5)")
     p.set_defaults(run=run_captioning, batch_size=64)
 
@@ -204,8 +197,7 @@ def run_captioning(args) -> int:
     images, references = captioning_data(model, _data_source(args), caption_key=args.caption_key)
     result = evaluate_captioning(model, tokenizer, images, references, batch_size=args.batch_size, device=device,
                                  prompt=args.prompt, progress=_progress(),
-                                 num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
-                                 min_length=args.min_length)
+                                 generation_config=generation_config_from_args(args))
     report(result, args.json_out, "captioning (BLEU and CIDEr-D as pycocoevalcap; exact match in %)", show=args.show)
     return 0
 
@@ -226,7 +218,7 @@ def add_vqa(kinds) -> None:
                    help="rank a closed answer list instead of generating (BLIP's VQA evaluation): a file with one "
                         "answer per line, or 'all' for every answer of the data (the shapes' 20 answers)")
     p.add_argument("--k", type=int, default=128, help="answers shortlisted by their first token before ranking")
-    _add_generation_arguments(p, beams=3, max_new=10, min_length=1)
+    add_generation_arguments(p, beams=3, max_new=10, min_length=1)
     p.set_defaults(run=run_vqa, batch_size=64)
 
 
@@ -239,7 +231,7 @@ def run_vqa(args) -> int:
     candidates = all_answers if args.answers == "all" else answer_list
     result = evaluate_vqa(model, tokenizer, items, answer_lists, types, candidates=candidates, k=args.k,
                           batch_size=args.batch_size, device=device,
-                          num_beams=args.num_beams, max_new_tokens=args.max_new_tokens, min_length=args.min_length)
+                          generation_config=generation_config_from_args(args))
     how = f"ranking {len(candidates)} answers" if candidates is not None else "generated answers"
     report(result, args.json_out, f"VQA accuracy (%), {how}")
     return 0

@@ -2,6 +2,7 @@
 score the captions against references with BLEU-1..4, CIDEr-D and exact match.
 
     captions = generate_captions(model, tokenizer, pixel_batches, num_beams=3, min_length=5)
+    captions = generate_captions(model, tokenizer, pixel_batches, generation_config=GenerationConfig(num_beams=3))
     captioning_scores(captions, references)   # {"bleu_1".."bleu_4", "cider", "exact_match"}
 
 Captions and references are compared after :func:`vlkit.eval.caption_metrics.simple_tokenize`
@@ -11,18 +12,13 @@ equals one of their references.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from contextlib import nullcontext
 
 import torch
 from tqdm.auto import tqdm
 
+from ..models.generation_config import GenerationConfig
+from ..runtime import autocast, eval_mode
 from .caption_metrics import caption_scores, simple_tokenize
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def decode_generated(tokenizer, ids: torch.Tensor | Sequence[int], text_config, skip: int = 1) -> str:
@@ -50,28 +46,25 @@ def prompt_ids(tokenizer, prompt: str | None) -> torch.Tensor | None:
 def generate_captions(
     model, tokenizer, batches: Iterable[torch.Tensor], *, prompt: str | None = None,
     device: torch.device | str = "cpu", precision: str = "auto", progress: bool = False, total: int | None = None,
-    **generate_options,
+    generation_config: GenerationConfig | None = None, **overrides,
 ) -> list[str]:
     """One caption per image of ``batches`` (pixel values (B, 3, H, W)), without the prompt.
 
-    ``generate_options`` go to ``model.generate`` (``num_beams``, ``max_new_tokens``,
-    ``min_length``, ...); greedy by default.
+    ``generation_config`` and the keyword ``overrides`` (``num_beams``, ``max_new_tokens``,
+    ``min_length``, ...) go to ``model.generate``; greedy by default.
     """
     device = torch.device(device)
     prompt_t = prompt_ids(tokenizer, prompt)
     skip = 1 if prompt_t is None else prompt_t.shape[1] - 1  # [DEC] + the prompt's words (its [SEP] is dropped)
     if prompt_t is not None:
         prompt_t = prompt_t.to(device)
-    was_training = model.training
-    model.eval()
     captions: list[str] = []
-    try:
+    with eval_mode(model):
         for pixels in tqdm(batches, desc="captions", total=total, disable=not progress, leave=False):
-            with _autocast(device, precision):
-                out = model.generate(pixels.to(device), prompt_t, **generate_options)  # (B, L)
+            with autocast(device, precision):
+                out = model.generate(pixels.to(device), prompt_t, generation_config=generation_config,
+                                     **overrides)  # (B, L)
             captions += [decode_generated(tokenizer, row, model.config.text, skip) for row in out.cpu()]
-    finally:
-        model.train(was_training)
     return captions
 
 

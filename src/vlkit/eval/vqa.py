@@ -13,19 +13,16 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from contextlib import nullcontext
 
 import torch
 
+from ..models.generation_config import GenerationConfig
+from ..runtime import autocast, eval_mode
 from .vqa_metrics import normalize_answer, vqa_accuracy
 
 SINGLE_ANSWER_ANNOTATORS = 10  # a question with one answer counts as ten annotators who agree
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
+# BLIP's VQA decoding: 1 to 10 answer tokens (BLIP evaluates with 3 beams, see the CLI)
+VQA_GENERATION = GenerationConfig(max_new_tokens=10, min_length=1)
 
 
 def _check(pixel_values: torch.Tensor, questions: Sequence[str]) -> None:
@@ -42,34 +39,33 @@ def _decode_answer(tokenizer, row: torch.Tensor, text_config) -> str:
 @torch.no_grad()
 def answer_questions(
     model, tokenizer, pixel_values: torch.Tensor, questions: Sequence[str], *, device: torch.device | str = "cpu",
-    precision: str = "auto", batch_size: int = 256, num_beams: int = 1, max_new_tokens: int = 10, min_length: int = 1,
+    precision: str = "auto", batch_size: int = 256, generation_config: GenerationConfig | None = None, **overrides,
 ) -> list[str]:
     """The generated answer to ``questions[i]`` about image ``pixel_values[i]`` (N, 3, H, W).
 
     Questions are tokenized one by one and run in groups of equal length (no padding), at most
-    ``batch_size`` at a time; greedy unless ``num_beams > 1`` (BLIP's demo uses 3).
+    ``batch_size`` at a time. ``generation_config`` (default ``VQA_GENERATION``: greedy, at most
+    10 tokens) and the keyword ``overrides`` (``num_beams=3`` as BLIP's demo, ...) go to
+    ``model.answer``.
     """
     _check(pixel_values, questions)
     device = torch.device(device)
+    config = (generation_config or VQA_GENERATION).replace(**overrides)
     encoded = [tokenizer([q])["input_ids"][0] for q in questions]  # (T_i,) each
     groups: dict[int, list[int]] = defaultdict(list)
     for i, ids in enumerate(encoded):
         groups[len(ids)].append(i)
     answers: list[str] = [""] * len(questions)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for _, index in sorted(groups.items()):
             for s in range(0, len(index), batch_size):
                 part = index[s : s + batch_size]
                 ids = torch.stack([encoded[i] for i in part]).to(device)  # (b, T), no padding
-                with _autocast(device, precision):
-                    out = model.answer(pixel_values[part].to(device), ids, torch.ones_like(ids), num_beams=num_beams,
-                                       max_new_tokens=max_new_tokens, min_length=min_length)  # (b, L)
+                with autocast(device, precision):
+                    out = model.answer(pixel_values[part].to(device), ids, torch.ones_like(ids),
+                                       generation_config=config)  # (b, L)
                 for i, row in zip(part, out.cpu()):
                     answers[i] = _decode_answer(tokenizer, row, model.config.text)
-    finally:
-        model.train(was_training)
     return answers
 
 
@@ -87,17 +83,13 @@ def rank_answer_list(
     cand = tokenizer(list(candidates), padding="longest")
     a_ids, a_mask = cand["input_ids"].to(device), cand["attention_mask"].to(device)  # (A, L)
     out: list[str] = []
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for s in range(0, len(questions), batch_size):
             q = tokenizer(list(questions[s : s + batch_size]), padding="longest")
-            with _autocast(device, precision):
+            with autocast(device, precision):
                 best = model.rank_answers(pixel_values[s : s + batch_size].to(device), q["input_ids"].to(device),
                                           q["attention_mask"].to(device), a_ids, a_mask, k=k)  # (b,)
             out += [candidates[i] for i in best.tolist()]
-    finally:
-        model.train(was_training)
     return out
 
 

@@ -5,13 +5,14 @@ from .base import CheckpointError, Model
 from .bert import BertConfig, BertModel
 from .blip import Blip, BlipConfig, BlipTextConfig, itm_rerank
 from .clip import CLIP, CLIPConfig, CLIPTextConfig
+from .generation_config import GenerationConfig
 from .gpt import GPT, GPTConfig
 from .loading import from_pretrained
 from .registry import create_model, list_models, register
 from .vit import ViT, ViTConfig
 
 __all__ = [
-    "CheckpointError", "Model", "BertConfig", "BertModel", "GPT", "GPTConfig", "ViT", "ViTConfig",
+    "CheckpointError", "Model", "GenerationConfig", "BertConfig", "BertModel", "GPT", "GPTConfig", "ViT", "ViTConfig",
     "CLIP", "CLIPConfig", "CLIPTextConfig",
     "Blip", "BlipConfig", "BlipTextConfig", "itm_rerank",
     "ALBEF", "ALBEFConfig", "ALBEFTextConfig",

@@ -28,12 +28,13 @@ from torch import nn
 
 from ..constants import CLIP_MEAN, CLIP_STD
 from ..layers import KVCache, Transformer, build_attention_mask
+from ..runtime import eval_mode
 from .base import Model
 from .bert import BertEmbeddings, MLMHead, init_weights
-from .generation import beam_search, decode
+from .generation import CachedStep, generate_tokens
+from .generation_config import GenerationConfig, resolve_generation_config
 from .registry import register, register_family
 from .vit import ViT, ViTConfig
-
 
 
 def blip_vision_config(**fields) -> ViTConfig:
@@ -154,40 +155,6 @@ class BlipTextTransformer(nn.Module):
         if context is not None and context_mask is not None:
             cmask = build_attention_mask(context_mask, T, context.shape[1])  # (B, 1, 1, S)
         return self.transformer(x, attn_mask=mask, is_causal=is_causal, context=context, context_mask=cmask, cache=cache)
-
-
-class _DecoderStep:
-    """Step function for :mod:`vlkit.models.generation`: new ids -> next-token logits on the
-    decoder's KV cache. Cross-attention K/V over the context are computed at the first step and
-    then read from the cache (which reorders them with the beams)."""
-
-    def __init__(self, model: "Blip", context: torch.Tensor, context_mask: torch.Tensor | None,
-                 attention_mask: torch.Tensor | None):
-        self.model = model
-        self.cache = KVCache(model.config.text.num_layers)
-        self.context, self.context_mask, self.attention_mask = context, context_mask, attention_mask
-
-    def __call__(self, new_ids: torch.Tensor) -> torch.Tensor:
-        past = self.cache.length
-        position_ids = None
-        if self.attention_mask is not None:
-            if past:  # the new tokens are real
-                ones = self.attention_mask.new_ones(new_ids.shape[0], new_ids.shape[1])
-                self.attention_mask = torch.cat([self.attention_mask, ones], dim=1)
-            position_ids = (self.attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]
-        hidden = self.model.text_decoder(
-            new_ids, self.attention_mask, context=self.context, context_mask=self.context_mask, causal=True,
-            cache=self.cache, position_ids=position_ids,
-        )  # (N, t, H)
-        return self.model.lm_logits(hidden[:, -1])  # (N, V)
-
-    def reorder(self, index: torch.Tensor) -> None:
-        # self.context is only read at the first step; after it the cache holds its K/V
-        self.cache.reorder(index)
-        if self.attention_mask is not None:
-            self.attention_mask = self.attention_mask.index_select(0, index)
-        if self.context_mask is not None:
-            self.context_mask = self.context_mask.index_select(0, index)
 
 
 @register_family
@@ -342,33 +309,29 @@ class Blip(Model):
         return out
 
     # --- inference --------------------------------------------------------------------------
-    def _decode(self, ids, mask, context, context_mask, *, max_new_tokens, num_beams, do_sample, temperature, top_k,
-                top_p, min_length, repetition_penalty, length_penalty, generator) -> torch.Tensor:
+    def _next_logits(self, new_ids: torch.Tensor, *, attention_mask: torch.Tensor | None,
+                     position_ids: torch.Tensor | None, cache: KVCache, context: torch.Tensor,
+                     context_mask: torch.Tensor | None) -> torch.Tensor:
+        """The decoding step: new ids (N, t) on the decoder's cache -> logits of the last position
+        (N, V). Cross-attention K/V over ``context`` are computed at the first step, then read
+        from the cache (which reorders them with the beams)."""
+        hidden = self.text_decoder(new_ids, attention_mask, context=context, context_mask=context_mask, causal=True,
+                                   cache=cache, position_ids=position_ids)  # (N, t, H)
+        return self.lm_logits(hidden[:, -1])  # (N, V)
+
+    def _decode(self, ids: torch.Tensor, mask: torch.Tensor | None, context: torch.Tensor,
+                config: GenerationConfig, generator: torch.Generator | None) -> torch.Tensor:
+        """Decode after ``ids`` (B, T) ([DEC] and any prompt), cross-attending to ``context`` (B, S, Cc)."""
         t = self.config.text
-        if ids.shape[1] + max_new_tokens > t.max_positions:
-            raise ValueError(f"{ids.shape[1]} prompt + {max_new_tokens} new tokens exceed the {t.max_positions} positions")
-        if num_beams < 1:
-            raise ValueError(f"num_beams must be >= 1, got {num_beams}")
-        was_training = self.training
-        self.eval()
-        try:
-            if num_beams > 1:
-                if do_sample:
-                    raise ValueError("beam search with sampling is not supported; use num_beams=1 to sample")
+        step = CachedStep(self._next_logits, KVCache(t.num_layers), attention_mask=mask, context=context,
+                          context_mask=None)
+        return generate_tokens(step, ids, config, generator=generator, max_positions=t.max_positions)
 
-                def rep(x):
-                    return None if x is None else x.repeat_interleave(num_beams, dim=0)
-
-                step = _DecoderStep(self, rep(context), rep(context_mask), rep(mask))
-                return beam_search(step, rep(ids), max_new_tokens, num_beams, eos_token_id=t.sep_token_id,
-                                   pad_token_id=t.pad_token_id, length_penalty=length_penalty, min_length=min_length,
-                                   repetition_penalty=repetition_penalty)
-            return decode(_DecoderStep(self, context, context_mask, mask), ids, max_new_tokens,
-                          eos_token_id=t.sep_token_id, pad_token_id=t.pad_token_id, do_sample=do_sample,
-                          temperature=temperature, top_k=top_k, top_p=top_p, min_length=min_length,
-                          repetition_penalty=repetition_penalty, generator=generator)
-        finally:
-            self.train(was_training)
+    def _generation_config(self, generation_config: GenerationConfig | None, overrides: dict,
+                           default: GenerationConfig) -> GenerationConfig:
+        t = self.config.text  # captions and answers end with [SEP] and are padded with [PAD]
+        return resolve_generation_config(generation_config, overrides, default=default,
+                                         eos_token_id=t.sep_token_id, pad_token_id=t.pad_token_id)
 
     @torch.no_grad()
     def generate(
@@ -377,48 +340,46 @@ class Blip(Model):
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         *,
-        max_new_tokens: int = 20,
-        num_beams: int = 1,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        min_length: int = 0,
-        repetition_penalty: float = 1.0,
-        length_penalty: float = 1.0,
+        generation_config: GenerationConfig | None = None,
         generator: torch.Generator | None = None,
+        **overrides,
     ) -> torch.Tensor:
         """Caption images (B, 3, H, W) -> token ids (B, L): [DEC], the prompt, the caption, [SEP],
-        padding. Greedy unless ``do_sample`` (temperature, top-k, nucleus ``top_p``) or
-        ``num_beams > 1``.
+        padding. Options come from ``generation_config`` (default: 20 new tokens, greedy) with
+        keyword ``overrides`` on top (``num_beams=3``, ``min_length=5``, ``do_sample=True``, ...).
 
         ``input_ids`` is an optional prompt as the tokenizer gives it ([CLS] a picture of [SEP];
         one row is used for every image): as in BLIP and transformers its first token becomes
         [DEC] and its last one is dropped. Left-padded prompts pass ``attention_mask``; their first
-        real token becomes [DEC]. ``min_length`` counts the prompt, as transformers does.
+        real token becomes [DEC]. ``min_length`` counts [DEC] and the prompt, as transformers
+        does; ``min_new_tokens`` counts the caption only.
         """
+        config = self._generation_config(generation_config, overrides, GenerationConfig(max_new_tokens=20))
         self._require("text_decoder")
         if self.config.decoder_context != "image":
             raise ValueError("this BLIP's decoder reads an encoded question (a VQA model): use answer()")
-        image = self.image_embeds(pixel_values)  # (B, 1 + N, Cv)
-        B, t = image.shape[0], self.config.text
+        with eval_mode(self):
+            image = self.image_embeds(pixel_values)  # (B, 1 + N, Cv)
+            ids, mask = self._caption_prompt(image.shape[0], input_ids, attention_mask, image.device)
+            return self._decode(ids, mask, image, config, generator)
+
+    def _caption_prompt(self, B: int, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
+                        device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The decoder's first ids (B, T) and mask: [DEC] alone, or [DEC] and the prompt's words."""
+        t = self.config.text
         if input_ids is None:
-            ids, mask = torch.full((B, 1), t.bos_token_id, dtype=torch.long, device=image.device), None
-        else:
-            if input_ids.dim() != 2 or input_ids.shape[1] < 2 or input_ids.shape[0] not in (1, B):
-                raise ValueError(f"prompt input_ids must be (1 or {B}, T >= 2) ([CLS] ... [SEP]), got {tuple(input_ids.shape)}")
-            ids = input_ids.expand(B, -1).clone()
-            if attention_mask is None:
-                ids[:, 0] = t.bos_token_id
-            else:  # left padding: the first real token becomes [DEC] (transformers swaps column 0)
-                first = attention_mask.expand(B, -1).long().argmax(dim=1)  # (B,)
-                ids[torch.arange(B, device=ids.device), first] = t.bos_token_id
-            ids = ids[:, :-1]
-            mask = None if attention_mask is None else attention_mask.expand(B, -1)[:, :-1]
-        return self._decode(ids, mask, image, None, max_new_tokens=max_new_tokens, num_beams=num_beams,
-                            do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
-                            min_length=min_length, repetition_penalty=repetition_penalty,
-                            length_penalty=length_penalty, generator=generator)
+            return torch.full((B, 1), t.bos_token_id, dtype=torch.long, device=device), None
+        if input_ids.dim() != 2 or input_ids.shape[1] < 2 or input_ids.shape[0] not in (1, B):
+            raise ValueError(f"prompt input_ids must be (1 or {B}, T >= 2) ([CLS] ... [SEP]), "
+                             f"got {tuple(input_ids.shape)}")
+        ids = input_ids.expand(B, -1).clone()
+        if attention_mask is None:
+            ids[:, 0] = t.bos_token_id
+        else:  # left padding: the first real token becomes [DEC] (transformers swaps column 0)
+            first = attention_mask.expand(B, -1).long().argmax(dim=1)  # (B,)
+            ids[torch.arange(B, device=ids.device), first] = t.bos_token_id
+        mask = None if attention_mask is None else attention_mask.expand(B, -1)[:, :-1]
+        return ids[:, :-1], mask
 
     @torch.no_grad()
     def answer(
@@ -427,27 +388,21 @@ class Blip(Model):
         question_ids: torch.Tensor,
         question_mask: torch.Tensor | None = None,
         *,
-        max_new_tokens: int = 10,
-        num_beams: int = 1,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        min_length: int = 0,
-        repetition_penalty: float = 1.0,
-        length_penalty: float = 1.0,
+        generation_config: GenerationConfig | None = None,
         generator: torch.Generator | None = None,
+        **overrides,
     ) -> torch.Tensor:
         """VQA by generation: the question (B, T) is encoded with the image (mode 3) and the decoder,
         cross-attending to every question position (as BLIP and transformers do), writes the
-        answer. Returns (B, L): [DEC] answer [SEP] padding."""
+        answer. Returns (B, L): [DEC] answer [SEP] padding. Options as :meth:`generate` (default:
+        10 new tokens, greedy)."""
+        config = self._generation_config(generation_config, overrides, GenerationConfig(max_new_tokens=10))
         self._require_vqa()
-        question = self.fused_hidden(question_ids, question_mask, self.image_embeds(pixel_values))  # (B, T, H)
-        ids = torch.full((question.shape[0], 1), self.config.text.bos_token_id, dtype=torch.long, device=question.device)
-        return self._decode(ids, None, question, None, max_new_tokens=max_new_tokens, num_beams=num_beams,
-                            do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
-                            min_length=min_length, repetition_penalty=repetition_penalty,
-                            length_penalty=length_penalty, generator=generator)
+        with eval_mode(self):
+            question = self.fused_hidden(question_ids, question_mask, self.image_embeds(pixel_values))  # (B, T, H)
+            ids = torch.full((question.shape[0], 1), self.config.text.bos_token_id, dtype=torch.long,
+                             device=question.device)
+            return self._decode(ids, None, question, config, generator)
 
     @torch.no_grad()
     def rank_answers(
@@ -513,9 +468,7 @@ def itm_rerank(
         raise ValueError(f"sims must be (images, texts) = ({n_img}, {n_txt}), got {tuple(sims.shape)}")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         image = torch.cat([model.image_embeds(pixel_values[i : i + batch_size])
                            for i in range(0, n_img, batch_size)])  # (N_img, 1 + N, Cv)
         sims = sims.to(image.device, torch.float32)
@@ -536,8 +489,6 @@ def itm_rerank(
             s = scores(img_idx.flatten(), txt_idx.flatten()).view_as(top_sim) + (top_sim if add_itc else 0.0)
             results.append(torch.full_like(sim, -float("inf")).scatter_(1, top_idx, s))
         return results[0], results[1]
-    finally:
-        model.train(was_training)
 
 
 def _blip(vision: dict, text: dict, embed_dim: int, **parts) -> BlipConfig:

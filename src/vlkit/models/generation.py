@@ -1,17 +1,28 @@
-"""Decoding on a KV cache: greedy, sampling (temperature, top-k, top-p) and beam search.
+"""Decoding on a KV cache, for every decoder: greedy, sampling (temperature, top-k, top-p) and
+beam search, driven by one step protocol.
 
-Every strategy drives a *step function*: ``step(new_ids) -> logits`` takes the tokens not yet
-seen by the model ((N, t) ids), runs them on the model's cache and returns the next-token logits
-of the last position (N, V). Beam search also calls ``step.reorder(index)`` to keep the cache
-rows of the surviving beams. The numerics follow transformers' ``generate`` (same logits
-processing order, same beam bookkeeping), so equal models give equal tokens.
+A *step function* ``step(new_ids) -> logits`` takes the tokens the model has not seen yet ((N, t)
+ids), runs them on the model's cache and returns the next-token logits of the last position
+(N, V); ``step.reorder(index)`` keeps the cache rows ``index`` (beam search). :class:`CachedStep`
+is that step for every vlkit decoder (GPT, BLIP's text decoder): the model supplies one function
+``forward(new_ids, *, attention_mask, position_ids, cache, **rows) -> (N, V) logits`` and
+:class:`CachedStep` keeps the cache, the padding mask, the positions and the per-row tensors
+(``rows``: e.g. the image a decoder cross-attends to) in step with the beams.
+
+:func:`generate_tokens` is the one entry point the models call. The numerics follow
+transformers' ``generate`` (same logits processing order, same beam bookkeeping), so equal
+models give equal tokens.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
 import torch.nn.functional as F
+
+from ..layers import KVCache
+from .generation_config import GenerationConfig
 
 
 class StepFunction(Protocol):
@@ -20,34 +31,73 @@ class StepFunction(Protocol):
     def reorder(self, index: torch.Tensor) -> None: ...
 
 
-def _process(
-    scores: torch.Tensor,
-    ids: torch.Tensor,
-    *,
-    eos_token_id: int | None,
-    min_length: int,
-    repetition_penalty: float,
-) -> torch.Tensor:
-    """Repetition penalty (CTRL) and minimum length, in transformers' order. scores: (N, V)."""
-    if repetition_penalty != 1.0:
+class CachedStep:
+    """The step function of a decoder with a :class:`~vlkit.layers.KVCache`.
+
+    ``attention_mask`` (N, T_prompt), 1 for real tokens, is for left-padded prompts: it grows by
+    one column per step and gives the positions (real tokens counted from 0). ``rows`` are
+    per-row tensors handed to ``forward`` at every step (None allowed) and reordered with the
+    beams, e.g. ``context=image_embeds, context_mask=None``.
+    """
+
+    def __init__(self, forward: Callable[..., torch.Tensor], cache: KVCache, *,
+                 attention_mask: torch.Tensor | None = None, **rows: torch.Tensor | None):
+        self.forward, self.cache = forward, cache
+        self.attention_mask = attention_mask
+        self.rows = rows
+
+    def __call__(self, new_ids: torch.Tensor) -> torch.Tensor:
+        past = self.cache.length
+        position_ids = None
+        if self.attention_mask is not None:
+            if past:  # the new tokens are real
+                ones = self.attention_mask.new_ones(new_ids.shape[0], new_ids.shape[1])
+                self.attention_mask = torch.cat([self.attention_mask, ones], dim=1)  # (N, past + t)
+            position_ids = (self.attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]  # (N, t)
+        return self.forward(new_ids, attention_mask=self.attention_mask, position_ids=position_ids,
+                            cache=self.cache, **self.rows)  # (N, V)
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep rows ``index`` (N',) of the cache, the mask and the row tensors; before the first
+        step this expands a batch, e.g. every prompt ``num_beams`` times."""
+        self.cache.reorder(index)
+        if self.attention_mask is not None:
+            self.attention_mask = self.attention_mask.index_select(0, index)
+        self.rows = {k: None if v is None else v.index_select(0, index) for k, v in self.rows.items()}
+
+
+def _special_tokens(config: GenerationConfig) -> tuple[int | None, int | None]:
+    """(eos, pad) of a config whose special tokens are ids or None."""
+    eos, pad = config.eos_token_id, config.pad_token_id
+    if isinstance(eos, str) or isinstance(pad, str):
+        raise ValueError(f"decoding needs the model's eos/pad ids, got {eos!r}/{pad!r}: "
+                         "call config.with_model_tokens(eos, pad)")
+    return eos, pad
+
+
+def _process(scores: torch.Tensor, ids: torch.Tensor, config: GenerationConfig, prompt_len: int) -> torch.Tensor:
+    """Repetition penalty (CTRL), then minimum length and minimum new tokens, in transformers'
+    order. scores: (N, V); ids (N, L): the sequences so far, prompt included."""
+    if config.repetition_penalty != 1.0:
         seen = torch.gather(scores, 1, ids)
-        seen = torch.where(seen < 0, seen * repetition_penalty, seen / repetition_penalty)
+        seen = torch.where(seen < 0, seen * config.repetition_penalty, seen / config.repetition_penalty)
         scores = scores.scatter(1, ids, seen)
-    if eos_token_id is not None and ids.shape[1] < min_length:
+    eos, length = _special_tokens(config)[0], ids.shape[1]
+    if eos is not None and (length < config.min_length or length - prompt_len < config.min_new_tokens):
         scores = scores.clone()
-        scores[:, eos_token_id] = -float("inf")
+        scores[:, eos] = -float("inf")
     return scores
 
 
-def _warp(scores: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
-    """Temperature, then top-k, then nucleus (top-p) filtering of logits (N, V)."""
+def _warp(scores: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    """Temperature, then top-k (0: off), then nucleus top-p (1.0: off) filtering of logits (N, V)."""
     if temperature != 1.0:
         scores = scores / temperature
-    if top_k is not None and top_k > 0:
+    if top_k > 0:
         k = min(top_k, scores.shape[-1])
         kth = torch.topk(scores, k, dim=-1).values[:, -1:]
         scores = scores.masked_fill(scores < kth, -float("inf"))
-    if top_p is not None and top_p < 1.0:
+    if top_p < 1.0:
         sorted_scores, order = torch.sort(scores, descending=False)
         cum = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
         remove = cum <= (1 - top_p)
@@ -57,67 +107,66 @@ def _warp(scores: torch.Tensor, temperature: float, top_k: int | None, top_p: fl
 
 
 @torch.no_grad()
-def decode(
+def generate_tokens(
     step: StepFunction,
     input_ids: torch.Tensor,
-    max_new_tokens: int,
+    config: GenerationConfig,
     *,
-    eos_token_id: int | None = None,
-    pad_token_id: int | None = None,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    min_length: int = 0,
-    repetition_penalty: float = 1.0,
     generator: torch.Generator | None = None,
+    max_positions: int | None = None,
+) -> torch.Tensor:
+    """Decode ``input_ids`` (B, T) -> (B, T + new), the prompt first: greedy, sampled
+    (``do_sample``) or beam search (``num_beams > 1``), as ``config`` says. ``step`` holds the
+    batch of ``input_ids`` on an empty cache; beam search expands it (``step.reorder``).
+    ``config``'s special tokens must be ids or None (see ``GenerationConfig.with_model_tokens``)."""
+    _special_tokens(config)
+    if input_ids.dim() != 2 or input_ids.shape[1] == 0:
+        raise ValueError(f"input_ids must be a non-empty (B, T) tensor, got shape {tuple(input_ids.shape)}")
+    if max_positions is not None and input_ids.shape[1] + config.max_new_tokens > max_positions:
+        raise ValueError(f"{input_ids.shape[1]} prompt + {config.max_new_tokens} new tokens exceed the "
+                         f"{max_positions} positions of the model")
+    if config.num_beams == 1:
+        return decode(step, input_ids, config, generator=generator)
+    B, nb = input_ids.shape[0], config.num_beams
+    step.reorder(torch.arange(B, device=input_ids.device).repeat_interleave(nb))  # every prompt nb times
+    return beam_search(step, input_ids.repeat_interleave(nb, dim=0), config)
+
+
+@torch.no_grad()
+def decode(
+    step: StepFunction, input_ids: torch.Tensor, config: GenerationConfig, *, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """Greedy (default) or sampled decoding. input_ids (N, T) -> (N, T + new) with the prompt first.
 
     Rows that produced ``eos_token_id`` are continued with ``pad_token_id`` (eos when None) and
     decoding stops early once every row is finished.
     """
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if do_sample and temperature <= 0:
-        raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
-    pad = pad_token_id if pad_token_id is not None else eos_token_id
+    eos, pad = _special_tokens(config)
+    prompt_len = input_ids.shape[1]
     ids = input_ids
     finished = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
     new_ids = ids
-    for _ in range(max_new_tokens):
+    for _ in range(config.max_new_tokens):
         logits = step(new_ids).float()  # (N, V)
-        scores = _process(logits, ids, eos_token_id=eos_token_id, min_length=min_length,
-                          repetition_penalty=repetition_penalty)
-        if do_sample:
-            probs = _warp(scores, temperature, top_k, top_p).softmax(dim=-1)
-            next_ids = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        scores = _process(logits, ids, config, prompt_len)
+        if config.do_sample:
+            probs = _warp(scores, config.temperature, config.top_k, config.top_p).softmax(dim=-1)
+            next_ids = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (N,)
         else:
-            next_ids = scores.argmax(dim=-1)
-        if eos_token_id is not None:
-            next_ids = torch.where(finished, torch.full_like(next_ids, pad), next_ids)
-            finished |= next_ids == eos_token_id
+            next_ids = scores.argmax(dim=-1)  # (N,)
+        if eos is not None:
+            fill = pad if pad is not None else eos
+            next_ids = torch.where(finished, torch.full_like(next_ids, fill), next_ids)
+            finished |= next_ids == eos
         new_ids = next_ids[:, None]
         ids = torch.cat([ids, new_ids], dim=1)
-        if eos_token_id is not None and bool(finished.all()):
+        if eos is not None and bool(finished.all()):
             break
     return ids
 
 
 @torch.no_grad()
-def beam_search(
-    step: StepFunction,
-    input_ids: torch.Tensor,
-    max_new_tokens: int,
-    num_beams: int,
-    *,
-    eos_token_id: int | None = None,
-    pad_token_id: int | None = None,
-    length_penalty: float = 1.0,
-    early_stopping: bool = False,
-    min_length: int = 0,
-    repetition_penalty: float = 1.0,
-) -> torch.Tensor:
+def beam_search(step: StepFunction, input_ids: torch.Tensor, config: GenerationConfig) -> torch.Tensor:
     """Beam search. ``input_ids`` (B * num_beams, T) holds each prompt repeated ``num_beams``
     times (the step function's cache is built for that batch). Returns the best hypothesis of
     each prompt, (B, T + new), padded with ``pad_token_id`` (eos when None).
@@ -127,19 +176,21 @@ def beam_search(
     alive when some end, and the search stops when no running beam can beat the worst finished
     one at the current length (``early_stopping=True``: as soon as ``num_beams`` are finished).
     """
+    num_beams, length_penalty = config.num_beams, config.length_penalty
+    eos, pad = _special_tokens(config)
     N, prompt_len = input_ids.shape
     if N % num_beams:
         raise ValueError(f"batch of {N} rows is not a multiple of num_beams={num_beams}")
     B, device = N // num_beams, input_ids.device
-    max_len = prompt_len + max_new_tokens
-    fill = pad_token_id if pad_token_id is not None else (eos_token_id if eos_token_id is not None else -1)
+    max_len = prompt_len + config.max_new_tokens
+    fill = pad if pad is not None else (eos if eos is not None else -1)
     keep = 2 * num_beams
 
     running = torch.full((B, num_beams, max_len), fill, dtype=torch.long, device=device)
     running[:, :, :prompt_len] = input_ids.view(B, num_beams, prompt_len)
     running_scores = torch.zeros(B, num_beams, device=device)
     running_scores[:, 1:] = -1e9  # only the first copy of each prompt starts a beam
-    done = running.clone()  # finished hypotheses
+    done = running.clone()  # finished hypotheses (B, nb, L)
     done_scores = torch.full((B, num_beams), -1e9, device=device)
     done_lens = torch.full((B, num_beams), prompt_len, dtype=torch.long, device=device)
     is_done = torch.zeros(B, num_beams, dtype=torch.bool, device=device)
@@ -149,17 +200,14 @@ def beam_search(
     new_ids = input_ids
     for cur in range(prompt_len, max_len):
         logits = step(new_ids).float()  # (B * nb, V)
-        log_probs = _process(
-            F.log_softmax(logits, dim=-1), running[:, :, :cur].reshape(N, cur),
-            eos_token_id=eos_token_id, min_length=min_length, repetition_penalty=repetition_penalty,
-        )
+        log_probs = _process(F.log_softmax(logits, dim=-1), running[:, :, :cur].reshape(N, cur), config, prompt_len)
         V = log_probs.shape[-1]
         total = (log_probs.view(B, num_beams, V) + running_scores[:, :, None]).view(B, num_beams * V)
         top_scores, top_idx = torch.topk(total, keep, dim=1)  # (B, 2nb)
         src_beam, token = top_idx // V, top_idx % V
         cand = running.gather(1, src_beam[:, :, None].expand(-1, -1, max_len)).clone()  # (B, 2nb, L)
         cand[:, :, cur] = token
-        ends = torch.zeros_like(token, dtype=torch.bool) if eos_token_id is None else token == eos_token_id
+        ends = torch.zeros_like(token, dtype=torch.bool) if eos is None else token == eos
         ends = ends | (cur + 1 >= max_len)
 
         # the best num_beams candidates that did not end continue
@@ -172,7 +220,7 @@ def beam_search(
         # candidates among the top num_beams that ended join the finished ones
         gen_len = cur + 1 - prompt_len
         final = top_scores / gen_len**length_penalty
-        full = is_done.all(dim=1, keepdim=True) & early_stopping
+        full = is_done.all(dim=1, keepdim=True) if config.early_stopping else torch.zeros_like(can_improve)
         just_done = ends.clone()
         just_done[:, num_beams:] = False
         final = final + (full | ~can_improve).float() * -1e9 + (~just_done).float() * -1e9
@@ -188,9 +236,10 @@ def beam_search(
 
         # stop when no running beam can still beat the worst finished one
         best_running = running_scores[:, :1] / gen_len**length_penalty
-        worst_done = torch.where(is_done, done_scores.min(dim=1, keepdim=True).values, torch.full_like(done_scores, -1e9))
+        worst = done_scores.min(dim=1, keepdim=True).values  # (B, 1)
+        worst_done = torch.where(is_done, worst, torch.full_like(done_scores, -1e9))
         can_improve = can_improve & (best_running > worst_done).any(dim=-1, keepdim=True)
-        if bool(ends.all()) or not bool(can_improve.any()) or bool(is_done.all() & early_stopping):
+        if bool(ends.all()) or not bool(can_improve.any()) or (config.early_stopping and bool(is_done.all())):
             break
         step.reorder(reorder)
         new_ids = running[:, :, cur : cur + 1].reshape(N, 1)

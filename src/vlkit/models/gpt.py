@@ -9,9 +9,11 @@ import torch
 from torch import nn
 
 from ..layers import KVCache, LearnedPositionEmbedding, TokenEmbedding, Transformer, build_attention_mask
+from ..runtime import eval_mode
 from .base import Model
 from .bert import init_weights
-from .generation import beam_search, decode
+from .generation import CachedStep, generate_tokens
+from .generation_config import GenerationConfig, resolve_generation_config
 from .registry import register, register_family
 
 
@@ -33,32 +35,6 @@ class GPTConfig:
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
-
-
-class _GPTStep:
-    """Feeds new tokens through the model's cache; keeps the padding mask and positions."""
-
-    def __init__(self, model: "GPT", attention_mask: torch.Tensor | None):
-        self.model = model
-        self.cache = KVCache(model.config.num_layers)
-        self.attention_mask = attention_mask  # (N, T_total so far) or None
-
-    def __call__(self, new_ids: torch.Tensor) -> torch.Tensor:
-        past = self.cache.length
-        position_ids = None
-        if self.attention_mask is not None:
-            if past:  # the new tokens are real
-                ones = self.attention_mask.new_ones(new_ids.shape[0], new_ids.shape[1])
-                self.attention_mask = torch.cat([self.attention_mask, ones], dim=1)
-            position_ids = (self.attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]
-        hidden = self.model.hidden_states(new_ids, attention_mask=self.attention_mask, cache=self.cache,
-                                          position_ids=position_ids)
-        return self.model.logits(hidden[:, -1])
-
-    def reorder(self, index: torch.Tensor) -> None:
-        self.cache.reorder(index)
-        if self.attention_mask is not None:
-            self.attention_mask = self.attention_mask.index_select(0, index)
 
 
 @register_family
@@ -90,7 +66,7 @@ class GPT(Model):
         position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """input_ids (B, T) -> final-norm hidden states (B, T, H). ``attention_mask`` (B, past + T)."""
-        B, T = input_ids.shape
+        T = input_ids.shape[1]
         past = 0 if cache is None else cache.length
         x = self.drop(self.tokens(input_ids) + self.positions(T, past, position_ids))  # (B, T, C)
         if attention_mask is None and past == 0:
@@ -108,52 +84,38 @@ class GPT(Model):
         """input_ids (B, T) -> next-token logits (B, T, V)."""
         return self.logits(self.hidden_states(input_ids, attention_mask))
 
+    def _next_logits(self, new_ids: torch.Tensor, *, attention_mask: torch.Tensor | None,
+                     position_ids: torch.Tensor | None, cache: KVCache) -> torch.Tensor:
+        """The decoding step: new ids (N, t) on the cache -> logits of the last position (N, V)."""
+        hidden = self.hidden_states(new_ids, attention_mask=attention_mask, cache=cache, position_ids=position_ids)
+        return self.logits(hidden[:, -1])
+
     @torch.no_grad()
     def generate(
         self,
         input_ids: torch.Tensor,
-        max_new_tokens: int = 20,
+        max_new_tokens: int | None = None,
         *,
         attention_mask: torch.Tensor | None = None,
-        num_beams: int = 1,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        repetition_penalty: float = 1.0,
-        length_penalty: float = 1.0,
-        eos_token_id: int | None = -1,
-        pad_token_id: int | None = None,
+        generation_config: GenerationConfig | None = None,
         generator: torch.Generator | None = None,
+        **overrides,
     ) -> torch.Tensor:
         """Continue prompts (B, T) -> (B, T + new): greedy unless ``do_sample`` or ``num_beams > 1``.
 
-        Left-padded batches pass ``attention_mask``. ``eos_token_id`` defaults to the config's;
-        pass None to never stop early.
+        Options come from ``generation_config`` (default ``GenerationConfig()``: 20 new tokens,
+        greedy) with keyword ``overrides`` on top (``num_beams=4``, ``top_p=0.9``, ...);
+        ``max_new_tokens`` may also be given second. Left-padded batches pass ``attention_mask``.
+        ``eos_token_id`` defaults to the config's; pass None to never stop early.
         """
-        if input_ids.dim() != 2 or input_ids.shape[1] == 0:
-            raise ValueError(f"input_ids must be a non-empty (B, T) tensor, got shape {tuple(input_ids.shape)}")
-        if input_ids.shape[1] + max_new_tokens > self.config.max_positions:
-            raise ValueError(
-                f"{input_ids.shape[1]} prompt + {max_new_tokens} new tokens exceed the {self.config.max_positions} positions"
-            )
-        eos = self.config.eos_token_id if eos_token_id == -1 else eos_token_id
-        was_training = self.training
-        self.eval()
-        try:
-            if num_beams > 1:
-                if do_sample:
-                    raise ValueError("beam search with sampling is not supported; use num_beams=1 to sample")
-                ids = input_ids.repeat_interleave(num_beams, dim=0)
-                mask = None if attention_mask is None else attention_mask.repeat_interleave(num_beams, dim=0)
-                return beam_search(_GPTStep(self, mask), ids, max_new_tokens, num_beams, eos_token_id=eos,
-                                   pad_token_id=pad_token_id, length_penalty=length_penalty,
-                                   repetition_penalty=repetition_penalty)
-            return decode(_GPTStep(self, attention_mask), input_ids, max_new_tokens, eos_token_id=eos,
-                          pad_token_id=pad_token_id, do_sample=do_sample, temperature=temperature, top_k=top_k,
-                          top_p=top_p, repetition_penalty=repetition_penalty, generator=generator)
-        finally:
-            self.train(was_training)
+        if max_new_tokens is not None:
+            overrides["max_new_tokens"] = max_new_tokens
+        config = resolve_generation_config(generation_config, overrides, default=GenerationConfig(),
+                                           eos_token_id=self.config.eos_token_id, pad_token_id=None)
+        with eval_mode(self):
+            step = CachedStep(self._next_logits, KVCache(self.config.num_layers), attention_mask=attention_mask)
+            return generate_tokens(step, input_ids, config, generator=generator,
+                                   max_positions=self.config.max_positions)
 
 
 @register("gpt2")
