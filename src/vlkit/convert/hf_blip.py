@@ -8,6 +8,8 @@ the ITM head; captioning has the text decoder; VQA has both towers and no retrie
 """
 from __future__ import annotations
 
+import dataclasses
+
 from ..constants import CLIP_MEAN, CLIP_STD
 from .hf_bert import EMBEDDING_PAIRS, layer_pairs, mlm_head_pairs
 from .hf_image_processor import image_processor_to_hf
@@ -98,13 +100,28 @@ def architecture(config) -> str:
     return "BlipForConditionalGeneration" if config.text_decoder else "BlipForImageTextRetrieval"
 
 
-def config_to_hf(config) -> dict:
-    """vlkit BlipConfig -> an HF BLIP config.json dict for :func:`architecture`'s class.
+def hf_parts(config) -> dict[str, object]:
+    """The HF checkpoints a BLIP is written as (sub-folder -> the part's config): its main use at the
+    top (:func:`architecture`), and a ``BlipForImageTextRetrieval`` in ``retrieval/`` when the model
+    also has retrieval heads beside a decoder, so that every HF folder holds exactly its class's
+    weights. HF BLIP has no ITC temperature: ``temp`` is not written."""
+    replace = dataclasses.replace
+    if config.text_encoder and not config.retrieval_heads and config.decoder_context == "image" and config.text_decoder:
+        raise ValueError("HF BLIP has no class for a text encoder without retrieval heads beside a captioning decoder")
+    if not config.text_decoder:
+        return {"": config}
+    if config.decoder_context == "question":
+        main = replace(config, retrieval_heads=False)
+    else:
+        main = replace(config, text_encoder=False, retrieval_heads=False, share_encoder_decoder=False)
+    parts = {"": main}
+    if config.retrieval_heads:
+        parts["retrieval"] = replace(config, text_decoder=False, share_encoder_decoder=False, decoder_context="image")
+    return parts
 
-    Every part of the model is written to the weights file: the HF class loads its own parts and
-    leaves the others (a captioner's text encoder and ITM head: ``BlipForImageTextRetrieval``
-    reads them from the same folder); ``vlkit.from_pretrained`` reads them all back.
-    """
+
+def config_to_hf(config) -> dict:
+    """vlkit BlipConfig -> an HF BLIP config.json dict for :func:`architecture`'s class."""
     v, t = config.vision, config.text
     unsupported = [name for name, bad in (
         ("vision.pre_norm=True", v.pre_norm), ("vision.patch_bias=False", not v.patch_bias),
@@ -133,9 +150,15 @@ def config_to_hf(config) -> dict:
     }
 
 
-def state_dict_to_hf(state_dict: StateDict, config=None) -> StateDict:
-    """vlkit BLIP state dict -> HF BLIP keys: the text towers' q, k, v and k, v split (HF's image
-    tower keeps its qkv fused, as vlkit's), every part present written."""
+_PART_KEYS = {"text_encoder": ("text_encoder.",), "text_decoder": ("text_decoder.", "lm_head."),
+              "retrieval_heads": ("vision_proj.", "text_proj.", "itm_head.")}
+
+
+def state_dict_to_hf(state_dict: StateDict, config) -> StateDict:
+    """vlkit BLIP state dict -> HF BLIP keys of the parts ``config`` has (one of :func:`hf_parts`):
+    the text towers' q, k, v and k, v split (HF's image tower keeps its qkv fused, as vlkit's)."""
+    dropped = tuple(p for part, prefixes in _PART_KEYS.items() if not getattr(config, part) for p in prefixes)
+    state_dict = {k: v for k, v in state_dict.items() if k != "temp" and not k.startswith(dropped)}
     text = {k: v for k, v in state_dict.items() if k.startswith(("text_encoder.", "text_decoder."))}
     rest = {k: v for k, v in state_dict.items() if k not in text}
     text = split(split(text, "qkv", ("q", "k", "v")), "kv", ("k", "v"))

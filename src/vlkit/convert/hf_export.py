@@ -69,29 +69,34 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def save_hf(model, out: str | os.PathLike, tokenizer=None) -> Path:
-    """Write ``model`` into the folder ``out`` as HF transformers loads it (see the module docs)."""
+    """Write ``model`` into the folder ``out`` as HF transformers loads it (see the module docs).
+    A model HF holds in two classes (a BLIP captioner with retrieval heads) gets the second in a
+    sub-folder (``out/retrieval``)."""
     from safetensors.torch import save_file
 
     from ..tokenizers.hf import save_hf_tokenizer
 
     conv = hf_writer(model.model_type)
-    config = conv.config_to_hf(model.config)  # refuses what HF cannot represent, before anything is written
+    parts = conv.hf_parts(model.config) if hasattr(conv, "hf_parts") else {"": model.config}
+    configs = {sub: conv.config_to_hf(config) for sub, config in parts.items()}  # refuses what HF cannot hold
     tok = hf_tokenizer(model, tokenizer)
     image = conv.image_processor_config(model.config) if hasattr(conv, "image_processor_config") else None
-    state = {k: v.contiguous() for k, v in conv.state_dict_to_hf(_state_for_file(model), model.config).items()}
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "config.json", config)
-    write_file(out / "model.safetensors", lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     processor = PROCESSORS.get(model.model_type)
-    if tok is not None:
-        save_hf_tokenizer(tok, out, tokenizer_class=conv.TOKENIZER_CLASS, processor_class=processor,
-                          model_max_length=_max_length(model.config))
-    if image is not None:
-        _write_json(out / "preprocessor_config.json", {**image, **({"processor_class": processor} if processor else {})})
-        if processor:
-            _write_json(out / "processor_config.json", {"processor_class": processor, "image_processor": image})
-    return out
+    full_state = _state_for_file(model)
+    for sub, config in parts.items():
+        folder = Path(out) / sub
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.contiguous() for k, v in conv.state_dict_to_hf(full_state, config).items()}
+        _write_json(folder / "config.json", configs[sub])
+        write_file(folder / "model.safetensors", lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+        if tok is not None:
+            save_hf_tokenizer(tok, folder, tokenizer_class=conv.TOKENIZER_CLASS, processor_class=processor,
+                              model_max_length=_max_length(model.config))
+        if image is not None:
+            _write_json(folder / "preprocessor_config.json", {**image, **({"processor_class": processor} if processor else {})})
+            if processor:
+                _write_json(folder / "processor_config.json", {"processor_class": processor, "image_processor": image})
+    return Path(out)
 
 
 def _max_length(config) -> int | None:

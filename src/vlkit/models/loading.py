@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,10 @@ def _load_pickle(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        reason = next((line for line in lines if "Unsupported global" in line), lines[0] if lines else "")
+        text = str(e)
+        call = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        detail = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
+        reason = f"it calls {call[1]}" if call else detail[1].strip() if detail else text.strip().split("\n")[0]
         raise CheckpointError(
             f"{path}: torch.load(weights_only=True) refused it ({reason}); vlkit never runs pickled code, "
             "so save these weights as safetensors"
