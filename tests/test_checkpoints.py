@@ -160,10 +160,12 @@ def test_refused_pickle_is_one_line(tmp_path, capsys):
     ('{"vlkit_model_type": "bert"', "config.json is not valid JSON"),
     ({"vlkit_model_type": "bert"}, "'config' is missing"),
     ({"vlkit_model_type": "bert", "config": 3}, "'config' is 3"),
-    ({"vlkit_model_type": "bert", "config": {"hidden_size": "abc"}}, "BertConfig.hidden_size must be an integer, got 'abc'"),
+    ({"vlkit_model_type": "bert", "config": {"hidden_size": "abc"}},
+     "BertConfig.hidden_size must be an integer, got 'abc'"),
     ({"vlkit_model_type": "bert", "config": {"norm_eps": "1e-12"}}, "BertConfig.norm_eps must be a number"),
     ({"vlkit_model_type": "clip", "config": {"vision": 5}}, "CLIPConfig.vision must be a mapping of ViTConfig fields"),
-    ({"vlkit_model_type": "clip", "config": {"vision": {"image_mean": [0.5, 0.5]}}}, "ViTConfig.image_mean must be a list of 3"),
+    ({"vlkit_model_type": "clip", "config": {"vision": {"image_mean": [0.5, 0.5]}}},
+     "ViTConfig.image_mean must be a list of 3"),
     ({"vlkit_model_type": "nope", "config": {}}, "unknown vlkit model type 'nope'"),
     ({"model_type": "bert"}, "HF bert config lacks or mistypes 'vocab_size'"),
 ])
@@ -270,7 +272,8 @@ def test_hf_folder_tokenizer_comes_with_the_model(tmp_path):
     cfg = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                   intermediate_size=64, max_position_embeddings=32)
     transformers.BertModel(cfg).save_pretrained(tmp_path / "hf")
-    hf_tok = transformers.AutoTokenizer.from_pretrained(str(vlkit.get_tokenizer("bert-base-uncased").save(tmp_path / "t")))
+    bert_tokenizer = vlkit.get_tokenizer("bert-base-uncased").save(tmp_path / "t")
+    hf_tok = transformers.AutoTokenizer.from_pretrained(str(bert_tokenizer))
     hf_tok.save_pretrained(tmp_path / "hf")
     model = vlkit.from_pretrained(tmp_path / "hf")
     text = "The Quick brown fox, jumping!"

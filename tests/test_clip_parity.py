@@ -166,7 +166,8 @@ def test_open_clip_parity(tmp_path, quick_gelu, weights, arch):
         assert model.scale().item() == pytest.approx(ref_scale.item())
     if weights == "safetensors":  # open_clip -> HF transformers through `vlkit convert`
         tok = _word_tokenizer().save(tmp_path / "tok")  # open_clip's folder names no tokenizer of 99 tokens
-        assert cli_main(["convert", str(tmp_path), "--to", "hf", str(tmp_path / "hf"), "--tokenizer", str(tok)]) == 0
+        argv = ["convert", str(tmp_path), "--to", "hf", str(tmp_path / "hf"), "--tokenizer", str(tok)]
+        assert cli_main(argv) == 0
         hf = transformers.CLIPModel.from_pretrained(str(tmp_path / "hf")).eval()
         with torch.no_grad():
             assert max_diff(hf.get_image_features(pixel_values=pixels).pooler_output, ref.encode_image(pixels)) <= TOL

@@ -13,7 +13,11 @@ from pathlib import Path
 
 # The tokenizer a family's recipes train with when none is named: used for a model folder that
 # holds none (a `vlkit train` run writes the model without it), when the vocabulary size matches.
-RECIPE_TOKENIZERS = {"clip": ("clip", 49408), "blip": ("bert-base-uncased", 30524), "bert": ("bert-base-uncased", 30522)}
+RECIPE_TOKENIZERS = {
+    "clip": ("clip", 49408),
+    "blip": ("bert-base-uncased", 30524),
+    "bert": ("bert-base-uncased", 30522),
+}
 
 
 def add_commands(commands) -> None:

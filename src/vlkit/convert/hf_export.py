@@ -20,6 +20,7 @@ from . import hf_bert, hf_blip, hf_clip, hf_gpt2, hf_vit
 # vlkit model type -> the converter module that writes it
 HF_WRITERS = {conv.MODEL_TYPE: conv for conv in (hf_bert, hf_blip, hf_clip, hf_gpt2, hf_vit)}
 PROCESSORS = {"clip": "CLIPProcessor", "blip": "BlipProcessor"}  # HF processor classes (image + text)
+_META = {"format": "pt"}  # what transformers expects in a safetensors header
 
 
 def hf_writer(model_type: str):
@@ -42,8 +43,8 @@ def hf_tokenizer(model, tokenizer=None):
         return None
     tok = tokenizer if tokenizer is not None else model.tokenizer
     if tok is None:
-        raise ValueError(f"this {model.model_type} model has no tokenizer, and an HF folder without one builds an empty "
-                         "tokenizer in transformers; give one (vlkit convert --tokenizer NAME_OR_FOLDER, or "
+        raise ValueError(f"this {model.model_type} model has no tokenizer, and an HF folder without one builds an "
+                         "empty tokenizer in transformers; give one (vlkit convert --tokenizer NAME_OR_FOLDER, or "
                          "save_hf(model, out, tokenizer=...))")
     if hasattr(conv, "hf_tokenizer"):
         tok = conv.hf_tokenizer(tok, model.config)
@@ -88,12 +89,13 @@ def save_hf(model, out: str | os.PathLike, tokenizer=None) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.contiguous() for k, v in conv.state_dict_to_hf(full_state, config).items()}
         _write_json(folder / "config.json", configs[sub])
-        write_file(folder / "model.safetensors", lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+        write_file(folder / "model.safetensors", lambda tmp, state=state: save_file(state, str(tmp), metadata=_META))
         if tok is not None:
             save_hf_tokenizer(tok, folder, tokenizer_class=conv.TOKENIZER_CLASS, processor_class=processor,
                               model_max_length=_max_length(model.config))
         if image is not None:
-            _write_json(folder / "preprocessor_config.json", {**image, **({"processor_class": processor} if processor else {})})
+            named = {"processor_class": processor} if processor else {}
+            _write_json(folder / "preprocessor_config.json", {**image, **named})
             if processor:
                 _write_json(folder / "processor_config.json", {"processor_class": processor, "image_processor": image})
     return Path(out)

@@ -54,8 +54,9 @@ def state_dict_from_hf(state_dict: StateDict) -> StateDict:
 def config_to_hf(config) -> dict:
     """vlkit ViTConfig -> an HF ViTModel config.json dict. HF's ViTModel adds a pooler of its own
     when the model has none (``pooler=False``); ``last_hidden_state`` is the model's."""
-    unsupported = [name for name, bad in (("pre_norm=True", config.pre_norm), ("patch_bias=False", not config.patch_bias),
-                                          (f"act={config.act!r}", config.act not in _ACT_TO_HF)) if bad]
+    checks = (("pre_norm=True", config.pre_norm), ("patch_bias=False", not config.patch_bias),
+              (f"act={config.act!r}", config.act not in _ACT_TO_HF))
+    unsupported = [name for name, bad in checks if bad]
     if unsupported:
         raise ValueError(f"HF ViTModel cannot represent a ViT with {', '.join(unsupported)}")
     return {

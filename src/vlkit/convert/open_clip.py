@@ -195,7 +195,7 @@ def save_open_clip(model, out: str | os.PathLike, tokenizer=None) -> Path:
     config = config_to_open_clip(model.config)
     tok = tokenizer if tokenizer is not None else model.tokenizer
     if tok is None:
-        raise ValueError("this CLIP has no tokenizer to check against open_clip's; give one (vlkit convert --tokenizer)")
+        raise ValueError("this CLIP has no tokenizer to check against open_clip's; give one (convert --tokenizer)")
     check_tokenizer(tok)
     state = state_dict_to_open_clip({k: v.detach().cpu() for k, v in model.state_dict().items()})
     out = Path(out)

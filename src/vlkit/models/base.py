@@ -110,7 +110,7 @@ def _copy_tokenizer_files(source: Path, folder: Path) -> None:
     if source.resolve() == folder.resolve():
         return
     for path in tokenizer_files(source):
-        write_file(folder / path.name, lambda tmp: shutil.copyfile(path, tmp))
+        write_file(folder / path.name, lambda tmp, path=path: shutil.copyfile(path, tmp))
 
 
 def unwrap(model: nn.Module) -> nn.Module:

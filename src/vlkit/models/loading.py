@@ -17,7 +17,7 @@ import torch
 
 from ..convert import HF_CONVERTERS
 from ..convert.hf_image_processor import image_fields_from_hf
-from .base import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, Model
+from .base import CONFIG_FILE, CheckpointError, Model
 from .registry import FAMILIES, config_from_dict
 
 OPEN_CLIP_CONFIG = "open_clip_config.json"
@@ -62,7 +62,9 @@ def _load_pickle(path: Path) -> Any:
         ) from None
     except (RuntimeError, EOFError, OSError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} is not a readable PyTorch weights file ({reason}); it may be truncated") from None
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch weights file ({reason}); it may be truncated"
+        ) from None
 
 
 def read_weights(folder: Path, stem: str = "model") -> dict[str, torch.Tensor]:

@@ -73,7 +73,7 @@ def _fits(value: Any, hint: Any) -> bool:
             return False
         if len(args) == 2 and args[1] is Ellipsis:
             return all(_fits(v, args[0]) for v in value)
-        return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args))
+        return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args, strict=True))
     return True
 
 
@@ -102,7 +102,8 @@ def config_from_dict(config_cls: type, data: dict) -> Any:
         sub = hints.get(key)
         if dataclasses.is_dataclass(sub) and not dataclasses.is_dataclass(value):
             if not isinstance(value, dict):
-                raise ValueError(f"{config_cls.__name__}.{key} must be a mapping of {sub.__name__} fields, got {value!r}")
+                raise ValueError(f"{config_cls.__name__}.{key} must be a mapping of {sub.__name__} fields, "
+                                 f"got {value!r}")
             value = config_from_dict(sub, value)
         else:
             value = _checked(config_cls, key, value, sub)
