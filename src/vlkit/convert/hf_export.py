@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -89,7 +90,7 @@ def save_hf(model, out: str | os.PathLike, tokenizer=None) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.contiguous() for k, v in conv.state_dict_to_hf(full_state, config).items()}
         _write_json(folder / "config.json", configs[sub])
-        write_file(folder / "model.safetensors", lambda tmp, state=state: save_file(state, str(tmp), metadata=_META))
+        write_file(folder / "model.safetensors", partial(save_file, state, metadata=_META))
         if tok is not None:
             save_hf_tokenizer(tok, folder, tokenizer_class=conv.TOKENIZER_CLASS, processor_class=processor,
                               model_max_length=_max_length(model.config))

@@ -179,6 +179,7 @@ def check_tokenizer(tok) -> None:
     from ..tokenizers.clip import CLIPTokenizer
 
     clip = get_tokenizer("clip")
+    assert isinstance(clip, CLIPTokenizer)
     same = (isinstance(tok, CLIPTokenizer) and tok.get_vocab() == clip.get_vocab() and tok.merges == clip.merges
             and tok.clean == clip.clean and tok.pad_id == clip.pad_id)
     if not same:

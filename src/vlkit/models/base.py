@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ class CheckpointError(ValueError):
 class Model(nn.Module):
     """Base class of the vlkit families. Subclasses set ``config_class``."""
 
-    config_class: type
+    config_class: Any  # the family's config dataclass (it has a ``model_type`` ClassVar)
 
     def __init__(self, config) -> None:
         super().__init__()
@@ -110,7 +111,7 @@ def _copy_tokenizer_files(source: Path, folder: Path) -> None:
     if source.resolve() == folder.resolve():
         return
     for path in tokenizer_files(source):
-        write_file(folder / path.name, lambda tmp, path=path: shutil.copyfile(path, tmp))
+        write_file(folder / path.name, partial(shutil.copyfile, path))
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -120,7 +121,7 @@ def unwrap(model: nn.Module) -> nn.Module:
     while True:
         if isinstance(model, DistributedDataParallel):
             model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
-            model = model._orig_mod
+        elif isinstance(inner := getattr(model, "_orig_mod", None), nn.Module):
+            model = inner
         else:
             return model

@@ -10,11 +10,11 @@ import types
 import typing
 from typing import Any, Callable
 
-FAMILIES: dict[str, type] = {}  # model_type -> model class
+FAMILIES: dict[str, Any] = {}  # model_type -> model class (a vlkit.models.base.Model subclass)
 PRESETS: dict[str, Callable[[], Any]] = {}  # preset name -> config factory
 
 
-def register_family(model_cls: type) -> type:
+def register_family(model_cls: Any) -> Any:
     """Class decorator: makes a model class loadable from its saved ``model_type``."""
     key = model_cls.config_class.model_type
     FAMILIES[key] = model_cls
@@ -100,7 +100,7 @@ def config_from_dict(config_cls: type, data: dict) -> Any:
     kwargs = {}
     for key, value in data.items():
         sub = hints.get(key)
-        if dataclasses.is_dataclass(sub) and not dataclasses.is_dataclass(value):
+        if isinstance(sub, type) and dataclasses.is_dataclass(sub) and not dataclasses.is_dataclass(value):
             if not isinstance(value, dict):
                 raise ValueError(f"{config_cls.__name__}.{key} must be a mapping of {sub.__name__} fields, "
                                  f"got {value!r}")
