@@ -28,11 +28,14 @@ def normal_mode(path: str | os.PathLike, folder: bool = False) -> None:
 
 
 def write_file(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
-    """``write(tmp)`` writes a temporary file beside ``path``, which then replaces ``path``."""
+    """``write(tmp)`` writes a temporary file beside ``path`` (``.NAME.tmp-PID``), which is flushed
+    to disk and then replaces ``path``."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
         normal_mode(tmp)
         os.replace(tmp, path)
     finally:
