@@ -69,8 +69,18 @@ def test_hf_clip_parity(tmp_path, eos, act):
     assert model.logit_scale.item() == pytest.approx(ref.logit_scale.item())
 
 
-def test_convert_to_hf_round_trip(tmp_path):
-    """`vlkit convert MODEL --to hf OUT` writes a folder CLIPModel loads with identical outputs."""
+def _word_tokenizer(n: int = VOCAB):
+    """A word tokenizer of exactly ``n`` tokens, [EOS] the largest id (CLIP's argmax pooling)."""
+    from vlkit.tokenizers import WordTokenizer
+
+    words = [f"w{i}" for i in range(n - 4)]
+    return WordTokenizer(["[PAD]", "[UNK]", "[BOS]", *words, "[EOS]"], prefix=["[BOS]"], suffix=["[EOS]"],
+                         context_length=16)
+
+
+def test_convert_to_hf_round_trip(tmp_path, capsys):
+    """`vlkit convert MODEL --to hf OUT` writes a folder CLIPModel loads with identical outputs, the
+    tokenizer included; a model without a tokenizer is refused with the reason, nothing written."""
     torch.manual_seed(0)
     model = vlkit.create_model(
         "clip-tiny", text={"vocab_size": VOCAB, "context_length": 16}, vision={"act": "gelu"}, embed_dim=24
@@ -78,6 +88,9 @@ def test_convert_to_hf_round_trip(tmp_path):
     with torch.no_grad():
         model.logit_scale.fill_(3.0)
     src = model.save_pretrained(tmp_path / "vlkit")
+    assert cli_main(["convert", str(src), "--to", "hf", str(tmp_path / "hf")]) == 2
+    assert "no tokenizer" in capsys.readouterr().err and not (tmp_path / "hf").exists()
+    model.save_pretrained(src, tokenizer=_word_tokenizer())
     assert cli_main(["convert", str(src), "--to", "hf", str(tmp_path / "hf")]) == 0
     assert json.loads((tmp_path / "hf" / "preprocessor_config.json").read_text())["crop_size"]["height"] == 32
     ref = transformers.CLIPModel.from_pretrained(str(tmp_path / "hf")).eval()
@@ -88,18 +101,21 @@ def test_convert_to_hf_round_trip(tmp_path):
         hf_text = ref.get_text_features(input_ids=ids, attention_mask=mask).pooler_output
         assert max_diff(model.encode_text(ids, mask), hf_text) <= TOL
     assert ref.logit_scale.item() == pytest.approx(3.0)
-    # and back: HF folder -> vlkit folder -> the same model
+    hf_tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+    assert hf_tok("w1 w2 w90")["input_ids"] == _word_tokenizer().encode("w1 w2 w90", add_special_tokens=True)
+    # and back: HF folder -> vlkit folder -> the same model, and the same tokenizer
     assert cli_main(["convert", str(tmp_path / "hf"), "--to", "vlkit", str(tmp_path / "back")]) == 0
     back = vlkit.from_pretrained(tmp_path / "back")
     assert back.config == model.config
     for key, value in model.state_dict().items():
         assert torch.equal(back.state_dict()[key], value), key
+    assert vlkit.get_tokenizer(tmp_path / "back").encode("w3 w4") == _word_tokenizer().encode("w3 w4")
 
 
 def test_convert_refuses_families_without_hf_writer(tmp_path, capsys):
-    vlkit.create_model("vit-tiny").save_pretrained(tmp_path / "vit")
-    assert cli_main(["convert", str(tmp_path / "vit"), "--to", "hf", str(tmp_path / "out")]) == 2
-    assert "vit" in capsys.readouterr().err
+    vlkit.create_model("albef-tiny").save_pretrained(tmp_path / "albef")
+    assert cli_main(["convert", str(tmp_path / "albef"), "--to", "hf", str(tmp_path / "out")]) == 2
+    assert "albef" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
 # ---------------------------------------------------------------- open_clip
@@ -149,7 +165,9 @@ def test_open_clip_parity(tmp_path, quick_gelu, weights, arch):
         assert max_diff(img, ref_img) <= TOL and max_diff(txt, ref_txt) <= TOL
         assert model.scale().item() == pytest.approx(ref_scale.item())
     if weights == "safetensors":  # open_clip -> HF transformers through `vlkit convert`
-        assert cli_main(["convert", str(tmp_path), "--to", "hf", str(tmp_path / "hf")]) == 0
+        tok = _word_tokenizer().save(tmp_path / "tok")  # open_clip's folder names no tokenizer of 99 tokens
+        argv = ["convert", str(tmp_path), "--to", "hf", str(tmp_path / "hf"), "--tokenizer", str(tok)]
+        assert cli_main(argv) == 0
         hf = transformers.CLIPModel.from_pretrained(str(tmp_path / "hf")).eval()
         with torch.no_grad():
             assert max_diff(hf.get_image_features(pixel_values=pixels).pooler_output, ref.encode_image(pixels)) <= TOL

@@ -3,7 +3,11 @@
 Converters work on plain dicts (config fields, state dicts); they never build models.
 Each HF converter module names the vlkit family it loads into (``MODEL_TYPE``), the HF
 architectures it reads (``ARCHITECTURES``) and provides ``config_from_hf(hf_config, state_dict)``
-and ``state_dict_from_hf(state_dict)``.
+and ``state_dict_from_hf(state_dict)``; for writing (``hf_export.save_hf``) it adds
+``config_to_hf(config)``, ``state_dict_to_hf(state_dict, config)``, its HF ``TOKENIZER_CLASS``
+(None for image models) and, for image models, ``image_processor_config(config)``. The key names
+of both directions come from one table of (HF name, vlkit name) pairs (``keys.pair_rules``).
+``open_clip`` reads and writes open_clip folders the same way.
 """
 from . import hf_bert, hf_blip, hf_clip, hf_gpt2, hf_vit
 

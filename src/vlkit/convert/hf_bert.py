@@ -1,33 +1,52 @@
-"""HF transformers BERT (BertModel, BertForPreTraining, BertForMaskedLM) <-> vlkit BERT."""
+"""HF transformers BERT (BertModel, BertForPreTraining, BertForMaskedLM) <-> vlkit BERT, both ways.
+
+The name tables of BERT's embeddings and layers also serve BLIP's text towers (``hf_blip``).
+"""
 from __future__ import annotations
 
-from .keys import StateDict, fuse, rename_keys
+from .keys import StateDict, add_prefix, fuse, pair_rules, prefixed, rename_keys, split, strip_prefix
 
 MODEL_TYPE = "bert"  # the vlkit family it loads into
 ARCHITECTURES = ("BertModel", "BertForPreTraining", "BertForMaskedLM")
+TOKENIZER_CLASS = "BertTokenizer"
 
-_RULES = [
-    (r"(?:bert\.)?embeddings\.word_embeddings\.(.*)", r"embeddings.tokens.\1"),
-    (r"(?:bert\.)?embeddings\.position_embeddings\.(.*)", r"embeddings.positions.\1"),
-    (r"(?:bert\.)?embeddings\.token_type_embeddings\.(.*)", r"embeddings.segments.\1"),
-    (r"(?:bert\.)?embeddings\.LayerNorm\.(.*)", r"embeddings.norm.\1"),
-    (r"(?:bert\.)?encoder\.layer\.(\d+)\.attention\.self\.query\.(.*)", r"encoder.blocks.\1.attn.qkv.q.\2"),
-    (r"(?:bert\.)?encoder\.layer\.(\d+)\.attention\.self\.key\.(.*)", r"encoder.blocks.\1.attn.qkv.k.\2"),
-    (r"(?:bert\.)?encoder\.layer\.(\d+)\.attention\.self\.value\.(.*)", r"encoder.blocks.\1.attn.qkv.v.\2"),
-    (r"(?:bert\.)?encoder\.layer\.(\d+)\.attention\.output\.dense\.(.*)", r"encoder.blocks.\1.attn.proj.\2"),
-    (r"(?:bert\.)?encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.(.*)", r"encoder.blocks.\1.norm1.\2"),
-    (r"(?:bert\.)?encoder\.layer\.(\d+)\.intermediate\.dense\.(.*)", r"encoder.blocks.\1.mlp.fc1.\2"),
-    (r"(?:bert\.)?encoder\.layer\.(\d+)\.output\.dense\.(.*)", r"encoder.blocks.\1.mlp.fc2.\2"),
-    (r"(?:bert\.)?encoder\.layer\.(\d+)\.output\.LayerNorm\.(.*)", r"encoder.blocks.\1.norm2.\2"),
-    (r"(?:bert\.)?pooler\.dense\.(.*)", r"pooler.\1"),
-    (r"cls\.predictions\.transform\.dense\.(.*)", r"mlm_head.dense.\1"),
-    (r"cls\.predictions\.transform\.LayerNorm\.(.*)", r"mlm_head.norm.\1"),
-    (r"cls\.predictions\.bias", r"mlm_head.bias"),
-    (r"cls\.predictions\.decoder\.bias", r"mlm_head.bias"),
-    (r"cls\.seq_relationship\.(.*)", r"nsp_head.\1"),
+EMBEDDING_PAIRS = [
+    ("embeddings.word_embeddings", "embeddings.tokens"),
+    ("embeddings.position_embeddings", "embeddings.positions"),
+    ("embeddings.token_type_embeddings", "embeddings.segments"),
+    ("embeddings.LayerNorm", "embeddings.norm"),
+]
+_ATTENTION = [("self.query", "qkv.q"), ("self.key", "qkv.k"), ("self.value", "qkv.v"), ("output.dense", "proj")]
+_CROSS = [("self.query", "q"), ("self.key", "kv.k"), ("self.value", "kv.v"), ("output.dense", "proj")]
+
+
+def layer_pairs(hf_layers: str, vlkit_blocks: str, cross_attention: bool = False) -> list[tuple[str, str]]:
+    """BERT's post-norm layer (``<hf_layers>.#.attention...``) <-> vlkit blocks (``<vlkit_blocks>.#.attn...``)."""
+    pairs = [(f"attention.{a}", f"attn.{b}") for a, b in _ATTENTION] + [("attention.output.LayerNorm", "norm1")]
+    if cross_attention:
+        pairs += [(f"crossattention.{a}", f"cross_attn.{b}") for a, b in _CROSS]
+        pairs += [("crossattention.output.LayerNorm", "norm_cross")]
+    pairs += [("intermediate.dense", "mlp.fc1"), ("output.dense", "mlp.fc2"), ("output.LayerNorm", "norm2")]
+    return [(f"{hf_layers}.#.{a}", f"{vlkit_blocks}.#.{b}") for a, b in pairs]
+
+
+def mlm_head_pairs(hf: str, vlkit: str) -> list[tuple[str, str]]:
+    """BERT's masked-LM head (``<hf>.predictions...``) <-> vlkit's MLMHead; the decoder is tied."""
+    return [
+        (f"{hf}.predictions.transform.dense", f"{vlkit}.dense"),
+        (f"{hf}.predictions.transform.LayerNorm", f"{vlkit}.norm"),
+        (f"{hf}.predictions.bias", f"{vlkit}.bias"),
+    ]
+
+
+_PAIRS = prefixed(EMBEDDING_PAIRS + layer_pairs("encoder.layer", "encoder.blocks") + [("pooler.dense", "pooler")],
+                  outside="bert.") + mlm_head_pairs("cls", "mlm_head") + [
+    ("cls.predictions.decoder.bias", "mlm_head.bias"),  # read only: older checkpoints hold the bias twice
+    ("cls.seq_relationship", "nsp_head"),
 ]
 # position_ids buffers of old checkpoints; the decoder weight is tied to the token embedding.
 _DROP = (r".*position_ids", r"cls\.predictions\.decoder\.weight")
+_ACT_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_new"}
 
 
 def config_from_hf(hf: dict, state_dict: StateDict) -> dict:
@@ -57,4 +76,39 @@ def config_from_hf(hf: dict, state_dict: StateDict) -> dict:
 
 
 def state_dict_from_hf(state_dict: StateDict) -> StateDict:
-    return fuse(rename_keys(state_dict, _RULES, _DROP), "qkv", ("q", "k", "v"))
+    state = add_prefix(state_dict, "bert.", keep=("cls.",))  # BertModel's keys are the bert. part's
+    return fuse(rename_keys(state, pair_rules(_PAIRS), _DROP), "qkv", ("q", "k", "v"))
+
+
+def architecture(config) -> str:
+    """The HF class holding the parts of ``config``: BertForPreTraining (MLM + NSP heads),
+    BertForMaskedLM (MLM head; a pooler, which that class lacks, stays in the file for vlkit)
+    or BertModel (no head; HF adds a pooler of its own when the model has none)."""
+    if config.nsp_head and not config.mlm_head:
+        raise ValueError("HF has no BERT class with the NSP head but no MLM head (mlm_head=False, nsp_head=True)")
+    if config.mlm_head:
+        return "BertForPreTraining" if config.nsp_head else "BertForMaskedLM"
+    return "BertModel"
+
+
+def config_to_hf(config) -> dict:
+    """vlkit BertConfig -> an HF BERT config.json dict."""
+    if config.act not in _ACT_TO_HF:
+        raise ValueError(f"BERT activation {config.act!r} has no HF equivalent; expected one of {sorted(_ACT_TO_HF)}")
+    if config.type_vocab_size < 1:
+        raise ValueError("HF BERT needs segment embeddings (type_vocab_size >= 1)")
+    return {
+        "architectures": [architecture(config)], "model_type": "bert", "vocab_size": config.vocab_size,
+        "hidden_size": config.hidden_size, "num_hidden_layers": config.num_layers,
+        "num_attention_heads": config.num_heads, "intermediate_size": config.intermediate_size,
+        "max_position_embeddings": config.max_positions, "type_vocab_size": config.type_vocab_size,
+        "layer_norm_eps": config.norm_eps, "hidden_act": _ACT_TO_HF[config.act],
+        "hidden_dropout_prob": config.dropout, "attention_probs_dropout_prob": config.attn_dropout,
+        "pad_token_id": config.pad_token_id, "position_embedding_type": "absolute", "tie_word_embeddings": True,
+    }
+
+
+def state_dict_to_hf(state_dict: StateDict, config) -> StateDict:
+    """vlkit BERT state dict -> the keys of :func:`architecture`'s class (q, k, v split)."""
+    state = rename_keys(split(state_dict, "qkv", ("q", "k", "v")), pair_rules(_PAIRS, reverse=True))
+    return strip_prefix(state, "bert.") if architecture(config) == "BertModel" else state

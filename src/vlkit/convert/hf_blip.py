@@ -8,13 +8,17 @@ the ITM head; captioning has the text decoder; VQA has both towers and no retrie
 """
 from __future__ import annotations
 
+import dataclasses
+
 from ..constants import CLIP_MEAN, CLIP_STD
-from .keys import StateDict, fuse, rename_keys
+from .hf_bert import EMBEDDING_PAIRS, layer_pairs, mlm_head_pairs
+from .hf_image_processor import image_processor_to_hf
+from .keys import StateDict, fuse, pair_rules, prefixed, rename_keys, split
 
 MODEL_TYPE = "blip"  # the vlkit family it loads into
 ARCHITECTURES = ("BlipForImageTextRetrieval", "BlipForConditionalGeneration", "BlipForQuestionAnswering")
-
-# OpenAI CLIP's normalisation, which BLIP's image processor uses
+TOKENIZER_CLASS = "BertTokenizer"
+DECODER_TOKENS = ("[DEC]", "[ENC]")  # BLIP's two tokens after the BERT vocabulary: bos_token_id, enc_token_id
 
 # defaults of transformers' BlipTextConfig / BlipVisionConfig for fields a config.json may omit
 _TEXT_DEFAULTS = dict(vocab_size=30524, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
@@ -24,39 +28,18 @@ _TEXT_DEFAULTS = dict(vocab_size=30524, hidden_size=768, intermediate_size=3072,
 _VISION_DEFAULTS = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
                         image_size=384, patch_size=16, hidden_act="gelu", layer_norm_eps=1e-5)
 
-_TEXT = r"(text_encoder|text_decoder)(?:\.bert)?"
-_LAYER = _TEXT + r"\.encoder\.layer\.(\d+)\."
-_V = r"vision_model\."
-_RULES = [
-    (_V + r"embeddings\.class_embedding", r"vision.cls_token"),
-    (_V + r"embeddings\.position_embedding", r"vision.pos_embed"),
-    (_V + r"embeddings\.patch_embedding\.(.*)", r"vision.patch_embed.proj.\1"),
-    (_V + r"encoder\.layers\.(\d+)\.self_attn\.qkv\.(.*)", r"vision.encoder.blocks.\1.attn.qkv.\2"),
-    (_V + r"encoder\.layers\.(\d+)\.self_attn\.projection\.(.*)", r"vision.encoder.blocks.\1.attn.proj.\2"),
-    (_V + r"encoder\.layers\.(\d+)\.layer_norm1\.(.*)", r"vision.encoder.blocks.\1.norm1.\2"),
-    (_V + r"encoder\.layers\.(\d+)\.layer_norm2\.(.*)", r"vision.encoder.blocks.\1.norm2.\2"),
-    (_V + r"encoder\.layers\.(\d+)\.mlp\.(fc1|fc2)\.(.*)", r"vision.encoder.blocks.\1.mlp.\2.\3"),
-    (_V + r"post_layernorm\.(.*)", r"vision.norm.\1"),
-    (_TEXT + r"\.embeddings\.word_embeddings\.(.*)", r"\1.embeddings.tokens.\2"),
-    (_TEXT + r"\.embeddings\.position_embeddings\.(.*)", r"\1.embeddings.positions.\2"),
-    (_TEXT + r"\.embeddings\.LayerNorm\.(.*)", r"\1.embeddings.norm.\2"),
-    (_LAYER + r"attention\.self\.query\.(.*)", r"\1.transformer.blocks.\2.attn.qkv.q.\3"),
-    (_LAYER + r"attention\.self\.key\.(.*)", r"\1.transformer.blocks.\2.attn.qkv.k.\3"),
-    (_LAYER + r"attention\.self\.value\.(.*)", r"\1.transformer.blocks.\2.attn.qkv.v.\3"),
-    (_LAYER + r"attention\.output\.dense\.(.*)", r"\1.transformer.blocks.\2.attn.proj.\3"),
-    (_LAYER + r"attention\.output\.LayerNorm\.(.*)", r"\1.transformer.blocks.\2.norm1.\3"),
-    (_LAYER + r"crossattention\.self\.query\.(.*)", r"\1.transformer.blocks.\2.cross_attn.q.\3"),
-    (_LAYER + r"crossattention\.self\.key\.(.*)", r"\1.transformer.blocks.\2.cross_attn.kv.k.\3"),
-    (_LAYER + r"crossattention\.self\.value\.(.*)", r"\1.transformer.blocks.\2.cross_attn.kv.v.\3"),
-    (_LAYER + r"crossattention\.output\.dense\.(.*)", r"\1.transformer.blocks.\2.cross_attn.proj.\3"),
-    (_LAYER + r"crossattention\.output\.LayerNorm\.(.*)", r"\1.transformer.blocks.\2.norm_cross.\3"),
-    (_LAYER + r"intermediate\.dense\.(.*)", r"\1.transformer.blocks.\2.mlp.fc1.\3"),
-    (_LAYER + r"output\.dense\.(.*)", r"\1.transformer.blocks.\2.mlp.fc2.\3"),
-    (_LAYER + r"output\.LayerNorm\.(.*)", r"\1.transformer.blocks.\2.norm2.\3"),
-    (r"text_decoder\.cls\.predictions\.transform\.dense\.(.*)", r"lm_head.dense.\1"),
-    (r"text_decoder\.cls\.predictions\.transform\.LayerNorm\.(.*)", r"lm_head.norm.\1"),
-    (r"text_decoder\.cls\.predictions\.bias", r"lm_head.bias"),
-]
+_VISION_LAYER = [("self_attn.qkv", "attn.qkv"), ("self_attn.projection", "attn.proj"), ("layer_norm1", "norm1"),
+                 ("layer_norm2", "norm2"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")]
+_PAIRS = prefixed([
+    ("embeddings.class_embedding", "cls_token"),
+    ("embeddings.position_embedding", "pos_embed"),
+    ("embeddings.patch_embedding", "patch_embed.proj"),
+    ("post_layernorm", "norm"),
+] + [(f"encoder.layers.#.{a}", f"encoder.blocks.#.{b}") for a, b in _VISION_LAYER], "vision_model.", "vision.")
+for _hf, _vl in (("text_encoder", "text_encoder"), ("text_decoder.bert", "text_decoder")):
+    _PAIRS += prefixed(EMBEDDING_PAIRS + layer_pairs("encoder.layer", "transformer.blocks", cross_attention=True),
+                       f"{_hf}.", f"{_vl}.")
+_PAIRS += mlm_head_pairs("text_decoder.cls", "lm_head")
 # position_ids buffers of old checkpoints; the LM decoder weight and bias are tied to the token
 # embedding and to cls.predictions.bias.
 _DROP = (r".*position_ids", r"text_decoder\.cls\.predictions\.decoder\.(weight|bias)")
@@ -106,5 +89,106 @@ def config_from_hf(hf: dict, state_dict: StateDict) -> dict:
 
 
 def state_dict_from_hf(state_dict: StateDict) -> StateDict:
-    out = fuse(rename_keys(state_dict, _RULES, _DROP), "qkv", ("q", "k", "v"))
+    out = fuse(rename_keys(state_dict, pair_rules(_PAIRS), _DROP), "qkv", ("q", "k", "v"))
     return fuse(out, "kv", ("k", "v"))
+
+
+def architecture(config) -> str:
+    """The HF class of a BLIP's main use: VQA (decoder reading the question), captioning, or retrieval."""
+    if config.decoder_context == "question":
+        return "BlipForQuestionAnswering"
+    return "BlipForConditionalGeneration" if config.text_decoder else "BlipForImageTextRetrieval"
+
+
+def hf_parts(config) -> dict[str, object]:
+    """The HF checkpoints a BLIP is written as (sub-folder -> the part's config): its main use at the
+    top (:func:`architecture`), and a ``BlipForImageTextRetrieval`` in ``retrieval/`` when the model
+    also has retrieval heads beside a decoder, so that every HF folder holds exactly its class's
+    weights. HF BLIP has no ITC temperature: ``temp`` is not written."""
+    replace = dataclasses.replace
+    if config.text_encoder and not config.retrieval_heads and config.decoder_context == "image" and config.text_decoder:
+        raise ValueError("HF BLIP has no class for a text encoder without retrieval heads beside a captioning decoder")
+    if not config.text_decoder:
+        return {"": config}
+    if config.decoder_context == "question":
+        main = replace(config, retrieval_heads=False)
+    else:
+        main = replace(config, text_encoder=False, retrieval_heads=False, share_encoder_decoder=False)
+    parts = {"": main}
+    if config.retrieval_heads:
+        parts["retrieval"] = replace(config, text_decoder=False, share_encoder_decoder=False, decoder_context="image")
+    return parts
+
+
+def config_to_hf(config) -> dict:
+    """vlkit BlipConfig -> an HF BLIP config.json dict for :func:`architecture`'s class."""
+    v, t = config.vision, config.text
+    unsupported = [name for name, bad in (
+        ("vision.pre_norm=True", v.pre_norm), ("vision.patch_bias=False", not v.patch_bias),
+        ("vision.qkv_bias=False", not v.qkv_bias), ("vision.pooler=True", v.pooler),
+        (f"vision.act={v.act!r}", v.act != "gelu"), (f"text.act={t.act!r}", t.act != "gelu"),
+        ("a VQA decoder whose question width differs from the image width (HF sizes its cross-attention for the "
+         "image)", config.decoder_context == "question" and t.hidden_size != v.width),
+    ) if bad]
+    if unsupported:
+        raise ValueError(f"HF BLIP cannot represent {', '.join(unsupported)}")
+    return {
+        "architectures": [architecture(config)], "model_type": "blip", "image_text_hidden_size": config.embed_dim,
+        "text_config": {
+            "vocab_size": t.vocab_size, "hidden_size": t.hidden_size, "intermediate_size": t.intermediate_size,
+            "num_hidden_layers": t.num_layers, "num_attention_heads": t.num_heads,
+            "max_position_embeddings": t.max_positions, "layer_norm_eps": t.norm_eps, "hidden_act": "gelu",
+            "hidden_dropout_prob": t.dropout, "attention_probs_dropout_prob": t.attn_dropout,
+            "pad_token_id": t.pad_token_id, "bos_token_id": t.bos_token_id, "sep_token_id": t.sep_token_id,
+            "eos_token_id": t.sep_token_id, "encoder_hidden_size": v.width, "is_decoder": True,
+        },
+        "vision_config": {
+            "hidden_size": v.width, "intermediate_size": v.mlp_dim, "num_hidden_layers": v.depth,
+            "num_attention_heads": v.num_heads, "image_size": v.image_size, "patch_size": v.patch_size,
+            "num_channels": v.in_channels, "hidden_act": "gelu", "layer_norm_eps": v.norm_eps,
+        },
+    }
+
+
+_PART_KEYS = {"text_encoder": ("text_encoder.",), "text_decoder": ("text_decoder.", "lm_head."),
+              "retrieval_heads": ("vision_proj.", "text_proj.", "itm_head.")}
+
+
+def state_dict_to_hf(state_dict: StateDict, config) -> StateDict:
+    """vlkit BLIP state dict -> HF BLIP keys of the parts ``config`` has (one of :func:`hf_parts`):
+    the text towers' q, k, v and k, v split (HF's image tower keeps its qkv fused, as vlkit's)."""
+    dropped = tuple(p for part, prefixes in _PART_KEYS.items() if not getattr(config, part) for p in prefixes)
+    state_dict = {k: v for k, v in state_dict.items() if k != "temp" and not k.startswith(dropped)}
+    text = {k: v for k, v in state_dict.items() if k.startswith(("text_encoder.", "text_decoder."))}
+    rest = {k: v for k, v in state_dict.items() if k not in text}
+    text = split(split(text, "qkv", ("q", "k", "v")), "kv", ("k", "v"))
+    return rename_keys({**rest, **text}, pair_rules(_PAIRS, reverse=True))
+
+
+def image_processor_config(config) -> dict:
+    if config.vision.resize_mode != "squash":
+        raise ValueError(f"HF's BlipImageProcessor squashes images to a square; this BLIP was trained with "
+                         f"resize_mode={config.vision.resize_mode!r}")
+    return image_processor_to_hf(config.vision, "BlipImageProcessor")
+
+
+def hf_tokenizer(tok, config):
+    """BLIP's tokenizer as HF reads it: a BERT WordPiece followed by ``[DEC]`` (the decoder's first
+    token, ``bos_token_id``) and ``[ENC]`` (``enc_token_id``), which vlkit's BLIP recipes add to the
+    tokenizer's vocabulary in the model (``vocab_size`` = tokens + 2)."""
+    from ..tokenizers.wordpiece import WordPieceTokenizer
+
+    t = config.text
+    if tok.vocab_size != t.vocab_size - 2:
+        return tok  # already holds them (a tokenizer read from an HF BLIP folder), or a mismatch named later
+    if not isinstance(tok, WordPieceTokenizer):
+        raise ValueError(f"HF BLIP reads a BERT WordPiece tokenizer; got {type(tok).__name__}")
+    if (t.bos_token_id, t.enc_token_id) != (t.vocab_size - 2, t.vocab_size - 1):
+        raise ValueError(f"this BLIP's bos/enc token ids {t.bos_token_id}, {t.enc_token_id} are not the two ids after "
+                         f"the tokenizer's {tok.vocab_size} tokens")
+    tokens = [tok.id_to_token(i) for i in range(tok.vocab_size)]
+    return WordPieceTokenizer(
+        [*tokens, *DECODER_TOKENS], {**tok.special_tokens, "bos": DECODER_TOKENS[0]},
+        extra_special_tokens=[*tok.extra_special_tokens, DECODER_TOKENS[1]], prefix=tok.prefix, suffix=tok.suffix,
+        context_length=tok.context_length, **tok._config(),
+    )

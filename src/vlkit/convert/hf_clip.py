@@ -7,13 +7,13 @@ when ``eos_token_id == 2`` (the value old configs carry, kept by HF as an "argma
 """
 from __future__ import annotations
 
-import re
-
 from ..constants import CLIP_MEAN, CLIP_STD
-from .keys import StateDict, fuse, rename_keys, split
+from .hf_image_processor import image_processor_to_hf
+from .keys import StateDict, fuse, pair_rules, rename_keys, split
 
 MODEL_TYPE = "clip"
 ARCHITECTURES = ("CLIPModel",)
+TOKENIZER_CLASS = "CLIPTokenizer"
 
 _HF_ARGMAX_EOS = 2  # HF's legacy eos_token_id meaning "pool at the largest id"
 
@@ -43,22 +43,9 @@ for _hf, _vl in (("text_model", "text"), ("vision_model", "visual")):
     ]
 
 
-def _rules(reverse: bool) -> list[tuple[str, str]]:
-    rules = []
-    for hf, vl in _PAIRS:
-        src, dst = (vl, hf) if reverse else (hf, vl)
-        n = src.count("#")
-        pattern = r"(\d+)".join(re.escape(part) for part in src.split("#")) + r"(\.weight|\.bias)?"
-        parts = dst.split("#")
-        repl = "".join(part + (rf"\g<{i + 1}>" if i < n else "") for i, part in enumerate(parts))
-        rules.append((pattern, repl + rf"\g<{n + 1}>"))
-    return rules
-
-
 _ACT_FROM_HF = {"quick_gelu": "quick_gelu", "gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
                 "relu": "relu"}
 _ACT_TO_HF = {"quick_gelu": "quick_gelu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}
-_RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3}  # PIL codes in HF image processors
 
 
 def _act(name: str, tower: str) -> str:
@@ -103,7 +90,7 @@ def config_from_hf(hf: dict, state_dict: StateDict) -> dict:
 
 
 def state_dict_from_hf(state_dict: StateDict) -> StateDict:
-    state = rename_keys(state_dict, _rules(reverse=False), drop=(r".*position_ids",))
+    state = rename_keys(state_dict, pair_rules(_PAIRS), drop=(r".*position_ids",))
     state = fuse(state, "qkv", ("q", "k", "v"))
     if "visual.cls_token" in state:
         state["visual.cls_token"] = state["visual.cls_token"].reshape(1, 1, -1)  # (C,) -> (1, 1, C)
@@ -150,7 +137,7 @@ def config_to_hf(config) -> dict:
     }
 
 
-def state_dict_to_hf(state_dict: StateDict) -> StateDict:
+def state_dict_to_hf(state_dict: StateDict, config=None) -> StateDict:
     """vlkit CLIP state dict -> HF CLIPModel keys (q, k, v split, [CLS] and positions flattened)."""
     state = dict(state_dict)
     if "visual.cls_token" in state:
@@ -158,17 +145,9 @@ def state_dict_to_hf(state_dict: StateDict) -> StateDict:
     if "visual.pos_embed" in state:
         state["visual.pos_embed"] = state["visual.pos_embed"].squeeze(0)  # (1, 1 + N, C) -> (1 + N, C)
     state = split(state, "qkv", ("q", "k", "v"))
-    return {k: t.contiguous() for k, t in rename_keys(state, _rules(reverse=True)).items()}
+    return {k: t.contiguous() for k, t in rename_keys(state, pair_rules(_PAIRS, reverse=True)).items()}
 
 
-def preprocessor_config_to_hf(config) -> dict:
-    """The CLIPImageProcessor preprocessor_config.json matching the model's image transform."""
-    v = config.vision
-    size = {"shortest_edge": v.image_size} if v.resize_mode == "shortest" else {"height": v.image_size, "width": v.image_size}
-    return {
-        "image_processor_type": "CLIPImageProcessor",
-        "do_resize": True, "size": size, "resample": _RESAMPLE.get(v.interpolation, 3),
-        "do_center_crop": v.resize_mode == "shortest", "crop_size": {"height": v.image_size, "width": v.image_size},
-        "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
-        "image_mean": list(v.image_mean), "image_std": list(v.image_std), "do_convert_rgb": True,
-    }
+def image_processor_config(config) -> dict:
+    """The CLIPImageProcessor config matching the model's image transform."""
+    return image_processor_to_hf(config.vision, "CLIPImageProcessor")

@@ -1,5 +1,5 @@
-"""Small, declarative tools for mapping checkpoint keys: regex renames, fusing and splitting
-projections that one layout stores apart and the other together."""
+"""Small, declarative tools for mapping checkpoint keys: name tables that work both ways, regex
+renames, fusing and splitting projections that one layout stores apart and the other together."""
 from __future__ import annotations
 
 import re
@@ -68,5 +68,34 @@ def transpose(state_dict: StateDict, pattern: str) -> StateDict:
     return {k: (v.t().contiguous() if p.fullmatch(k) and v.dim() == 2 else v) for k, v in state_dict.items()}
 
 
+def pair_rules(pairs: list[tuple[str, str]], reverse: bool = False) -> list[tuple[str, str]]:
+    """:func:`rename_keys` rules from a table of (outside name, vlkit name) pairs, read either way.
+
+    In a name, ``#`` stands for a layer index; a trailing ``.weight`` or ``.bias`` of a key is
+    carried over, so one pair maps a whole ``nn.Linear`` or ``nn.LayerNorm``. The first pair that
+    matches a key wins, in both directions.
+    """
+    rules = []
+    for outside, vlkit in pairs:
+        src, dst = (vlkit, outside) if reverse else (outside, vlkit)
+        n = src.count("#")
+        pattern = r"(\d+)".join(re.escape(part) for part in src.split("#")) + r"(\.weight|\.bias)?"
+        repl = "".join(part + (rf"\g<{i + 1}>" if i < n else "") for i, part in enumerate(dst.split("#")))
+        rules.append((pattern, repl + rf"\g<{n + 1}>"))
+    return rules
+
+
+def prefixed(pairs: list[tuple[str, str]], outside: str = "", vlkit: str = "") -> list[tuple[str, str]]:
+    """The pairs with ``outside`` put before every outside name and ``vlkit`` before every vlkit name."""
+    return [(outside + a, vlkit + b) for a, b in pairs]
+
+
+def add_prefix(state_dict: StateDict, prefix: str, keep: tuple[str, ...] = ()) -> StateDict:
+    """``prefix`` put before every key that has neither it nor one of the ``keep`` prefixes
+    (a bare ``BertModel`` read as the ``bert.`` part of ``BertForPreTraining``)."""
+    return {(k if k.startswith((prefix, *keep)) else prefix + k): v for k, v in state_dict.items()}
+
+
 def strip_prefix(state_dict: StateDict, prefix: str) -> StateDict:
+    """Inverse of :func:`add_prefix`: ``prefix`` taken off the keys that have it."""
     return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state_dict.items()}

@@ -1,49 +1,44 @@
-"""open_clip checkpoints -> vlkit CLIP.
+"""open_clip checkpoints <-> vlkit CLIP, both ways.
 
 open_clip publishes a folder with ``open_clip_config.json`` (``{"model_cfg": {...},
 "preprocess_cfg": {...}}``) beside ``open_clip_model.safetensors`` or
 ``open_clip_pytorch_model.bin``. Its ViT-text CLIP stores attention as ``nn.MultiheadAttention``
 (``in_proj_weight`` already fused q, k, v, as vlkit's ``qkv``), the projections as (in, out)
 matrices used as ``x @ proj`` (vlkit: ``nn.Linear`` weights, transposed), and the text tower at
-the top level (``CLIP``) or under ``text.`` (``CustomTextCLIP``).
+the top level (``CLIP``) or under ``text.`` (``CustomTextCLIP``). vlkit writes the ``CLIP``
+layout, which ``open_clip.create_model_and_transforms("local-dir:FOLDER")`` loads.
 """
 from __future__ import annotations
 
+import json
 import math
+import os
+from pathlib import Path
 
 from ..constants import CLIP_MEAN, CLIP_STD
-from .keys import StateDict, rename_keys
+from ..files import write_file, write_text
+from .keys import StateDict, pair_rules, prefixed, rename_keys, strip_prefix
 
 MODEL_TYPE = "clip"
+CONFIG_FILE = "open_clip_config.json"
+WEIGHTS_FILE = "open_clip_model.safetensors"
 
-
-_BLOCK = [
-    (r"ln_1\.(.*)", r"norm1.\1"),
-    (r"attn\.in_proj_(weight|bias)", r"attn.qkv.\1"),
-    (r"attn\.out_proj\.(.*)", r"attn.proj.\1"),
-    (r"ln_2\.(.*)", r"norm2.\1"),
-    (r"mlp\.c_fc\.(.*)", r"mlp.fc1.\1"),
-    (r"mlp\.c_proj\.(.*)", r"mlp.fc2.\1"),
+_BLOCK = [("ln_1", "norm1"), ("attn.in_proj_weight", "attn.qkv.weight"), ("attn.in_proj_bias", "attn.qkv.bias"),
+          ("attn.out_proj", "attn.proj"), ("ln_2", "norm2"), ("mlp.c_fc", "mlp.fc1"), ("mlp.c_proj", "mlp.fc2")]
+_PAIRS = [
+    ("visual.conv1.weight", "visual.patch_embed.proj.weight"),
+    ("visual.class_embedding", "visual.cls_token"),
+    ("visual.positional_embedding", "visual.pos_embed"),
+    ("visual.ln_pre", "visual.norm_pre"),
+    ("visual.ln_post", "visual.norm"),
+    ("visual.proj", "image_proj.weight"),
+    ("token_embedding.weight", "text.token_embed.weight"),
+    ("positional_embedding", "text.pos_embed.weight"),
+    ("ln_final", "text.norm"),
+    ("text_projection", "text_proj.weight"),
 ]
-_T = r"(?:text\.)?"  # CustomTextCLIP keeps the text tower under "text."
-_RULES = [
-    (r"visual\.conv1\.weight", r"visual.patch_embed.proj.weight"),
-    (r"visual\.class_embedding", r"visual.cls_token"),
-    (r"visual\.positional_embedding", r"visual.pos_embed"),
-    (r"visual\.ln_pre\.(.*)", r"visual.norm_pre.\1"),
-    (r"visual\.ln_post\.(.*)", r"visual.norm.\1"),
-    (r"visual\.proj", r"image_proj.weight"),
-    (_T + r"token_embedding\.weight", r"text.token_embed.weight"),
-    (_T + r"positional_embedding", r"text.pos_embed.weight"),
-    (_T + r"ln_final\.(.*)", r"text.norm.\1"),
-    (_T + r"text_projection", r"text_proj.weight"),
-] + [
-    (r"visual\.transformer\.resblocks\.(\d+)\." + p, r"visual.encoder.blocks.\1." + r.replace(r"\1", r"\2"))
-    for p, r in _BLOCK
-] + [
-    (_T + r"transformer\.resblocks\.(\d+)\." + p, r"text.encoder.blocks.\1." + r.replace(r"\1", r"\2"))
-    for p, r in _BLOCK
-]
+_PAIRS += prefixed([(f"transformer.resblocks.#.{a}", f"encoder.blocks.#.{b}") for a, b in _BLOCK], "visual.", "visual.")
+_PAIRS += prefixed([(f"transformer.resblocks.#.{a}", f"encoder.blocks.#.{b}") for a, b in _BLOCK], "", "text.")
 
 # open_clip options vlkit's CLIP does not have; a checkpoint using one is refused by name.
 _VISION_DEFAULTS = dict(
@@ -122,7 +117,8 @@ def config_from_open_clip(cfg: dict, state: StateDict) -> dict:
 
 
 def state_dict_from_open_clip(state: StateDict) -> StateDict:
-    state = rename_keys(state, _RULES, drop=(r"(?:text\.)?attn_mask",))
+    state = strip_prefix(state, "text.")  # CustomTextCLIP's text tower is CLIP's top level
+    state = rename_keys(state, pair_rules(_PAIRS), drop=(r"attn_mask",))
     for key, shape in (("visual.cls_token", (1, 1, -1)), ("logit_scale", ())):
         if key in state:
             state[key] = state[key].reshape(shape)
@@ -132,3 +128,79 @@ def state_dict_from_open_clip(state: StateDict) -> StateDict:
         if key in state:
             state[key] = state[key].t().contiguous()  # open_clip (in, out) -> nn.Linear (out, in)
     return state
+
+
+def config_to_open_clip(config) -> dict:
+    """vlkit CLIPConfig -> ``open_clip_config.json`` (``model_cfg`` and ``preprocess_cfg``)."""
+    v, t = config.vision, config.text
+    acts = {v.act, t.act}
+    unsupported = [name for name, bad in (
+        ("vision.patch_bias=True", v.patch_bias), ("vision.qkv_bias=False", not v.qkv_bias),
+        ("vision.pooler=True", v.pooler), (f"activations {sorted(acts)} (one of gelu, quick_gelu for both towers)",
+                                           len(acts) > 1 or not acts <= {"gelu", "quick_gelu"}),
+        (f"interpolation={v.interpolation!r}", v.interpolation not in ("bicubic", "bilinear")),
+        ("mlp sizes that are no multiple of the width", int(v.width * (v.mlp_dim / v.width)) != v.mlp_dim
+         or int(t.width * (t.mlp_dim / t.width)) != t.mlp_dim),
+    ) if bad]
+    if unsupported:
+        raise ValueError(f"open_clip's CLIP cannot represent {', '.join(unsupported)}")
+    vision = dict(image_size=v.image_size, patch_size=v.patch_size, width=v.width, layers=v.depth,
+                  head_width=v.width // v.num_heads, mlp_ratio=v.mlp_dim / v.width, no_ln_pre=not v.pre_norm)
+    text = dict(context_length=t.context_length, vocab_size=t.vocab_size, width=t.width, heads=t.num_heads,
+                layers=t.depth, mlp_ratio=t.mlp_dim / t.width, pool_type="argmax" if t.eos_token_id is None else "eos")
+    if t.eos_token_id is not None:
+        text["eos_id"] = t.eos_token_id
+    for cfg, eps in ((vision, v.norm_eps), (text, t.norm_eps)):
+        if eps != 1e-5:  # open_clip's LayerNorm default
+            cfg["norm_kwargs"] = {"eps": eps}
+    model_cfg = dict(embed_dim=config.embed_dim, quick_gelu=v.act == "quick_gelu", vision_cfg=vision, text_cfg=text,
+                     init_logit_scale=config.init_logit_scale)
+    preprocess = dict(size=v.image_size, mode="RGB", mean=list(v.image_mean), std=list(v.image_std),
+                      interpolation=v.interpolation, resize_mode=v.resize_mode)
+    return {"model_cfg": model_cfg, "preprocess_cfg": preprocess}
+
+
+def state_dict_to_open_clip(state: StateDict) -> StateDict:
+    """vlkit CLIP state dict -> open_clip ``CLIP`` keys and shapes."""
+    state = dict(state)
+    if "visual.cls_token" in state:
+        state["visual.cls_token"] = state["visual.cls_token"].reshape(-1)  # (1, 1, C) -> (C,)
+    if "visual.pos_embed" in state:
+        state["visual.pos_embed"] = state["visual.pos_embed"].squeeze(0)  # (1, 1 + N, C) -> (1 + N, C)
+    for key in ("image_proj.weight", "text_proj.weight"):
+        if key in state:
+            state[key] = state[key].t()  # nn.Linear (out, in) -> open_clip (in, out)
+    return {k: v.contiguous() for k, v in rename_keys(state, pair_rules(_PAIRS, reverse=True)).items()}
+
+
+def check_tokenizer(tok) -> None:
+    """open_clip tokenizes CLIP models with its own BPE (vlkit's "clip"); refuse any other tokenizer."""
+    from ..tokenizers import get_tokenizer
+    from ..tokenizers.clip import CLIPTokenizer
+
+    clip = get_tokenizer("clip")
+    assert isinstance(clip, CLIPTokenizer)
+    same = (isinstance(tok, CLIPTokenizer) and tok.get_vocab() == clip.get_vocab() and tok.merges == clip.merges
+            and tok.clean == clip.clean and tok.pad_id == clip.pad_id)
+    if not same:
+        raise ValueError("open_clip tokenizes with CLIP's own BPE, and this model's tokenizer is another one; "
+                         "export it with --to hf, which writes the tokenizer")
+
+
+def save_open_clip(model, out: str | os.PathLike, tokenizer=None) -> Path:
+    """Write a vlkit CLIP as an open_clip folder: ``open_clip_config.json`` + ``open_clip_model.safetensors``."""
+    from safetensors.torch import save_file
+
+    if model.model_type != MODEL_TYPE:
+        raise ValueError(f"open_clip holds CLIP models; this is a {model.model_type!r} model")
+    config = config_to_open_clip(model.config)
+    tok = tokenizer if tokenizer is not None else model.tokenizer
+    if tok is None:
+        raise ValueError("this CLIP has no tokenizer to check against open_clip's; give one (convert --tokenizer)")
+    check_tokenizer(tok)
+    state = state_dict_to_open_clip({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+    write_file(out / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+    return out

@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from ..files import write_file, write_text
 from .registry import config_to_dict
 
 CONFIG_FILE = "config.json"
@@ -21,31 +25,49 @@ class CheckpointError(ValueError):
 class Model(nn.Module):
     """Base class of the vlkit families. Subclasses set ``config_class``."""
 
-    config_class: type
+    config_class: Any  # the family's config dataclass (it has a ``model_type`` ClassVar)
 
     def __init__(self, config) -> None:
         super().__init__()
         if not isinstance(config, self.config_class):
             raise TypeError(f"{type(self).__name__} takes a {self.config_class.__name__}, got {type(config).__name__}")
         self.config = config
+        self._tokenizer: Any = None  # a Tokenizer, or where to read it from when first asked for
 
     @property
     def model_type(self) -> str:
         return self.config_class.model_type
 
-    def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` (tied weights stored once) atomically."""
+    @property
+    def tokenizer(self):
+        """The model's tokenizer, or None. ``from_pretrained`` gives a model the tokenizer of its
+        folder (read when first asked for), ``save_pretrained`` writes it; set it to give one."""
+        if isinstance(self._tokenizer, (str, Path)):
+            from ..tokenizers import get_tokenizer
+
+            self._tokenizer = get_tokenizer(self._tokenizer)
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, value) -> None:
+        self._tokenizer = value
+
+    def save_pretrained(self, folder: str | os.PathLike, tokenizer=None) -> Path:
+        """Write ``config.json``, ``model.safetensors`` (tied weights stored once), each whole, and
+        the tokenizer (``tokenizer``, else the model's own, if any), so that the folder is all
+        ``vlkit.from_pretrained`` and ``vlkit.get_tokenizer`` need."""
         from safetensors.torch import save_model
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         config = {"vlkit_model_type": self.model_type, "config": config_to_dict(self.config)}
-        tmp = folder / (CONFIG_FILE + ".tmp")
-        tmp.write_text(json.dumps(config, indent=2) + "\n")
-        os.replace(tmp, folder / CONFIG_FILE)
-        tmp = folder / (WEIGHTS_FILE + ".tmp")
-        save_model(self, str(tmp))
-        os.replace(tmp, folder / WEIGHTS_FILE)
+        write_text(folder / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+        write_file(folder / WEIGHTS_FILE, lambda tmp: save_model(self, str(tmp)))
+        source = self._tokenizer if tokenizer is None else tokenizer
+        if isinstance(source, Path):  # not read yet: its files travel as they are
+            _copy_tokenizer_files(source, folder)
+        elif source is not None:
+            (self.tokenizer if tokenizer is None else tokenizer).save(folder)
         return folder
 
     def load_weights(self, state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
@@ -83,6 +105,15 @@ class Model(nn.Module):
         return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
 
 
+def _copy_tokenizer_files(source: Path, folder: Path) -> None:
+    from ..tokenizers.vocab_files import tokenizer_files
+
+    if source.resolve() == folder.resolve():
+        return
+    for path in tokenizer_files(source):
+        write_file(folder / path.name, partial(shutil.copyfile, path))
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The model inside a DistributedDataParallel (or torch.compile) wrapper."""
     from torch.nn.parallel import DistributedDataParallel
@@ -90,7 +121,7 @@ def unwrap(model: nn.Module) -> nn.Module:
     while True:
         if isinstance(model, DistributedDataParallel):
             model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
-            model = model._orig_mod
+        elif isinstance(inner := getattr(model, "_orig_mod", None), nn.Module):
+            model = inner
         else:
             return model

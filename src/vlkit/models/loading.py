@@ -1,37 +1,94 @@
-"""``from_pretrained``: vlkit folders, HF transformers folders, open_clip checkpoints, hub ids."""
+"""``from_pretrained``: vlkit folders, HF transformers folders, open_clip checkpoints, hub ids.
+
+Every fault of a checkpoint a user can meet (a truncated weights file, a pickle that is refused,
+a config.json of another shape) raises a :class:`CheckpointError` that names the file and what
+was expected.
+"""
 from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ..convert import HF_CONVERTERS
 from ..convert.hf_image_processor import image_fields_from_hf
-from .base import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, Model
+from .base import CONFIG_FILE, CheckpointError, Model
 from .registry import FAMILIES, config_from_dict
+
+OPEN_CLIP_CONFIG = "open_clip_config.json"
+
+
+def read_json(path: Path, what: str = "a JSON object") -> dict:
+    """The JSON object in ``path``; a CheckpointError naming the file when it is not one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e}); expected {what}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(data).__name__}; expected {what}")
+    return data
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty; expected a safetensors weights file")
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} is not a complete safetensors file ({reason}); it may be truncated") from None
+
+
+def _load_pickle(path: Path) -> Any:
+    """``torch.load(weights_only=True)``: tensors and plain containers only, never pickled code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        text = str(e)
+        call = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        detail = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
+        reason = f"it calls {call[1]}" if call else detail[1].strip() if detail else text.strip().split("\n")[0]
+        raise CheckpointError(
+            f"{path}: torch.load(weights_only=True) refused it ({reason}); vlkit never runs pickled code, "
+            "so save these weights as safetensors"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch weights file ({reason}); it may be truncated"
+        ) from None
 
 
 def read_weights(folder: Path, stem: str = "model") -> dict[str, torch.Tensor]:
     """Read ``<stem>.safetensors`` (sharded or not) or ``pytorch_model.bin`` without running pickle code."""
-    from safetensors.torch import load_file
-
     single = folder / f"{stem}.safetensors"
     if single.is_file():
-        return load_file(single)
+        return _load_safetensors(single)
     index = folder / f"{stem}.safetensors.index.json"
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        weight_map = read_json(index, "a safetensors index with a 'weight_map'").get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise CheckpointError(f"{index} has no 'weight_map' object naming the shard of each tensor")
         out: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            out.update(load_file(folder / shard))
+        for shard in sorted(set(weight_map.values())):
+            out.update(_load_safetensors(folder / shard))
         return out
     for name in (f"{stem}_pytorch_model.bin" if stem != "model" else "pytorch_model.bin", f"{stem}.bin"):
         path = folder / name
         if path.is_file():
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            return state.get("state_dict", state) if isinstance(state, dict) else state
+            state = _load_pickle(path)
+            state = state.get("state_dict", state) if isinstance(state, dict) else state
+            if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+                raise CheckpointError(f"{path} does not hold a state dict (a mapping of names to tensors)")
+            return state
     raise FileNotFoundError(f"no weights in {folder}: expected {stem}.safetensors or a pytorch .bin file")
 
 
@@ -54,11 +111,23 @@ def _resolve(source: str | os.PathLike) -> Path:
     raise FileNotFoundError(f"checkpoint folder {source!r} does not exist")
 
 
-def _with_image_processor(fields: dict, path: Path) -> dict:
+def _image_processor(folder: Path) -> dict | None:
+    """The HF image processor config: ``preprocessor_config.json``, or the ``image_processor``
+    part of ``processor_config.json`` (where transformers 5 saves it)."""
+    if (folder / "preprocessor_config.json").is_file():
+        return read_json(folder / "preprocessor_config.json", "an HF image processor config")
+    if (folder / "processor_config.json").is_file():
+        image = read_json(folder / "processor_config.json", "an HF processor config").get("image_processor")
+        return image if isinstance(image, dict) else None
+    return None
+
+
+def _with_image_processor(fields: dict, folder: Path) -> dict:
     """The checkpoint's own preprocessing (mean, std, resampling, crop) into its vision config."""
-    if not path.is_file():
+    pre = _image_processor(folder)
+    if pre is None:
         return fields
-    image = image_fields_from_hf(json.loads(path.read_text()))
+    image = image_fields_from_hf(pre)
     if "vision" in fields:
         return {**fields, "vision": {**fields["vision"], **image}}
     if "image_size" in fields:  # a ViT
@@ -66,45 +135,87 @@ def _with_image_processor(fields: dict, path: Path) -> dict:
     return fields
 
 
+def _read_open_clip(folder: Path) -> tuple[str, dict, dict]:
+    from ..convert import open_clip as oc
+
+    cfg = read_json(folder / OPEN_CLIP_CONFIG, "an open_clip config with a 'model_cfg' object")
+    stem = "open_clip_model" if (folder / "open_clip_model.safetensors").is_file() else "open_clip_pytorch_model"
+    state = read_weights(folder, stem)
+    return oc.MODEL_TYPE, oc.config_from_open_clip(cfg, state), oc.state_dict_from_open_clip(state)
+
+
+def _read_vlkit(folder: Path, cfg: dict) -> tuple[str, dict, dict]:
+    path = folder / CONFIG_FILE
+    model_type, fields = cfg["vlkit_model_type"], cfg.get("config")
+    if not isinstance(fields, dict):
+        raise CheckpointError(f"{path}: a vlkit config.json holds 'vlkit_model_type' and 'config' (an object of the "
+                              f"model's fields); 'config' is {'missing' if fields is None else repr(fields)}")
+    return model_type, fields, read_weights(folder)
+
+
+def _read_hf(folder: Path, cfg: dict) -> tuple[str, dict, dict]:
+    conv = HF_CONVERTERS[cfg["model_type"]]
+    archs = cfg.get("architectures") or []
+    if archs and not set(archs) & set(conv.ARCHITECTURES):
+        raise CheckpointError(
+            f"{folder}: architecture {archs} is not supported for model_type {cfg['model_type']!r}; "
+            f"expected one of {conv.ARCHITECTURES}"
+        )
+    hf_state = read_weights(folder)
+    try:
+        fields = conv.config_from_hf(cfg, hf_state)
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{folder / CONFIG_FILE}: HF {cfg['model_type']} config lacks or mistypes {e}") from None
+    return conv.MODEL_TYPE, _with_image_processor(fields, folder), conv.state_dict_from_hf(hf_state)
+
+
+def _read_checkpoint(folder: Path) -> tuple[str, dict, dict]:
+    """(vlkit model type, config fields, vlkit state dict) of any layout vlkit reads."""
+    if (folder / OPEN_CLIP_CONFIG).is_file():
+        return _read_open_clip(folder)
+    config_path = folder / CONFIG_FILE
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{folder} has no {CONFIG_FILE} (nor {OPEN_CLIP_CONFIG})")
+    cfg = read_json(config_path, "a model config object")
+    if "vlkit_model_type" in cfg:
+        return _read_vlkit(folder, cfg)
+    if cfg.get("model_type") in HF_CONVERTERS:
+        return _read_hf(folder, cfg)
+    raise CheckpointError(
+        f"{config_path}: unknown checkpoint layout (model_type={cfg.get('model_type')!r}); vlkit reads its own "
+        f"folders and HF model types {sorted(HF_CONVERTERS)}"
+    )
+
+
+def _tokenizer_source(folder: Path, model_type: str, fields: dict) -> Path | str | None:
+    """Where the model's tokenizer is read from: the folder's tokenizer files; for an open_clip CLIP
+    with no HF tokenizer named, open_clip's own (vlkit's "clip")."""
+    from ..tokenizers.vocab_files import tokenizer_files
+
+    if tokenizer_files(folder):
+        return folder
+    if (folder / OPEN_CLIP_CONFIG).is_file() and fields.get("text", {}).get("vocab_size") == 49408:
+        cfg = read_json(folder / OPEN_CLIP_CONFIG)
+        if not (cfg.get("model_cfg", cfg).get("text_cfg") or {}).get("hf_tokenizer_name"):
+            return "clip"
+    return None
+
+
 def from_pretrained(source: str | os.PathLike, **config_overrides) -> Model:
     """Load a model from a vlkit folder (config.json + model.safetensors), an HF transformers
-    folder, an open_clip checkpoint folder, or a hub id (downloaded when the network is there)."""
+    folder, an open_clip checkpoint folder, or a hub id (downloaded when the network is there).
+    The folder's tokenizer, if it has one, comes with the model (``model.tokenizer``)."""
     folder = _resolve(source)
-    if (folder / "open_clip_config.json").is_file():
-        from ..convert import open_clip as oc
-
-        cfg = json.loads((folder / "open_clip_config.json").read_text())
-        state = read_weights(folder, "open_clip_model") if (folder / "open_clip_model.safetensors").is_file() \
-            else read_weights(folder, "open_clip_pytorch_model")
-        model_type, fields, state = oc.MODEL_TYPE, oc.config_from_open_clip(cfg, state), oc.state_dict_from_open_clip(state)
-    else:
-        config_path = folder / CONFIG_FILE
-        if not config_path.is_file():
-            raise FileNotFoundError(f"{folder} has no {CONFIG_FILE} (nor open_clip_config.json)")
-        cfg = json.loads(config_path.read_text())
-        if "vlkit_model_type" in cfg:
-            model_type, fields = cfg["vlkit_model_type"], cfg["config"]
-            state = read_weights(folder)
-        elif cfg.get("model_type") in HF_CONVERTERS:
-            conv = HF_CONVERTERS[cfg["model_type"]]
-            archs = cfg.get("architectures") or []
-            if archs and not set(archs) & set(conv.ARCHITECTURES):
-                raise CheckpointError(
-                    f"{folder}: architecture {archs} is not supported for model_type {cfg['model_type']!r}; "
-                    f"expected one of {conv.ARCHITECTURES}"
-                )
-            hf_state = read_weights(folder)
-            model_type, fields, state = conv.MODEL_TYPE, conv.config_from_hf(cfg, hf_state), conv.state_dict_from_hf(hf_state)
-            fields = _with_image_processor(fields, folder / "preprocessor_config.json")
-        else:
-            raise CheckpointError(
-                f"{config_path}: unknown checkpoint layout (model_type={cfg.get('model_type')!r}); vlkit reads its own "
-                f"folders and HF model types {sorted(HF_CONVERTERS)}"
-            )
+    model_type, fields, state = _read_checkpoint(folder)
     if model_type not in FAMILIES:
-        raise CheckpointError(f"{folder}: unknown vlkit model type {model_type!r}")
+        raise CheckpointError(f"{folder}: unknown vlkit model type {model_type!r}; expected one of {sorted(FAMILIES)}")
     model_cls = FAMILIES[model_type]
-    config = config_from_dict(model_cls.config_class, {**fields, **config_overrides})
+    try:
+        config = config_from_dict(model_cls.config_class, {**fields, **config_overrides})
+    except (ValueError, TypeError) as e:
+        where = folder / (OPEN_CLIP_CONFIG if (folder / OPEN_CLIP_CONFIG).is_file() else CONFIG_FILE)
+        raise CheckpointError(f"{where}: {e}") from None
     model = model_cls(config)
     model.load_weights(state, source=str(folder))
+    model.tokenizer = _tokenizer_source(folder, model_type, fields)
     return model.eval()

@@ -243,3 +243,77 @@ def tokenizer_from_hf_json(path: str | Path, context_length: int | None = None) 
         ignore_merges=bool(model.get("ignore_merges", False)),
         **common,
     )
+
+
+# ------------------------------------------------------------------ writing for HF transformers
+
+HF_GENERIC_CLASS = "PreTrainedTokenizerFast"  # reads tokenizer.json as it is (TokenizersBackend in transformers 5)
+
+
+def hf_tokenizer_class(tok: Tokenizer, preferred: str | None) -> str:
+    """``preferred`` (the model family's HF tokenizer class) when that class, built from the
+    vocabulary files and the settings written, splits text as ``tok`` does; else the generic class,
+    which reads ``tokenizer.json`` as vlkit writes it."""
+    from .bpe import GPT2_PATTERN, BPETokenizer
+    from .clip import CLIPTokenizer
+    from .wordpiece import WordPieceTokenizer
+
+    roles = tok.special_tokens
+    if preferred == "CLIPTokenizer":
+        fits = isinstance(tok, CLIPTokenizer)
+    elif preferred == "BertTokenizer":
+        fits = (isinstance(tok, WordPieceTokenizer) and tok.continuing_prefix == "##" and tok.pre_tokenizer.clean_text
+                and tok.max_input_chars_per_word == 100 and tok.prefix == [roles.get("cls")]
+                and tok.suffix == [roles.get("sep")])
+    elif preferred == "GPT2Tokenizer":
+        fits = (type(tok) is BPETokenizer and tok.pattern == GPT2_PATTERN and tok.normalizer is None
+                and not tok.ignore_merges and not tok.prefix and not tok.suffix)
+    else:
+        fits = False
+    return preferred if fits and preferred is not None else HF_GENERIC_CLASS
+
+
+def _hf_special_tokens(tok: Tokenizer, tokenizer_class: str) -> dict:
+    """``<role>_token`` for every role (null where ``tok`` has none, so that no class default is
+    added to the vocabulary) and the extra special tokens."""
+    out: dict = {f"{role}_token": tok.special_tokens.get(role) for role in ROLES}
+    if tokenizer_class == "CLIPTokenizer":  # HF's CLIP stands its end token in for unknown text and padding
+        out.update(unk_token=out["eos_token"], pad_token=out["eos_token"])
+    if tok.extra_special_tokens:
+        out["additional_special_tokens"] = list(tok.extra_special_tokens)
+    return out
+
+
+def _hf_class_settings(tok: Tokenizer, tokenizer_class: str) -> dict:
+    if tokenizer_class == "BertTokenizer":
+        p = tok.pre_tokenizer  # type: ignore[attr-defined]
+        return {"do_lower_case": p.lowercase, "strip_accents": p.strip_accents_setting,
+                "tokenize_chinese_chars": p.handle_chinese_chars}
+    if tokenizer_class == "GPT2Tokenizer":
+        return {"add_prefix_space": tok.add_prefix_space}  # type: ignore[attr-defined]
+    return {}
+
+
+def save_hf_tokenizer(
+    tok: Tokenizer, folder: str | Path, *, tokenizer_class: str | None = None, model_max_length: int | None = None,
+    processor_class: str | None = None,
+) -> str:
+    """Write ``tok`` so that ``transformers.AutoTokenizer.from_pretrained(folder)`` gives the same
+    ids: vlkit's files (``vlkit_tokenizer.json``, the vocabulary, ``tokenizer.json``) and
+    ``tokenizer_config.json`` + ``special_tokens_map.json``. Returns the HF class written."""
+    folder = Path(folder)
+    tok.save(folder)
+    cls = hf_tokenizer_class(tok, tokenizer_class)
+    special = _hf_special_tokens(tok, cls)
+    length = tok.context_length or model_max_length
+    config = {
+        "tokenizer_class": cls,
+        **({"model_max_length": length} if length else {}),
+        **special,
+        **_hf_class_settings(tok, cls),
+        **({"processor_class": processor_class} if processor_class else {}),
+    }
+    for name, data in (("tokenizer_config.json", config),
+                       ("special_tokens_map.json", {k: v for k, v in special.items() if v is not None})):
+        (folder / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return cls

@@ -90,3 +90,26 @@ def write_vocab_txt(path: Path, tokens: Sequence[str]) -> None:
     if bad:
         raise ValueError(f"tokens with line breaks cannot be written to vocab.txt: {bad[:3]!r}")
     Path(path).write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
+
+
+# The files a tokenizer folder may hold: vlkit's own, HF's (transformers and tokenizers) and the
+# vocabulary files both read.
+TOKENIZER_FILES = (
+    "vlkit_tokenizer.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "vocab.txt",
+)
+
+
+def tokenizer_files(folder: Path) -> list[Path]:
+    """The tokenizer files in ``folder`` (empty when it holds no tokenizer)."""
+    folder = Path(folder)
+    found = [folder / name for name in TOKENIZER_FILES if (folder / name).is_file()]
+    names = {p.name for p in found}
+    complete = names & {"vlkit_tokenizer.json", "tokenizer.json", "vocab.txt"} or {"vocab.json", "merges.txt"} <= names
+    return found if complete else []

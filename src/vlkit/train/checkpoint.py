@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 import random
 import re
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from ..files import write_file
 
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^step-(\d+)\.pt$")
@@ -48,17 +51,12 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return write_file(path, partial(_save_to, obj))
+
+
+def _save_to(obj: Any, tmp: Path) -> None:
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def checkpoint_path(output_dir: str | os.PathLike, step: int) -> Path:
