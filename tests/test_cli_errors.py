@@ -65,7 +65,7 @@ def test_damaged_weights_in_a_real_process(clip, tmp_path):
     done = _vlkit("embed", "--model", str(truncated), "--text", "a cat", "--out", str(tmp_path / "o"))
     assert done.returncode == 2
     line = _one_line(done.stderr, "embed")
-    assert str(truncated) in line and "weights cannot be read" in line
+    assert str(truncated) in line and "it may be truncated" in line
 
 
 def test_a_bogus_device_in_a_real_process(clip, tmp_path):
@@ -78,12 +78,12 @@ def test_empty_weights_and_a_refused_pickle(clip, tmp_path, capsys):
     empty = _copy(clip, tmp_path / "empty")
     (empty / "model.safetensors").write_bytes(b"")
     assert main(["eval", "retrieval", "--model", str(empty), "--size", "2"]) == 2
-    assert "header too small" in _one_line(capsys.readouterr().err, "eval")
+    assert "model.safetensors is empty" in _one_line(capsys.readouterr().err, "eval")
     pickled = _copy(clip, tmp_path / "pickled")
     (pickled / "model.safetensors").unlink()
     torch.save({"weights": print}, pickled / "pytorch_model.bin")  # a pickle that names a function
     assert main(["convert", str(pickled), "--to", "vlkit", str(tmp_path / "out")]) == 2
-    assert "pickled objects other than tensors" in _one_line(capsys.readouterr().err, "convert")
+    assert "refused it (it calls builtins.print)" in _one_line(capsys.readouterr().err, "convert")
     assert not (tmp_path / "out").exists()
 
 
