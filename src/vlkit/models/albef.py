@@ -235,23 +235,26 @@ class ALBEF(Model):
         f = towers.text_proj(towers.text_embeds(input_ids, attention_mask)[:, 0])
         return F.normalize(f, dim=-1) if normalize else f
 
+    def match_logits(self, fused_hidden: torch.Tensor) -> torch.Tensor:
+        """ITM head on the fused [CLS] state: (B, T, H) -> (B, 2) (not matched, matched), as
+        :meth:`vlkit.models.Blip.match_logits`; fuse with ``encoders.fuse``."""
+        return self.itm_head(fused_hidden[:, 0])
+
     def itm_logits(
-        self,
-        image_embeds: torch.Tensor,
-        text_hidden: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        image_mask: torch.Tensor | None = None,
+        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Matched / not matched logits (B, 2) of the fused [CLS] state; index 1 = matched."""
-        fused = self.encoders.fuse(text_hidden, attention_mask, image_embeds, image_mask)  # (B, T, H)
-        return self.itm_head(fused[:, 0])
+        """Image-text matching logits of B pairs (B, 2): (not matched, matched), the signature
+        every fusion model shares (BLIP, ALBEF)."""
+        if pixel_values.shape[0] != input_ids.shape[0]:
+            raise ValueError(f"itm_logits scores pairs: got {pixel_values.shape[0]} images and {input_ids.shape[0]} texts")
+        e = self.encoders
+        text_hidden = e.text_embeds(input_ids, attention_mask)  # (B, T, H)
+        return self.match_logits(e.fuse(text_hidden, attention_mask, e.image_embeds(pixel_values)))
 
     def match(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
               attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Probability (B,) that image i and text i match."""
-        e = self.encoders
-        logits = self.itm_logits(e.image_embeds(pixel_values), e.text_embeds(input_ids, attention_mask), attention_mask)
-        return logits.softmax(-1)[:, 1]
+        return self.itm_logits(pixel_values, input_ids, attention_mask).softmax(-1)[:, 1]
 
     def forward(
         self,
