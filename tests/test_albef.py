@@ -50,7 +50,11 @@ def test_forward_shapes_and_normalised_features():
     assert out["image_features"].shape == out["text_features"].shape == (3, 32)
     assert torch.allclose(out["image_features"].norm(dim=-1), torch.ones(3))
     assert out["mlm_logits"].shape == (3, 6, 50)
-    assert model.itm_logits(out["image_embeds"], out["text_hidden"], mask).shape == (3, 2)
+    itm = model.itm_logits(pixels, ids, mask)  # (B, 2), the signature BLIP's has
+    fused = model.encoders.fuse(out["text_hidden"], mask, out["image_embeds"])
+    assert itm.shape == (3, 2) and torch.allclose(itm, model.match_logits(fused), atol=1e-6)
+    with pytest.raises(ValueError, match="scores pairs"):
+        model.itm_logits(pixels, ids[:2], mask[:2])
     assert torch.allclose(model.encode_image(pixels, normalize=True), out["image_features"], atol=1e-6)
     assert torch.allclose(model.encode_text(ids, mask, normalize=True), out["text_features"], atol=1e-6)
     assert model.match(pixels, ids, mask).shape == (3,)

@@ -16,6 +16,8 @@ WORDS = ("a an the of photo picture image small large red green blue yellow purp
          "cross on in at left right top bottom middle").split()
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 VOCAB = len(SPECIAL) + len(WORDS)
+STEPS = 200  # over twelve seeds the worst ITM loss ratio (last/first 10 steps) was 0.67, the worst
+ITM_RATIO = 0.8  # true-minus-shifted match probability 0.29 (docs/albef.md)
 
 
 @pytest.fixture(autouse=True)
@@ -50,12 +52,13 @@ def test_caption_ids_equal_for_equal_captions():
     assert ids[0] == ids[2] and ids[0] != ids[1]
 
 
-def test_losses_train_the_model(vocab_file):
-    """150 AdamW steps on 8 shapes (about 10 s on one core): each of the three losses falls
-    (checked on five seeds: ITC to <= 0.2 from ~log 8, MLM and ITM to about half), the ITC
-    features retrieve the pairs, the ITM head scores true pairs above shifted ones, and the
-    momentum encoders follow the online ones."""
-    torch.manual_seed(0)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_losses_train_the_model(vocab_file, seed):
+    """200 AdamW steps on 8 shapes (about 13 s on one core; constant lr, gradients clipped at
+    norm 1 as the training loop does): each of the three losses falls, the ITC features retrieve
+    the pairs, the ITM head scores true pairs above shifted ones, and the momentum encoders follow
+    the online ones. Measured on twelve seeds: see docs/albef.md."""
+    torch.manual_seed(seed)
     task = make_task(vocab_file, momentum=0.5, queue_size=0)
     model = task.build_model()
     batch = shapes_batch(task, model)
@@ -63,11 +66,12 @@ def test_losses_train_the_model(vocab_file):
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
     model.train()
     history = []
-    for _ in range(150):
+    for _ in range(STEPS):
         losses = task.losses(model, batch)
         assert set(losses) == {"itc_loss", "itm_loss", "mlm_loss"}
         opt.zero_grad()
         sum(losses.values()).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         history.append({k: v.item() for k, v in losses.items()})
 
@@ -75,9 +79,10 @@ def test_losses_train_the_model(vocab_file):
         return sum(h[key] for h in rows) / len(rows)
 
     start, end = history[:10], history[-10:]  # MLM and ITM are noisy (few masked tokens, sampled negatives)
-    assert history[0]["itc_loss"] > 1.9 and mean("itc_loss", history[-5:]) < 0.5, (history[0], history[-1])
+    assert history[0]["itc_loss"] > 1.9 and mean("itc_loss", history[-5:]) < 0.3, (history[0], history[-1])
     assert mean("mlm_loss", end) < 0.5 * mean("mlm_loss", start), (mean("mlm_loss", start), mean("mlm_loss", end))
-    assert mean("itm_loss", end) < 0.65 * mean("itm_loss", start), (mean("itm_loss", start), mean("itm_loss", end))
+    assert mean("itm_loss", end) < ITM_RATIO * mean("itm_loss", start), (mean("itm_loss", start), mean("itm_loss", end))
+    assert model.scale().item() <= 100.0
     model.eval()
     with torch.no_grad():
         pixels, ids, mask = batch["pixel_values"], batch["input_ids"], batch["attention_mask"]

@@ -1,6 +1,8 @@
 """The BLIP task: ITC, ITM with hard negatives on [ENC] inputs and the captioning LM train a tiny
 BLIP on a few shapes; the prompt is ignored by the LM loss; evaluation reports retrieval and
 caption metrics."""
+import math
+
 import pytest
 import torch
 
@@ -39,29 +41,46 @@ def make(vocab_file, prompt="", n=8, **model):
     return task, net, ds, task.collate()([ds[i] for i in range(n)])
 
 
-def test_losses_train_the_model(vocab_file):
-    """150 AdamW steps on 8 shapes (about 6 s on one core): ITC falls from ~log 8, ITM and LM fall,
-    the ITC features retrieve the pairs and greedy decoding reproduces the captions."""
-    torch.manual_seed(0)
-    task, model, _, batch = make(vocab_file)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
+def train(task, model, batch, steps: int, lr: float, warmup: int = 10):
+    """AdamW as the training loop runs it: linear warmup, cosine decay to 0, gradients clipped at
+    norm 1. Returns each step's losses."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1.0 + math.cos(math.pi * s / steps)))
     model.train()
     history = []
-    for _ in range(150):
+    for _ in range(steps):
         losses = task.losses(model, batch)
-        assert set(losses) == {"itc_loss", "itm_loss", "lm_loss"}
         opt.zero_grad()
         sum(losses.values()).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        schedule.step()
         history.append({k: v.item() for k, v in losses.items()})
+    return history
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_losses_train_the_model(vocab_file, seed):
+    """150 AdamW steps on 8 shapes (about 6 s on one core; warmup, cosine decay, gradients clipped
+    at 1, text towers from N(0, 0.1) as the blip-shapes config): ITC falls from ~log 8, ITM and LM
+    fall, the ITC features retrieve the pairs and greedy decoding reproduces the captions. Checked
+    on seeds 0-5 (ITC ends at 0.000, ITM at 0.02-0.32, LM at 0.69-0.73) and on two threads; with
+    BLIP's scale bound of 1000 and no clipping, two of six seeds ended with ITC above 1 (one at 2.4
+    after a spike to 364)."""
+    torch.manual_seed(seed)
+    task, model, _, batch = make(vocab_file, init_std=0.1)
+    history = train(task, model, batch, steps=150, lr=2e-3)
+    assert set(history[0]) == {"itc_loss", "itm_loss", "lm_loss"}
 
     def mean(key, rows):
         return sum(h[key] for h in rows) / len(rows)
 
     start, end = history[:10], history[-10:]
-    assert mean("itc_loss", start) > 1.9 and mean("itc_loss", end) < 0.5
+    assert history[0]["itc_loss"] > 1.9 and mean("itc_loss", end) < 0.1, (history[0], end[-1])
     assert mean("lm_loss", end) < 0.3 * mean("lm_loss", start)  # label smoothing 0.1 keeps it above ~0.65
-    assert mean("itm_loss", end) < 0.85 * mean("itm_loss", start)
+    assert mean("itm_loss", end) < 0.6 * mean("itm_loss", start)
+    assert model.scale().item() <= 100.0
     model.eval()
     with torch.no_grad():
         img = model.encode_image(batch["pixel_values"], normalize=True)
@@ -126,3 +145,22 @@ def test_rejects_a_vqa_model(vocab_file):
     task = BLIPRecipe({"preset": "blip-tiny", "text": TEXT, "decoder_context": "question"}, tokenizer=vocab_file)
     with pytest.raises(ValueError, match="decoder must read the image"):
         task.build_model()
+
+
+@pytest.mark.parametrize("family", ["blip-tiny", "albef-tiny"])
+def test_scale_is_bounded_as_clip(family):
+    """scale() = 1 / temp with temp clamped to [1 / max_logit_scale, 0.5]: at most 100 by default
+    (the reference code's 0.001 let it reach 1000 and the ITC loss spike); the bound is a config field."""
+    model = vlkit.create_model(family)
+    with torch.no_grad():
+        model.temp.fill_(1e-4)
+    assert model.scale().item() == pytest.approx(100.0)
+    model.temp.grad = None
+    model.scale().backward()
+    assert model.temp.grad.item() == 0.0  # clamped: no gradient pushes it further
+    assert vlkit.create_model(family, max_logit_scale=1000.0).scale().item() == pytest.approx(1 / 0.07, rel=1e-5)
+    with torch.no_grad():
+        model.temp.fill_(0.9)
+    assert model.scale().item() == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="max_logit_scale"):
+        vlkit.create_model(family, max_logit_scale=1.0)

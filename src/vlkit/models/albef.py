@@ -73,7 +73,9 @@ class ALBEFConfig:
     vision: ViTConfig = field(default_factory=albef_vision_config)
     text: ALBEFTextConfig = field(default_factory=ALBEFTextConfig)
     embed_dim: int = 256  # ITC feature size
-    temperature: float = 0.07  # initial ITC temperature (learned, clamped to [0.001, 0.5])
+    temperature: float = 0.07  # initial ITC temperature (learned)
+    # scale() = 1 / temperature, clamped to [1 / max_logit_scale, 0.5]: at most 100 as CLIP (ALBEF: 1000)
+    max_logit_scale: float = 100.0
     mlm_head: bool = True
     momentum: float = 0.995  # EMA factor of the momentum encoders; 0 disables the momentum copy
     queue_size: int = 65536  # momentum features kept as extra ITC negatives (0: none)
@@ -85,6 +87,8 @@ class ALBEFConfig:
         if not isinstance(self.vision, ViTConfig) or not isinstance(self.text, ALBEFTextConfig):
             raise TypeError(f"ALBEFConfig takes vision: ViTConfig and text: ALBEFTextConfig, got "
                             f"{type(self.vision).__name__} and {type(self.text).__name__}")
+        if self.max_logit_scale < 2.0:
+            raise ValueError(f"max_logit_scale must be >= 2 (temperature <= 0.5), got {self.max_logit_scale}")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
         if self.queue_size < 0:
@@ -209,8 +213,12 @@ class ALBEF(Model):
         return self.momentum_encoders
 
     def scale(self) -> torch.Tensor:
-        """1 / temperature, the temperature clamped to [0.001, 0.5] as ALBEF does."""
-        return 1.0 / self.temp.clamp(0.001, 0.5)
+        """1 / temperature, the temperature clamped to [1 / max_logit_scale, 0.5].
+
+        ALBEF's code clamps it to [0.001, 0.5], so the scale can reach 1000; on a memorised batch
+        that makes the ITC loss jump from ~0 to hundreds after a small step. The default bound is
+        CLIP's (100); ``max_logit_scale=1000`` restores ALBEF's."""
+        return 1.0 / self.temp.clamp(1.0 / self.config.max_logit_scale, 0.5)
 
     def encode_image(self, pixel_values: torch.Tensor, normalize: bool = False, momentum: bool = False) -> torch.Tensor:
         """(B, 3, H, W) -> ITC image feature (B, D), the projected [CLS] state."""
@@ -227,23 +235,26 @@ class ALBEF(Model):
         f = towers.text_proj(towers.text_embeds(input_ids, attention_mask)[:, 0])
         return F.normalize(f, dim=-1) if normalize else f
 
+    def match_logits(self, fused_hidden: torch.Tensor) -> torch.Tensor:
+        """ITM head on the fused [CLS] state: (B, T, H) -> (B, 2) (not matched, matched), as
+        :meth:`vlkit.models.Blip.match_logits`; fuse with ``encoders.fuse``."""
+        return self.itm_head(fused_hidden[:, 0])
+
     def itm_logits(
-        self,
-        image_embeds: torch.Tensor,
-        text_hidden: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        image_mask: torch.Tensor | None = None,
+        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Matched / not matched logits (B, 2) of the fused [CLS] state; index 1 = matched."""
-        fused = self.encoders.fuse(text_hidden, attention_mask, image_embeds, image_mask)  # (B, T, H)
-        return self.itm_head(fused[:, 0])
+        """Image-text matching logits of B pairs (B, 2): (not matched, matched), the signature
+        every fusion model shares (BLIP, ALBEF)."""
+        if pixel_values.shape[0] != input_ids.shape[0]:
+            raise ValueError(f"itm_logits scores pairs: got {pixel_values.shape[0]} images and {input_ids.shape[0]} texts")
+        e = self.encoders
+        text_hidden = e.text_embeds(input_ids, attention_mask)  # (B, T, H)
+        return self.match_logits(e.fuse(text_hidden, attention_mask, e.image_embeds(pixel_values)))
 
     def match(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
               attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Probability (B,) that image i and text i match."""
-        e = self.encoders
-        logits = self.itm_logits(e.image_embeds(pixel_values), e.text_embeds(input_ids, attention_mask), attention_mask)
-        return logits.softmax(-1)[:, 1]
+        return self.itm_logits(pixel_values, input_ids, attention_mask).softmax(-1)[:, 1]
 
     def forward(
         self,

@@ -86,7 +86,9 @@ class BlipConfig:
     # what the decoder cross-attends to: "image" (captioning, pre-training) or "question" (VQA:
     # the question encoded with the image by the text encoder)
     decoder_context: str = "image"
-    init_temperature: float = 0.07  # ITC temperature at init (BLIP clamps it to [0.001, 0.5])
+    init_temperature: float = 0.07  # ITC temperature at init
+    # scale() = 1 / temp, temp clamped to [1 / max_logit_scale, 0.5]: at most 100 as CLIP (BLIP: 1000)
+    max_logit_scale: float = 100.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.vision, ViTConfig) or not isinstance(self.text, BlipTextConfig):
@@ -94,6 +96,8 @@ class BlipConfig:
                 f"BlipConfig takes vision: ViTConfig and text: BlipTextConfig, got "
                 f"{type(self.vision).__name__} and {type(self.text).__name__}"
             )
+        if self.max_logit_scale < 2.0:
+            raise ValueError(f"max_logit_scale must be >= 2 (temp <= 0.5), got {self.max_logit_scale}")
         if not (self.text_encoder or self.text_decoder):
             raise ValueError("BlipConfig needs text_encoder or text_decoder (or both)")
         if self.retrieval_heads and not self.text_encoder:
@@ -269,6 +273,18 @@ class Blip(Model):
     ) -> torch.Tensor:
         """(B, T) ids -> projected ITC text features (B, D)."""
         return self.text_feature(self.text_hidden(input_ids, attention_mask), normalize)
+
+    def scale(self) -> torch.Tensor:
+        """The ITC inverse temperature 1 / temp, temp clamped to [1 / max_logit_scale, 0.5].
+
+        BLIP's code clamps temp to [0.001, 0.5], so the scale can reach 1000; at that scale a
+        memorised batch gives logits of +-1000 and a step that moves one feature a little turns
+        the loss from ~0 to hundreds (seen on tiny data). The default bound is CLIP's (100);
+        ``max_logit_scale=1000`` restores BLIP's. Loaded HF checkpoints have no temp (it stays
+        at ``init_temperature``), so this changes no converted output."""
+        if self.temp is None:
+            raise ValueError("this BLIP has no ITC temperature (config.retrieval_heads=False)")
+        return 1.0 / self.temp.clamp(1.0 / self.config.max_logit_scale, 0.5)
 
     def match_logits(self, fused_hidden: torch.Tensor) -> torch.Tensor:
         """ITM head on the first fused token: (B, T, H) -> (B, 2) (not matched, matched)."""

@@ -94,7 +94,8 @@ class ALBEFTask:
         neg_images, neg_texts = hard_negatives(out["image_features"], out["text_features"], scale, out["image_embeds"],
                                                text_side, ids=pair_ids, all_ranks=self.negatives_all_ranks)
         images, texts = itm_pairs(out["image_embeds"], text_side, neg_images, neg_texts)  # 3B pairs
-        itm = itm_loss(albef.itm_logits(images, texts["hidden"], texts["attention_mask"]))
+        fused = albef.encoders.fuse(texts["hidden"], texts["attention_mask"], images)  # (3B, T, H)
+        itm = itm_loss(albef.match_logits(fused))
 
         mlm = mlm_loss(out["mlm_logits"], mlm_labels, m.get("mlm_logits"), self.alpha)
 

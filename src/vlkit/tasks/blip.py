@@ -5,7 +5,7 @@ with the image-grounded decoder (LM), BLIP's three pre-training objectives.
 has parts for (retrieval heads: ITC and ITM; a decoder: LM):
 
 - ITC: the symmetric contrastive loss of the projected [CLS] features, gathered over all
-  processes (:func:`vlkit.losses.contrastive.clip_loss`), temperature clamped to [0.001, 0.5];
+  processes (:func:`vlkit.losses.contrastive.clip_loss`) at ``model.scale()`` (at most 100);
 - ITM: the caption's first token becomes [ENC]; per image one text and per text one image are
   sampled among all ranks' samples in proportion to the softmaxed ITC similarity (equal
   captions excluded) and the matching head classifies B positive and 2B negative pairs;
@@ -18,7 +18,6 @@ BLIP's own pre-training adds momentum encoders with queues to ITC; this task use
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -29,11 +28,6 @@ from ..losses.itm import hard_negatives, itm_loss, itm_pairs
 from ..losses.lm import lm_labels, lm_loss
 from ..models.base import unwrap
 from .albef import caption_ids
-
-
-def blip_scale(model) -> Callable[[], torch.Tensor]:
-    """BLIP's inverse temperature, 1 / temp with temp clamped to [0.001, 0.5]."""
-    return lambda: 1.0 / model.temp.clamp(0.001, 0.5)
 
 
 class BLIPTask:
@@ -82,7 +76,7 @@ class BLIPTask:
         ids, mask = batch["input_ids"], batch["attention_mask"]
         losses: dict[str, torch.Tensor] = {}
         if c.retrieval_heads:
-            scale = blip_scale(blip)()
+            scale = blip.scale()
             image_f = torch.nn.functional.normalize(out["image_features"], dim=-1)
             text_f = torch.nn.functional.normalize(out["text_features"], dim=-1)
             losses["itc_loss"] = clip_loss(image_f, text_f, scale)["contrastive_loss"]
@@ -104,4 +98,4 @@ class BLIPTask:
 
     def log_values(self, model: nn.Module) -> dict[str, float]:
         blip = unwrap(model)
-        return {"logit_scale": blip_scale(blip)().item()} if blip.config.retrieval_heads else {}
+        return {"logit_scale": blip.scale().item()} if blip.config.retrieval_heads else {}

@@ -37,7 +37,6 @@ from ...eval.retrieval import similarity_matrix, unique_captions
 from ...eval.vqa import answer_questions, vqa_scores
 from ...models.bert import init_weights
 from ...tasks import BLIPTask
-from ...tasks.blip import blip_scale
 from ...tasks.vqa import BLIPVQATask, VQATask
 from .albef import ITCView
 from .clip import CLIPRecipe, EvalOutput
@@ -221,7 +220,7 @@ class BLIPRecipe(CLIPRecipe):
         (with a decoder reading the image)."""
         c = model.config
         if c.retrieval_heads:
-            result = super().evaluate(ITCView(model, blip_scale(model)), dataset, **kwargs)
+            result = super().evaluate(ITCView(model, model.scale), dataset, **kwargs)
         else:
             result = EvalOutput({})
         device = kwargs.get("device", "cpu")
