@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from functools import partial
 from typing import ClassVar
 
 import torch
@@ -26,42 +27,29 @@ from torch import nn
 from ..constants import CLIP_MEAN, CLIP_STD
 from ..layers import Transformer, build_attention_mask
 from .base import Model
-from .bert import BertEmbeddings, MLMHead, init_weights
+from .bert import BertEmbeddings, BertTextFields, MLMHead, init_weights
 from .registry import register, register_family
 from .vit import ViT, ViTConfig
 
 
 
-def albef_vision_config(**fields) -> ViTConfig:
-    """ALBEF's image encoder: a timm-style ViT-B/16 (LayerNorm eps 1e-6) at 256 px."""
-    defaults = dict(
-        image_size=256, patch_size=16, width=768, depth=12, num_heads=12, mlp_dim=3072, act="gelu", norm_eps=1e-6,
-        qkv_bias=True, image_mean=CLIP_MEAN, image_std=CLIP_STD, resize_mode="squash", interpolation="bicubic",
-    )
-    return ViTConfig(**{**defaults, **fields})
+# ALBEF's image encoder: a timm-style ViT-B/16 (LayerNorm eps 1e-6) at 256 px, images squashed bicubically.
+albef_vision_config = partial(
+    ViTConfig, image_size=256, norm_eps=1e-6, image_mean=CLIP_MEAN, image_std=CLIP_STD, interpolation="bicubic"
+)
 
 
 @dataclass(frozen=True)
-class ALBEFTextConfig:
+class ALBEFTextConfig(BertTextFields):
     """The BERT text + fusion encoder: ``text_layers`` self-attention layers, then
     ``fusion_layers`` layers that also cross-attend to the image."""
 
-    vocab_size: int = 30522
-    hidden_size: int = 768
     text_layers: int = 6
     fusion_layers: int = 6
-    num_heads: int = 12
-    intermediate_size: int = 3072
-    max_positions: int = 512
     type_vocab_size: int = 2
-    norm_eps: float = 1e-12
-    act: str = "gelu"
-    dropout: float = 0.1
-    attn_dropout: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        super().__post_init__()
         if self.text_layers < 1 or self.fusion_layers < 1:
             raise ValueError(f"ALBEF needs at least one text and one fusion layer, got "
                              f"text_layers={self.text_layers}, fusion_layers={self.fusion_layers}")

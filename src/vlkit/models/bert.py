@@ -13,27 +13,37 @@ from .registry import register, register_family
 
 
 @dataclass(frozen=True)
-class BertConfig:
-    model_type: ClassVar[str] = "bert"
+class BertTextFields:
+    """The fields every BERT-style text stack has: BERT itself, ALBEF's text + fusion encoder and
+    BLIP's text models (each adds its own layer counts and token ids)."""
+
     vocab_size: int = 30522
     hidden_size: int = 768
-    num_layers: int = 12
     num_heads: int = 12
     intermediate_size: int = 3072
     max_positions: int = 512
-    type_vocab_size: int = 2
     norm_eps: float = 1e-12
     act: str = "gelu"
     dropout: float = 0.1
     attn_dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+
+
+@dataclass(frozen=True)
+class BertConfig(BertTextFields):
+    model_type: ClassVar[str] = "bert"
+    num_layers: int = 12
+    type_vocab_size: int = 2
     pad_token_id: int = 0
     pooler: bool = True  # tanh(W h_[CLS]) as HF BertModel has it
     mlm_head: bool = False  # masked-LM head, decoder tied to the token embedding
     nsp_head: bool = False  # next-sentence head on the pooled output (needs the pooler)
 
     def __post_init__(self) -> None:
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        super().__post_init__()
         if self.nsp_head and not self.pooler:
             raise ValueError("the NSP head reads the pooled output: set pooler=True")
 

@@ -20,6 +20,7 @@ weight except the self-attention sub-layers. HF checkpoints store ``text_encoder
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import ClassVar
 
 import torch
@@ -30,34 +31,24 @@ from ..constants import CLIP_MEAN, CLIP_STD
 from ..layers import KVCache, Transformer, build_attention_mask
 from ..runtime import eval_mode
 from .base import Model
-from .bert import BertEmbeddings, MLMHead, init_weights
+from .bert import BertEmbeddings, BertTextFields, MLMHead, init_weights
 from .generation import CachedStep, generate_tokens
 from .generation_config import GenerationConfig, resolve_generation_config
 from .registry import register, register_family
 from .vit import ViT, ViTConfig
 
 
-def blip_vision_config(**fields) -> ViTConfig:
-    """A ViT configured as BLIP's image encoder (ViT-B/16 at 384 px unless overridden): patch bias,
-    no pre-norm, final LayerNorm over all tokens; images squashed bicubically, CLIP mean/std."""
-    defaults = dict(
-        image_size=384, patch_size=16, width=768, depth=12, num_heads=12, mlp_dim=3072, act="gelu",
-        norm_eps=1e-5, qkv_bias=True, patch_bias=True, pre_norm=False, image_mean=CLIP_MEAN, image_std=CLIP_STD,
-        resize_mode="squash", interpolation="bicubic",
-    )
-    return ViTConfig(**{**defaults, **fields})
+# BLIP's image encoder: ViT-B/16 at 384 px unless overridden: patch bias, no pre-norm, final
+# LayerNorm over all tokens; images squashed bicubically, CLIP mean/std.
+blip_vision_config = partial(
+    ViTConfig, image_size=384, norm_eps=1e-5, image_mean=CLIP_MEAN, image_std=CLIP_STD, interpolation="bicubic"
+)
 
 
 @dataclass(frozen=True)
-class BlipTextConfig:
+class BlipTextConfig(BertTextFields):
     vocab_size: int = 30524  # bert-base-uncased + [DEC] + [ENC]
-    hidden_size: int = 768
     num_layers: int = 12
-    num_heads: int = 12
-    intermediate_size: int = 3072
-    max_positions: int = 512
-    norm_eps: float = 1e-12
-    act: str = "gelu"
     dropout: float = 0.0
     attn_dropout: float = 0.0
     pad_token_id: int = 0
@@ -66,8 +57,7 @@ class BlipTextConfig:
     enc_token_id: int = 30523  # [ENC]: BLIP's first token for the image-grounded encoder (ITM)
 
     def __post_init__(self) -> None:
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"text hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        super().__post_init__()
         for name in ("pad_token_id", "bos_token_id", "sep_token_id", "enc_token_id"):
             if not 0 <= getattr(self, name) < self.vocab_size:
                 raise ValueError(f"{name}={getattr(self, name)} is outside the vocabulary of {self.vocab_size}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 from typing import ClassVar
 
 import torch
@@ -25,14 +26,12 @@ from .vit import ViT, ViTConfig
 
 
 
-def clip_vision_config(**fields) -> ViTConfig:
-    """A ViT configured as CLIP's image tower (OpenAI's ViT-B/32 unless overridden)."""
-    defaults = dict(
-        image_size=224, patch_size=32, width=768, depth=12, num_heads=12, mlp_dim=3072, act="quick_gelu",
-        norm_eps=1e-5, qkv_bias=True, patch_bias=False, pre_norm=True, image_mean=CLIP_MEAN, image_std=CLIP_STD,
-        resize_mode="shortest", interpolation="bicubic",
-    )
-    return ViTConfig(**{**defaults, **fields})
+# CLIP's image tower (OpenAI's ViT-B/32 unless overridden): ln_pre, no patch bias, QuickGELU;
+# the short side resized bicubically, then a center crop.
+clip_vision_config = partial(
+    ViTConfig, patch_size=32, act="quick_gelu", norm_eps=1e-5, patch_bias=False, pre_norm=True,
+    image_mean=CLIP_MEAN, image_std=CLIP_STD, resize_mode="shortest", interpolation="bicubic",
+)
 
 
 @dataclass(frozen=True)
