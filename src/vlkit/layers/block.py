@@ -1,6 +1,8 @@
 """The one transformer ``Block`` every family is built from, and the ``Transformer`` stack."""
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
@@ -82,7 +84,7 @@ class Transformer(nn.Module):
         num_heads: int,
         mlp_dim: int | None = None,
         *,
-        cross_attention_layers: bool | set[int] | list[int] = False,
+        cross_attention_layers: bool | Iterable[int] = False,
         **block_kwargs,
     ) -> None:
         super().__init__()

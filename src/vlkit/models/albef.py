@@ -160,7 +160,7 @@ class ALBEFEncoders(nn.Module):
 
 
 @register_family
-class ALBEF(Model):
+class ALBEF(Model[ALBEFConfig]):
     """Online encoders, ITM head and learned temperature; the momentum encoders and feature
     queues when ``config.momentum > 0``.
 
@@ -170,6 +170,11 @@ class ALBEF(Model):
     """
 
     config_class = ALBEFConfig
+    momentum_encoders: ALBEFEncoders | None
+    image_queue: torch.Tensor  # (K, D) buffers: momentum features kept as extra negatives
+    text_queue: torch.Tensor
+    id_queue: torch.Tensor  # (K,) image ids of the queued features
+    queue_ptr: torch.Tensor  # () where the next batch is written
 
     def __init__(self, config: ALBEFConfig):
         super().__init__(config)
@@ -295,8 +300,8 @@ class ALBEF(Model):
     def momentum_update(self, momentum: float | None = None) -> None:
         """EMA step of every momentum parameter: ``p_m <- m * p_m + (1 - m) * p``."""
         m = self.config.momentum if momentum is None else momentum
-        target = list(self.towers(momentum=True).parameters())
-        source = list(self.encoders.parameters())
+        target: list[torch.Tensor] = list(self.towers(momentum=True).parameters())
+        source: list[torch.Tensor] = list(self.encoders.parameters())
         torch._foreach_lerp_(target, source, 1.0 - m)  # p_m + (1 - m) (p - p_m)
 
     @torch.no_grad()

@@ -6,7 +6,7 @@ import os
 import shutil
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 from torch import nn
@@ -22,12 +22,17 @@ class CheckpointError(ValueError):
     """A checkpoint's layout does not match the model it is loaded into."""
 
 
-class Model(nn.Module):
-    """Base class of the vlkit families. Subclasses set ``config_class``."""
+ConfigT = TypeVar("ConfigT")
+
+
+class Model(nn.Module, Generic[ConfigT]):
+    """Base class of the vlkit families, typed by their config: ``class CLIP(Model[CLIPConfig])``.
+    Subclasses set ``config_class``."""
 
     config_class: Any  # the family's config dataclass (it has a ``model_type`` ClassVar)
+    config: ConfigT
 
-    def __init__(self, config) -> None:
+    def __init__(self, config: ConfigT) -> None:
         super().__init__()
         if not isinstance(config, self.config_class):
             raise TypeError(f"{type(self).__name__} takes a {self.config_class.__name__}, got {type(config).__name__}")

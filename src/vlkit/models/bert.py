@@ -83,7 +83,7 @@ class MLMHead(nn.Module):
 
 
 @register_family
-class BertModel(Model):
+class BertModel(Model[BertConfig]):
     config_class = BertConfig
 
     def __init__(self, config: BertConfig):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -152,12 +152,20 @@ class BlipTextTransformer(nn.Module):
 
 
 @register_family
-class Blip(Model):
+class Blip(Model[BlipConfig]):
     """BLIP: ``vision`` (ViT), ``text_encoder`` / ``text_decoder`` (:class:`BlipTextTransformer`),
     ``lm_head``, ``vision_proj`` / ``text_proj`` / ``itm_head`` and the ITC temperature ``temp``;
     which of them exist is set by the config."""
 
     config_class = BlipConfig
+    # the parts a config leaves out are None
+    text_encoder: BlipTextTransformer | None
+    text_decoder: BlipTextTransformer | None
+    lm_head: MLMHead | None
+    vision_proj: nn.Linear | None
+    text_proj: nn.Linear | None
+    itm_head: nn.Linear | None
+    temp: nn.Parameter | None
 
     def __init__(self, config: BlipConfig):
         super().__init__(config)
@@ -177,8 +185,8 @@ class Blip(Model):
         for part in (self.text_encoder, self.text_decoder, self.lm_head, self.vision_proj, self.text_proj, self.itm_head):
             if part is not None:
                 part.apply(init_weights)
-        if c.share_encoder_decoder:
-            enc, dec = self.text_encoder, self.text_decoder
+        enc, dec = self.text_encoder, self.text_decoder
+        if c.share_encoder_decoder and enc is not None and dec is not None:  # (the config requires both)
             dec.embeddings = enc.embeddings
             for e, d in zip(enc.transformer.blocks, dec.transformer.blocks):
                 d.cross_attn, d.norm_cross, d.mlp, d.norm2 = e.cross_attn, e.norm_cross, e.mlp, e.norm2
@@ -186,7 +194,7 @@ class Blip(Model):
     def _non_persistent_ok(self) -> set[str]:
         return {"temp"}  # HF checkpoints have no ITC temperature; the init value stays
 
-    def _require(self, part: str) -> nn.Module:
+    def _require(self, part: str) -> Any:  # the part (typed by its annotation above), never None
         module = getattr(self, part)
         if module is None:
             raise ValueError(f"this BLIP has no {part} (config: text_encoder={self.config.text_encoder}, "
@@ -231,7 +239,8 @@ class Blip(Model):
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Decoder states (..., H) -> next-token logits (..., V); the head is tied to the decoder's
         token embedding."""
-        return self._require("lm_head")(hidden, self.text_decoder.embeddings.tokens.weight)
+        decoder = self._require("text_decoder")
+        return self._require("lm_head")(hidden, decoder.embeddings.tokens.weight)
 
     def decoder_logits(
         self,
@@ -321,7 +330,7 @@ class Blip(Model):
         """The decoding step: new ids (N, t) on the decoder's cache -> logits of the last position
         (N, V). Cross-attention K/V over ``context`` are computed at the first step, then read
         from the cache (which reorders them with the beams)."""
-        hidden = self.text_decoder(new_ids, attention_mask, context=context, context_mask=context_mask, causal=True,
+        hidden = self._require("text_decoder")(new_ids, attention_mask, context=context, context_mask=context_mask, causal=True,
                                    cache=cache, position_ids=position_ids)  # (N, t, H)
         return self.lm_logits(hidden[:, -1])  # (N, V)
 

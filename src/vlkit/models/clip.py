@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..constants import CLIP_MEAN, CLIP_STD
-from ..layers import LearnedPositionEmbedding, TokenEmbedding, Transformer, build_attention_mask
+from ..layers import Block, LearnedPositionEmbedding, TokenEmbedding, Transformer, build_attention_mask
 from .base import Model
 from .registry import register, register_family
 from .vit import ViT, ViTConfig
@@ -119,6 +119,7 @@ def _init_transformer(encoder: Transformer, width: int) -> None:
     depth = len(encoder)
     attn_std, proj_std, fc_std = width**-0.5, width**-0.5 * (2 * depth) ** -0.5, (2 * width) ** -0.5
     for block in encoder.blocks:
+        assert isinstance(block, Block)
         nn.init.normal_(block.attn.qkv.weight, std=attn_std)
         nn.init.normal_(block.attn.proj.weight, std=proj_std)
         nn.init.normal_(block.mlp.fc1.weight, std=fc_std)
@@ -126,7 +127,7 @@ def _init_transformer(encoder: Transformer, width: int) -> None:
 
 
 @register_family
-class CLIP(Model):
+class CLIP(Model[CLIPConfig]):
     """Two towers and a temperature. ``encode_image`` / ``encode_text`` give (B, embed_dim)
     features (un-normalised unless ``normalize=True``); ``forward`` gives both, L2-normalised."""
 

@@ -38,7 +38,7 @@ class GPTConfig:
 
 
 @register_family
-class GPT(Model):
+class GPT(Model[GPTConfig]):
     config_class = GPTConfig
 
     def __init__(self, config: GPTConfig):

@@ -55,7 +55,7 @@ class ViTConfig:
 
 
 @register_family
-class ViT(Model):
+class ViT(Model[ViTConfig]):
     config_class = ViTConfig
 
     def __init__(self, config: ViTConfig):
@@ -81,7 +81,7 @@ class ViT(Model):
         bicubically when the image is not the size the model was built for."""
         x = self.patch_embed(pixel_values)  # (B, N, C)
         B, N, _ = x.shape
-        pos = self.pos_embed
+        pos: torch.Tensor = self.pos_embed
         if N != self.config.num_patches:
             p = self.config.patch_size
             pos = resize_position_embedding(pos, (pixel_values.shape[2] // p, pixel_values.shape[3] // p))
