@@ -55,7 +55,8 @@ def test_overrides_are_coerced_and_keep_the_options(tmp_path):
     (["task=albef", "task.mlm_probability=0"], "mlm_probability must be in"),
     (["task=blip", "task.init_std=big"], r"task \(blip\).init_std: expected float, got 'big'"),
     (["task=blip", "task.itm_rerank_k=-1"], "itm_rerank_k must be >= 0"),
-    (["task=blip", "model.preset=blip-tiny", "model.tokenizer=shapes"], "model.tokenizer is an option of the blip task"),
+    (["task=blip", "model.preset=blip-tiny", "model.tokenizer=shapes"],
+     "model.tokenizer is an option of the blip task"),
 ])
 def test_bad_task_sections_name_the_field(overrides, message):
     with pytest.raises(ValueError, match=message):

@@ -11,7 +11,7 @@ from vlkit.tasks import BLIPTask
 from vlkit.tasks.vqa import BLIPVQATask, VQATask
 from vlkit.train.recipes import BLIPVQARecipe
 from vlkit.train.recipes.blip import text_ids
-from vlkit.train.recipes.blip_vqa import CaptionerAndVQA, vqa_model_for
+from vlkit.train.recipes.blip_vqa import CaptionerAndVQA
 
 
 @pytest.fixture(autouse=True)

@@ -108,7 +108,8 @@ class TaskConfig:
         if self.options is None:
             self.options = options_class()
         elif not isinstance(self.options, options_class):
-            raise TypeError(f"task {self.name!r} takes {options_class.__name__} options, got {type(self.options).__name__}")
+            raise TypeError(f"task {self.name!r} takes {options_class.__name__} options, "
+                            f"got {type(self.options).__name__}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **dataclasses.asdict(self.options)}
@@ -155,14 +156,16 @@ class Config:
         task = kwargs["task"] = TaskConfig.from_value(data.get("task", "clip"), f"{source}: task")
         if "model" in data:
             if not isinstance(data["model"], dict):
-                raise ValueError(f"{source}: model must be a mapping (preset: NAME, or pretrained: FOLDER, and overrides)")
+                raise ValueError(f"{source}: model must be a mapping "
+                                 "(preset: NAME, or pretrained: FOLDER, and overrides)")
             model = copy.deepcopy(data["model"])
             if "preset" not in model and "pretrained" not in model:
                 model = {**DEFAULT_MODEL, **model}
             moved = sorted(set(model) & {f.name for f in dataclasses.fields(task.options)})
             if moved:
                 raise ValueError(f"{source}: model.{moved[0]} is an option of the {task.name} task: set it in the "
-                                 f"task section (task: {{name: {task.name}, {moved[0]}: ...}}, or --set task.{moved[0]}=...)")
+                                 f"task section (task: {{name: {task.name}, {moved[0]}: ...}}, "
+                                 f"or --set task.{moved[0]}=...)")
             kwargs["model"] = model
         for name, section_cls in SECTIONS.items():
             if name in data:
@@ -243,7 +246,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise ValueError(f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {e}") from None
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        raise ValueError(f"config file {path} is not valid {kind}: {e}") from None
     return data or {}
 
 
@@ -289,6 +293,7 @@ def config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[
         va, vb = a.get(key), b.get(key)
         if isinstance(va, dict) and isinstance(vb, dict):
             out += config_diff(va, vb, f"{prefix}{key}.")
-        elif va != vb and not (isinstance(va, (list, tuple)) and isinstance(vb, (list, tuple)) and list(va) == list(vb)):
+        elif va != vb and not (isinstance(va, (list, tuple)) and isinstance(vb, (list, tuple))
+                               and list(va) == list(vb)):
             out.append(f"{prefix}{key}")
     return out

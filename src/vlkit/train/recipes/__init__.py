@@ -5,7 +5,7 @@ losses. Recipes are flat classes (shared pieces are functions in :mod:`.common` 
     name: str                                 the config's task.name
     Options                                   a frozen dataclass: the config's task: section
     __init__(model_spec=None, options=None, **fields)   the model section, the options (fields replace single ones)
-    options, tokenizer, task                  the options, the tokenizer, the vlkit.tasks object whose losses are trained
+    options, tokenizer, task                  the options, the tokenizer, the vlkit.tasks object it trains
     build_model() -> nn.Module
     image_size(model) -> int                  size the built-in data is rendered at
     transform(model, train) -> PIL image -> tensor

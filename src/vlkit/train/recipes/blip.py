@@ -67,7 +67,8 @@ def text_ids(tokenizer) -> dict[str, int]:
     """A BLIP text config's vocabulary fields for ``tokenizer``: its tokens, then [DEC] and [ENC]."""
     V = tokenizer.vocab_size
     if tokenizer.sep_token_id is None or tokenizer.pad_token_id is None:
-        raise ValueError("a BLIP tokenizer needs [SEP] and [PAD] tokens (a WordPiece vocabulary, e.g. bert-base-uncased)")
+        raise ValueError("a BLIP tokenizer needs [SEP] and [PAD] tokens "
+                         "(a WordPiece vocabulary, e.g. bert-base-uncased)")
     return {"vocab_size": V + 2, "bos_token_id": V, "enc_token_id": V + 1, "sep_token_id": tokenizer.sep_token_id,
             "pad_token_id": tokenizer.pad_token_id}
 
