@@ -103,3 +103,9 @@ def test_a_blip_vqa_run_with_task_options_through_the_cli(tmp_path, capsys):
     import vlkit
 
     assert vlkit.get_tokenizer(out / "model").vocab_size == 48  # the shapes WordPiece, as task.tokenizer named
+
+
+def test_a_recipe_refuses_its_options_in_the_model_spec():
+    with pytest.raises(ValueError, match="model.init_std is an option of the blip task"):
+        get_recipe("blip", {"preset": "blip-tiny", "init_std": 0.1})
+    assert get_recipe("albef", {"preset": "albef-tiny", "init_std": 0.1}).model_spec["init_std"] == 0.1  # a model field

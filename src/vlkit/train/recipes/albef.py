@@ -19,8 +19,10 @@ from torch import nn
 from ...data.loader import ImageTextCollator
 from ...models.albef import ALBEF
 from ...tasks import ALBEFTask
-from .common import EvalOutput, captions_in, check_vocabulary, contrastive_evaluate, load_tokenizer, model_from_spec, \
-    retrieval_lines, zeroshot_lines
+from .common import (
+    EvalOutput, captions_in, check_model_spec, check_vocabulary, contrastive_evaluate, load_tokenizer,
+    model_from_spec, retrieval_lines, zeroshot_lines,
+)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class ALBEFRecipe:
                  **fields) -> None:
         self.model_spec = dict(model_spec or {"preset": "albef-tiny"})
         o = self.options = dataclasses.replace(options or ALBEFOptions(), **fields)
+        check_model_spec(self.model_spec, self.options, self.name)
         self.tokenizer = load_tokenizer(o.tokenizer)
         self.task = ALBEFTask(self.tokenizer.mask_token_id, self.tokenizer.all_special_ids, alpha=o.alpha,
                               mlm_probability=o.mlm_probability, negatives_all_ranks=o.negatives_all_ranks,

@@ -31,8 +31,10 @@ from ...models.bert import init_weights
 from ...models.blip import Blip
 from ...runtime import eval_mode
 from ...tasks import BLIPTask
-from .common import EvalOutput, captions_in, check_vocabulary, contrastive_evaluate, load_tokenizer, model_from_spec, \
-    retrieval_lines, zeroshot_lines
+from .common import (
+    EvalOutput, captions_in, check_model_spec, check_vocabulary, contrastive_evaluate, load_tokenizer,
+    model_from_spec, retrieval_lines, zeroshot_lines,
+)
 
 VQA_FOLDER = "vqa"  # CaptionerAndVQA.save_pretrained puts the VQA model in this sub-folder
 
@@ -226,6 +228,7 @@ class BLIPRecipe:
     def __init__(self, model_spec: dict[str, Any] | None = None, options: BLIPOptions | None = None, **fields) -> None:
         self.model_spec = dict(model_spec or {"preset": "blip-tiny"})
         self.options = dataclasses.replace(options or BLIPOptions(), **fields)
+        check_model_spec(self.model_spec, self.options, self.name)
         self.tokenizer = load_tokenizer(self.options.tokenizer)
         self.task = blip_task(self.tokenizer, self.options)
 

@@ -26,7 +26,7 @@ from ...models.blip import Blip
 from ...tasks.vqa import BLIPVQATask, VQATask
 from .blip import VQA_FOLDER, BLIPOptions, CaptionCollator, blip_evaluate, blip_summary, blip_task, check_captioner, \
     create_blip, decode_caption, reinit_text
-from .common import EvalOutput, captions_in, load_tokenizer
+from .common import EvalOutput, captions_in, check_model_spec, load_tokenizer
 
 
 @dataclass(frozen=True)
@@ -161,6 +161,7 @@ class BLIPVQARecipe:
                  **fields) -> None:
         self.model_spec = dict(model_spec or {"preset": "blip-tiny"})
         o = self.options = dataclasses.replace(options or BLIPVQAOptions(), **fields)
+        check_model_spec(self.model_spec, self.options, self.name)
         self.tokenizer = load_tokenizer(o.tokenizer)
         self.task = BLIPVQATask(blip_task(self.tokenizer, o), VQATask(label_smoothing=o.label_smoothing),
                                 vqa_weight=o.vqa_weight)

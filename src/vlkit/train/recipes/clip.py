@@ -19,8 +19,10 @@ from torch import nn
 from ...data.loader import ImageTextCollator
 from ...models.clip import CLIP
 from ...tasks import CLIPTask
-from .common import EvalOutput, captions_in, contrastive_evaluate, load_tokenizer, model_from_spec, retrieval_lines, \
-    zeroshot_lines
+from .common import (
+    EvalOutput, captions_in, check_model_spec, contrastive_evaluate, load_tokenizer, model_from_spec,
+    retrieval_lines, zeroshot_lines,
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class CLIPRecipe:
     def __init__(self, model_spec: dict[str, Any] | None = None, options: CLIPOptions | None = None, **fields) -> None:
         self.model_spec = dict(model_spec or {"preset": "clip-tiny"})
         self.options = dataclasses.replace(options or CLIPOptions(), **fields)
+        check_model_spec(self.model_spec, self.options, self.name)
         self.tokenizer = load_tokenizer(self.options.tokenizer)
         self.task = CLIPTask()
 

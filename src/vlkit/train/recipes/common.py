@@ -5,6 +5,7 @@ loading a tokenizer, the contrastive evaluation (any model with ``encode_image``
 from __future__ import annotations
 
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +59,14 @@ def model_from_spec(model_spec: dict[str, Any], *, expected: type, task: str, **
     if not isinstance(model, expected):
         raise TypeError(f"the {task} task trains a {expected.__name__} model; got {type(model).__name__}")
     return model
+
+
+def check_model_spec(model_spec: dict[str, Any], options: Any, task: str) -> None:
+    """A ValueError when the ``model`` section holds one of the task's options (they moved to ``task:``)."""
+    moved = sorted(set(model_spec) & {f.name for f in dataclasses.fields(options)})
+    if moved:
+        raise ValueError(f"model.{moved[0]} is an option of the {task} task, not a model field: "
+                         f"give it as task.{moved[0]} (the recipe's options)")
 
 
 def check_vocabulary(tokenizer, tokenizer_name: str, vocab_size: int) -> None:
