@@ -14,7 +14,7 @@ from vlkit.eval.captioning import captioning_scores, decode_generated, generate_
 from vlkit.eval.rerank import itm_rerank_scores, reranked_recall
 from vlkit.eval.retrieval import recall_at_k, similarity_matrix, unique_captions
 from vlkit.models.blip import BlipTextConfig
-from vlkit.train.recipes.blip import BLIPVQARecipe
+from vlkit.train.recipes import BLIPVQARecipe
 
 
 @pytest.fixture(autouse=True)
@@ -28,7 +28,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     torch.manual_seed(0)
-    recipe = BLIPVQARecipe({"preset": "blip-tiny", "tokenizer": "shapes", "init_std": 0.5})
+    recipe = BLIPVQARecipe({"preset": "blip-tiny"}, tokenizer="shapes", init_std=0.5)
     pair = recipe.build_model().eval()
     folder = pair.save_pretrained(tmp_path_factory.mktemp("blip") / "model")
     return recipe, pair.captioner, folder

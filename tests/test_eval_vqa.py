@@ -13,7 +13,7 @@ from vlkit.cli import main
 from vlkit.data.synthetic import ShapesDataset
 from vlkit.eval.captioning import decode_generated
 from vlkit.eval.vqa import answer_questions, rank_answer_list, vqa_scores
-from vlkit.train.recipes.blip import BLIPVQARecipe
+from vlkit.train.recipes import BLIPVQARecipe
 
 
 @pytest.fixture(autouse=True)
@@ -28,7 +28,7 @@ def one_thread():
 def saved(tmp_path_factory):
     """An untrained blip-vqa pair saved as the recipe saves it (captioner, vqa/, tokenizer)."""
     torch.manual_seed(0)
-    recipe = BLIPVQARecipe({"preset": "blip-tiny", "tokenizer": "shapes", "init_std": 0.5})
+    recipe = BLIPVQARecipe({"preset": "blip-tiny"}, tokenizer="shapes", init_std=0.5)
     pair = recipe.build_model().eval()
     folder = pair.save_pretrained(tmp_path_factory.mktemp("blip") / "model")
     return recipe, pair, folder

@@ -34,8 +34,9 @@ def vocab_file(tmp_path_factory):
     return str(path)
 
 
-def make(vocab_file, prompt="", n=8, **model):
-    task = BLIPRecipe({"preset": "blip-tiny", "text": TEXT, **model}, tokenizer=vocab_file, prompt=prompt)
+def make(vocab_file, prompt="", n=8, init_std=None, caption_eval_images=1000, **model):
+    task = BLIPRecipe({"preset": "blip-tiny", "text": TEXT, **model}, tokenizer=vocab_file, prompt=prompt,
+                      init_std=init_std, caption_eval_images=caption_eval_images)
     net = task.build_model()
     ds = ShapesDataset(size=n, image_size=32, transform=vlkit.image_transform(net), captions="full")
     return task, net, ds, task.collate()([ds[i] for i in range(n)])
@@ -132,8 +133,7 @@ def test_prompt_is_ignored_by_the_lm_loss(vocab_file):
 
 def test_evaluate_reports_retrieval_and_caption_metrics(vocab_file):
     torch.manual_seed(0)
-    task, model, ds, _ = make(vocab_file, n=12)
-    task.caption_eval_images = 6
+    task, model, ds, _ = make(vocab_file, n=12, caption_eval_images=6)
     result = task.evaluate(model, ds, batch_size=4, device="cpu", precision="fp32", zeroshot=False)
     m = result.metrics
     assert {"loss", "mean_R", "caption_bleu_4", "caption_cider"} <= set(m)

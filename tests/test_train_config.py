@@ -69,7 +69,7 @@ def test_command_line_dotted_flags_and_set():
     ov = overrides_from_args(args)
     cfg = load_config(None, ov)
     assert cfg.optim.lr == 1e-3 and cfg.optim.weight_decay == 0.05 and cfg.train.max_steps == 9
-    assert cfg.model == {"preset": "clip-tiny", "vision": {"depth": 1}} and cfg.task == "clip"
+    assert cfg.model == {"preset": "clip-tiny", "vision": {"depth": 1}} and cfg.task.name == "clip"
 
 
 def test_diff_and_override_copy():

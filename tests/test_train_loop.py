@@ -68,6 +68,8 @@ class TwoLossTask:
     """A stand-in task: a linear model, two named losses; checks the loop sums them."""
 
     name = "standin"
+    tokenizer = None
+    validation_loss = "loss"
 
     def __init__(self):
         self.seen = []
@@ -98,6 +100,9 @@ class TwoLossTask:
 
     def log_values(self, model):
         return {"bias0": model.bias[0].item()}
+
+    def summary(self, metrics, num_images=None):
+        return [f"n {metrics['n']:.0f}"]
 
     def evaluate(self, model, dataset, **kw):
         from vlkit.train.recipes import EvalOutput

@@ -9,7 +9,9 @@ from vlkit.data.synthetic import ShapesDataset, shapes_tokenizer
 from vlkit.losses.lm import lm_labels, lm_loss
 from vlkit.tasks import BLIPTask
 from vlkit.tasks.vqa import BLIPVQATask, VQATask
-from vlkit.train.recipes.blip import BLIPVQARecipe, CaptionerAndVQA, text_ids, vqa_model_for
+from vlkit.train.recipes import BLIPVQARecipe
+from vlkit.train.recipes.blip import text_ids
+from vlkit.train.recipes.blip_vqa import CaptionerAndVQA
 
 
 @pytest.fixture(autouse=True)
@@ -22,7 +24,7 @@ def one_thread():
 
 def make(n=8, seed=0):
     torch.manual_seed(seed)
-    recipe = BLIPVQARecipe({"preset": "blip-tiny", "tokenizer": "shapes", "init_std": 0.1})
+    recipe = BLIPVQARecipe({"preset": "blip-tiny"}, tokenizer="shapes", init_std=0.1)
     pair = recipe.build_model()
     ds = ShapesDataset(size=n, image_size=32, transform=recipe.transform(pair))
     return recipe, pair, recipe.collate()([ds[i] for i in range(n)])
@@ -100,7 +102,7 @@ def test_recipe_text_ids_and_saved_pair(tmp_path):
     for k, v in pair.vqa.state_dict().items():
         assert torch.equal(vqa.state_dict()[k], v), k
     # a run resumed from the folder shares the encoders again
-    again = BLIPVQARecipe({"pretrained": str(folder), "tokenizer": "shapes"}).build_model()
+    again = BLIPVQARecipe({"pretrained": str(folder)}, tokenizer="shapes").build_model()
     assert again.vqa.vision is again.captioner.vision
     assert torch.equal(again.vqa.text_decoder.transformer.blocks[0].cross_attn.kv.weight,
                        pair.vqa.text_decoder.transformer.blocks[0].cross_attn.kv.weight)
@@ -110,7 +112,7 @@ def test_recipe_text_ids_and_saved_pair(tmp_path):
 
 
 def test_recipe_rejects_data_without_questions():
-    recipe = BLIPVQARecipe({"preset": "blip-tiny", "tokenizer": "shapes"})
+    recipe = BLIPVQARecipe({"preset": "blip-tiny"}, tokenizer="shapes")
     with pytest.raises(ValueError, match="question"):
         recipe.collate()([{"pixel_values": torch.zeros(3, 32, 32), "caption": "a red circle", "index": 0}])
 
@@ -120,7 +122,7 @@ def test_the_pair_learns_to_answer_from_the_image():
     that only the image tells the answers apart: the VQA loss falls, greedy answers become right,
     and they are wrong when the images are swapped."""
     torch.manual_seed(0)
-    recipe = BLIPVQARecipe({"preset": "blip-tiny", "tokenizer": "shapes", "init_std": 0.1})
+    recipe = BLIPVQARecipe({"preset": "blip-tiny"}, tokenizer="shapes", init_std=0.1)
     pair = recipe.build_model()
     ds = ShapesDataset(size=16, seed=4, image_size=32, transform=recipe.transform(pair))
     items = []

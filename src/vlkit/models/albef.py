@@ -239,7 +239,8 @@ class ALBEF(Model[ALBEFConfig]):
         """Image-text matching logits of B pairs (B, 2): (not matched, matched), the signature
         every fusion model shares (BLIP, ALBEF)."""
         if pixel_values.shape[0] != input_ids.shape[0]:
-            raise ValueError(f"itm_logits scores pairs: got {pixel_values.shape[0]} images and {input_ids.shape[0]} texts")
+            raise ValueError(f"itm_logits scores pairs: got {pixel_values.shape[0]} images and "
+                             f"{input_ids.shape[0]} texts")
         e = self.encoders
         text_hidden = e.text_embeds(input_ids, attention_mask)  # (B, T, H)
         return self.match_logits(e.fuse(text_hidden, attention_mask, e.image_embeds(pixel_values)))

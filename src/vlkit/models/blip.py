@@ -295,7 +295,8 @@ class Blip(Model[BlipConfig]):
         """Image-text matching logits of B pairs (B, 2): (not matched, matched). The ids are used
         as given (transformers does not swap [CLS] for [ENC]; BLIP's own code does)."""
         if pixel_values.shape[0] != input_ids.shape[0]:
-            raise ValueError(f"itm_logits scores pairs: got {pixel_values.shape[0]} images and {input_ids.shape[0]} texts")
+            raise ValueError(f"itm_logits scores pairs: got {pixel_values.shape[0]} images and "
+                             f"{input_ids.shape[0]} texts")
         return self.match_logits(self.fused_hidden(input_ids, attention_mask, self.image_embeds(pixel_values)))
 
     def forward(

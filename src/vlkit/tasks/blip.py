@@ -61,7 +61,9 @@ class BLIPTask:
         dec_ids[:, 0] = blip.config.text.bos_token_id  # [CLS] -> [DEC]
         return dec_ids, dec_mask
 
-    def forward(self, model: nn.Module, batch: dict[str, Any], blip: nn.Module | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, model: nn.Module, batch: dict[str, Any], blip: nn.Module | None = None
+    ) -> dict[str, torch.Tensor]:
         """``model``'s forward on the batch (through the DDP wrapper, if any): image tokens, ITC
         features and, with a decoder, the captioning logits. ``blip``: the BLIP that forward runs
         (default: ``model`` unwrapped; a container whose forward is its BLIP's passes that one)."""
@@ -70,7 +72,9 @@ class BLIPTask:
         return model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"],
                      decoder_input_ids=dec_ids, decoder_attention_mask=dec_mask)
 
-    def losses_from(self, blip: nn.Module, batch: dict[str, Any], out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def losses_from(
+        self, blip: nn.Module, batch: dict[str, Any], out: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         """The losses, given the outputs of :meth:`forward` on the same batch (``blip`` unwrapped)."""
         c = blip.config
         ids, mask = batch["input_ids"], batch["attention_mask"]

@@ -61,7 +61,9 @@ class VQATask:
                     decoder_input_ids=ids, decoder_attention_mask=mask)  # through DDP
         return {"vqa_loss": lm_loss(out["lm_logits"], lm_labels(ids, mask), label_smoothing=self.label_smoothing)}
 
-    def losses_from_image(self, vqa: nn.Module, batch: dict[str, Any], image_embeds: torch.Tensor) -> dict[str, torch.Tensor]:
+    def losses_from_image(
+        self, vqa: nn.Module, batch: dict[str, Any], image_embeds: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """The same loss when the image tokens (B, 1 + N, Cv) were computed already (by a model
         sharing ``vqa``'s image encoder)."""
         _check_vqa_model(vqa)
@@ -99,7 +101,8 @@ class BLIPVQATask:
         pair = unwrap(model)
         out = self.blip.forward(model, batch, pair.captioner)  # through DDP: the captioner's forward
         if pair.vqa.vision is not pair.captioner.vision:
-            raise ValueError("BLIPVQATask reuses the captioner's image tokens: the VQA model must share its vision encoder")
+            raise ValueError("BLIPVQATask reuses the captioner's image tokens: "
+                             "the VQA model must share its vision encoder")
         losses = self.blip.losses_from(pair.captioner, batch, out)
         vqa = self.vqa.losses_from_image(pair.vqa, batch, out["image_embeds"])["vqa_loss"]
         losses["vqa_loss"] = vqa * self.vqa_weight if self.vqa_weight != 1.0 else vqa

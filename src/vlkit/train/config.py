@@ -1,6 +1,6 @@
 """Training configuration: one YAML or JSON file, every field overridable from the command line.
 
-    task: clip
+    task: clip                                              # or {name: blip, tokenizer: shapes, prompt: ...}
     model: {preset: clip-tiny, vision: {image_size: 64}}   # preset + create_model overrides
     data:  {kind: shapes, train_size: 100000}
     optim: {lr: 1e-3, weight_decay: 0.1, warmup_steps: 100}
@@ -8,8 +8,11 @@
     eval:  {batch_size: 256}
 
 ``model`` is free-form (``preset``, ``pretrained`` and any config field of the family, nested);
-the other sections are dataclasses whose unknown fields are errors. Overrides are
-``section.field=value`` strings: ``optim.lr=1e-3``, ``model.vision.width=128``; values are
+``task`` is the recipe's name and its options (a plain name keeps the defaults): each recipe
+declares a frozen ``Options`` dataclass (:mod:`vlkit.train.recipes`); it and the other sections
+are dataclasses whose unknown fields are errors. Overrides are
+``section.field=value`` strings: ``optim.lr=1e-3``, ``model.vision.width=128``,
+``task.prompt="a picture of "``, ``task=blip`` (the recipe, keeping the options given); values are
 converted to the field's type (YAML syntax for lists and dicts).
 """
 from __future__ import annotations
@@ -83,9 +86,53 @@ DEFAULT_MODEL = {"preset": "clip-tiny"}
 SECTIONS = {"data": DataConfig, "optim": OptimConfig, "train": TrainConfig, "eval": EvalConfig}
 
 
+def _recipes() -> dict[str, Any]:
+    from .recipes import RECIPES  # the recipes import models and data: loaded when a task is read
+
+    return RECIPES
+
+
+@dataclass
+class TaskConfig:
+    """The ``task:`` section: which recipe trains (``name``) and its options (an instance of the
+    recipe's ``Options`` dataclass; its defaults when not given)."""
+
+    name: str = "clip"
+    options: Any = None
+
+    def __post_init__(self) -> None:
+        recipes = _recipes()
+        if self.name not in recipes:
+            raise ValueError(f"task.name: unknown task {self.name!r}; expected one of {sorted(recipes)}")
+        options_class = recipes[self.name].Options
+        if self.options is None:
+            self.options = options_class()
+        elif not isinstance(self.options, options_class):
+            raise TypeError(f"task {self.name!r} takes {options_class.__name__} options, "
+                            f"got {type(self.options).__name__}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **dataclasses.asdict(self.options)}
+
+    @classmethod
+    def from_value(cls, value: Any, where: str = "task") -> "TaskConfig":
+        """A recipe name (``"clip"``) or a mapping ``{name: ..., **options}``."""
+        if isinstance(value, str):
+            value = {"name": value}
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a task name or a mapping (name: and the task's options), "
+                             f"got {type(value).__name__}")
+        values = dict(value)
+        name = str(values.pop("name", "clip"))
+        recipes = _recipes()
+        if name not in recipes:
+            raise ValueError(f"{where}.name: unknown task {name!r}; expected one of {sorted(recipes)}")
+        return cls(name, _section(recipes[name].Options, values, f"{where} ({name})"))
+
+
 @dataclass
 class Config:
-    task: str = "clip"
+    task: TaskConfig = field(default_factory=TaskConfig)
     model: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_MODEL))
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -93,7 +140,9 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self)
+               if f.name in SECTIONS}
+        return {"task": self.task.to_dict(), "model": copy.deepcopy(self.model), **out}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> "Config":
@@ -104,14 +153,19 @@ class Config:
         if unknown:
             raise ValueError(f"{source}: unknown sections {sorted(unknown)}; expected some of {sorted(known)}")
         kwargs: dict[str, Any] = {}
-        if "task" in data:
-            kwargs["task"] = str(data["task"])
+        task = kwargs["task"] = TaskConfig.from_value(data.get("task", "clip"), f"{source}: task")
         if "model" in data:
             if not isinstance(data["model"], dict):
-                raise ValueError(f"{source}: model must be a mapping (preset: NAME, or pretrained: FOLDER, and overrides)")
+                raise ValueError(f"{source}: model must be a mapping "
+                                 "(preset: NAME, or pretrained: FOLDER, and overrides)")
             model = copy.deepcopy(data["model"])
             if "preset" not in model and "pretrained" not in model:
                 model = {**DEFAULT_MODEL, **model}
+            moved = sorted(set(model) & {f.name for f in dataclasses.fields(task.options)})
+            if moved:
+                raise ValueError(f"{source}: model.{moved[0]} is an option of the {task.name} task: set it in the "
+                                 f"task section (task: {{name: {task.name}, {moved[0]}: ...}}, "
+                                 f"or --set task.{moved[0]}=...)")
             kwargs["model"] = model
         for name, section_cls in SECTIONS.items():
             if name in data:
@@ -127,7 +181,11 @@ def _section(section_cls: type, values: dict[str, Any], where: str):
     if unknown:
         raise ValueError(f"{where}: unknown fields {sorted(unknown)}; expected some of {sorted(fields)}")
     hints = typing.get_type_hints(section_cls)
-    return section_cls(**{k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()})
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()}
+    try:
+        return section_cls(**kwargs)
+    except ValueError as e:  # a section's own check (__post_init__)
+        raise ValueError(f"{where}: {e}") from None
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -188,7 +246,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise ValueError(f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {e}") from None
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        raise ValueError(f"config file {path} is not valid {kind}: {e}") from None
     return data or {}
 
 
@@ -202,6 +261,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         parts = [p for p in key.strip().split(".") if p]
         if not parts:
             raise ValueError(f"override {item!r} names no field")
+        if parts[0] == "task" and isinstance(data.get("task"), str):
+            data["task"] = {"name": data["task"]}  # task: clip -> {name: clip} so that options can be set
+        if parts == ["task"] and isinstance(data.get("task"), dict):
+            parts = ["task", "name"]  # --set task=blip picks the recipe and keeps the options given
         node = data
         for p in parts[:-1]:
             child = node.get(p)
@@ -212,7 +275,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = child
         # strings stay strings here; sections coerce them to the field's type, model overrides
         # (no declared types) are parsed as numbers/booleans/YAML
-        node[parts[-1]] = value if parts[0] in SECTIONS else _parse_scalar(value)
+        node[parts[-1]] = value if parts[0] in SECTIONS or parts[0] == "task" else _parse_scalar(value)
     return data
 
 
@@ -230,6 +293,7 @@ def config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[
         va, vb = a.get(key), b.get(key)
         if isinstance(va, dict) and isinstance(vb, dict):
             out += config_diff(va, vb, f"{prefix}{key}.")
-        elif va != vb and not (isinstance(va, (list, tuple)) and isinstance(vb, (list, tuple)) and list(va) == list(vb)):
+        elif va != vb and not (isinstance(va, (list, tuple)) and isinstance(vb, (list, tuple))
+                               and list(va) == list(vb)):
             out.append(f"{prefix}{key}")
     return out

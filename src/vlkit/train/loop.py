@@ -454,7 +454,7 @@ def _evaluate_main(run: Run, state: TrainState) -> None:
                                              title=f"validation image-text cosine similarity, step {step}"))
     if cfg.train.plots:
         _add_plot(state, plot_loss(run.log.read(), out / "plots" / "loss.png",
-                                   validation_loss=getattr(run.recipe, "validation_loss", "loss")))
+                                   validation_loss=run.recipe.validation_loss))
 
 
 def _add_plot(state: TrainState, path: Path | None) -> None:
@@ -518,8 +518,8 @@ def finish(run: Run, state: TrainState, *, stopped: bool) -> Path | None:
         _say(run, f"stopped after step {state.step} (stop_after); resume with --resume")
         return None
     model_dir = None
-    if run.info.is_main and callable(getattr(state.model, "save_pretrained", None)):
-        model_dir = state.model.save_pretrained(run.out / MODEL_DIR)
+    if run.info.is_main and callable(getattr(state.model, "save_pretrained", None)):  # a plain module gets none
+        model_dir = state.model.save_pretrained(run.out / MODEL_DIR, tokenizer=run.recipe.tokenizer)
     D.barrier()
     return model_dir
 
@@ -529,7 +529,7 @@ def report(run: Run, state: TrainState, model_dir: Path | None, seconds: float) 
     if not run.info.is_main:
         return
     _say(run, f"done: step {state.step} in {seconds:.0f} s; run folder {run.out}")
-    if state.last_eval and callable(getattr(run.recipe, "summary", None)):
+    if state.last_eval:
         for line in run.recipe.summary(state.last_eval, len(run.val_ds) if run.val_ds is not None else None):
             _say(run, f"  {line}")
     _say(run, f"  checkpoint: {state.checkpoint}")

@@ -1,22 +1,34 @@
 """Training recipes: what the generic loop (:func:`vlkit.train.train`) needs beyond the task's
-losses. A recipe has:
+losses. Recipes are flat classes (shared pieces are functions in :mod:`.common` and
+:mod:`.blip`); each has:
 
-    name: str
-    task                                       the vlkit.tasks object whose losses are trained
+    name: str                                 the config's task.name
+    Options                                   a frozen dataclass: the config's task: section
+    __init__(model_spec=None, options=None, **fields)   the model section, the options (fields replace single ones)
+    options, tokenizer, task                  the options, the tokenizer (saved with the model), the vlkit.tasks object
+    validation_loss: str                      the loss evaluate() reports as "loss" (labels the plot)
     build_model() -> nn.Module
     image_size(model) -> int                  size the built-in data is rendered at
     transform(model, train) -> PIL image -> tensor
     collate() -> list of dataset items -> batch dict
+    batch_size(batch) -> int                  samples in a collated batch
     losses(model, batch) -> {"name_loss": scalar tensor, ...}   (the task's; the loop sums them)
     log_values(model) -> {name: float}        extra values for the training log (may be empty)
     evaluate(model, dataset, *, batch_size, device, precision, zeroshot, retrieval) -> EvalOutput
-    summary(metrics, num_images) -> [str]     headline lines for people (optional)
+    summary(metrics, num_images) -> [str]     headline lines for people
 
-The config's ``task`` field names the recipe. Register a new one by adding it to RECIPES.
+The config's ``task`` section names the recipe (``task: clip`` or ``task: {name: blip, prompt:
+...}``). Register a new one by adding it to RECIPES.
 """
-from .albef import ALBEFRecipe
-from .blip import BLIPRecipe, BLIPVQARecipe
-from .clip import CLIPRecipe, EvalOutput
+from __future__ import annotations
+
+from typing import Any
+
+from .albef import ALBEFOptions, ALBEFRecipe
+from .blip import BLIPOptions, BLIPRecipe
+from .blip_vqa import BLIPVQAOptions, BLIPVQARecipe
+from .clip import CLIPOptions, CLIPRecipe
+from .common import EvalOutput
 
 RECIPES = {
     "albef": ALBEFRecipe,
@@ -26,11 +38,14 @@ RECIPES = {
 }
 
 
-def get_recipe(name: str, model_spec: dict | None = None):
-    """A recipe by task name, for a ``model`` config section."""
+def get_recipe(task: Any, model_spec: dict | None = None):
+    """A recipe for a task: its name (default options) or a config's ``task`` section
+    (:class:`vlkit.train.config.TaskConfig`: ``name`` and ``options``), for a ``model`` section."""
+    name, options = (task, None) if isinstance(task, str) else (task.name, task.options)
     if name not in RECIPES:
-        raise KeyError(f"unknown task {name!r}; known tasks: {sorted(RECIPES)}")
-    return RECIPES[name](model_spec)
+        raise ValueError(f"unknown task {name!r}; known tasks: {sorted(RECIPES)}")
+    return RECIPES[name](model_spec, options)
 
 
-__all__ = ["ALBEFRecipe", "BLIPRecipe", "BLIPVQARecipe", "CLIPRecipe", "EvalOutput", "RECIPES", "get_recipe"]
+__all__ = ["ALBEFOptions", "ALBEFRecipe", "BLIPOptions", "BLIPRecipe", "BLIPVQAOptions", "BLIPVQARecipe",
+           "CLIPOptions", "CLIPRecipe", "EvalOutput", "RECIPES", "get_recipe"]

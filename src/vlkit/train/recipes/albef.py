@@ -1,86 +1,91 @@
 """The ALBEF recipe: builds an ALBEF, its preprocessing and WordPiece batches; trains it with
 :class:`vlkit.tasks.ALBEFTask` (ITC with momentum distillation, ITM with hard negatives, MLM);
 evaluates ITC retrieval (and zero-shot on the built-in shapes) as for CLIP.
+
+Options (the config's ``task:`` section): ``tokenizer`` (default ``bert-base-uncased``; ``shapes``
+for the built-in shapes' WordPiece), ``alpha`` (distillation weight, 0.4), ``mlm_probability``
+(0.15), ``negatives_all_ranks`` and ``same_caption_is_positive`` (see :class:`vlkit.tasks.ALBEFTask`).
 """
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from ...data.loader import ImageTextCollator
+from ...models.albef import ALBEF
 from ...tasks import ALBEFTask
-from .clip import CLIPRecipe, EvalOutput
+from .common import (
+    EvalOutput, captions_in, check_model_spec, check_vocabulary, contrastive_evaluate, load_tokenizer,
+    model_from_spec, retrieval_lines, zeroshot_lines,
+)
 
 
-class ITCView(nn.Module):
-    """Shows an ALBEF/BLIP model as a two-tower model for retrieval and zero-shot evaluation:
-    ``forward`` -> normalised (image, text) ITC features, ``scale()`` -> inverse temperature."""
+@dataclass(frozen=True)
+class ALBEFOptions:
+    tokenizer: str = "bert-base-uncased"
+    alpha: float = 0.4  # weight of the momentum model's soft targets in ITC and MLM
+    mlm_probability: float = 0.15  # share of caption tokens masked for MLM
+    negatives_all_ranks: bool = True  # ITM hard negatives sampled from every process's batch
+    same_caption_is_positive: bool = True  # equal captions are positives of each other
 
-    def __init__(self, model: nn.Module, scale) -> None:
-        super().__init__()
-        self.model = model
-        self._scale = scale
-
-    def forward(self, pixel_values, input_ids, attention_mask=None):
-        return (self.model.encode_image(pixel_values, normalize=True),
-                self.model.encode_text(input_ids, attention_mask, normalize=True))
-
-    def encode_image(self, pixel_values, normalize: bool = False):
-        return self.model.encode_image(pixel_values, normalize=normalize)
-
-    def encode_text(self, input_ids, attention_mask=None, normalize: bool = False):
-        return self.model.encode_text(input_ids, attention_mask, normalize=normalize)
-
-    def scale(self) -> torch.Tensor:
-        return self._scale()
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if not 0.0 < self.mlm_probability < 1.0:
+            raise ValueError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}")
 
 
-class ALBEFRecipe(CLIPRecipe):
-    """Builds an ALBEF, its preprocessing and batches (captions tokenized with BERT's WordPiece),
-    and computes its three pre-training losses. Evaluation is ITC retrieval (and zero-shot on
-    the built-in shapes), as for CLIP."""
+class ALBEFRecipe:
+    """Builds an ALBEF, its preprocessing and batches, and computes its three pre-training losses.
+    Evaluation is ITC retrieval (and zero-shot on the built-in shapes), as for CLIP."""
 
     name = "albef"
-    validation_loss = "itc_loss"  # what evaluate()'s "loss" is (the loss plot's label)
+    validation_loss = "itc_loss"  # what the validation "loss" measures (the plots label it so)
+    Options = ALBEFOptions
 
-    def __init__(
-        self,
-        model_spec: dict[str, Any] | None = None,
-        tokenizer: str = "bert-base-uncased",
-        *,
-        alpha: float = 0.4,
-        mlm_probability: float = 0.15,
-        negatives_all_ranks: bool = True,
-        same_caption_is_positive: bool = True,
-    ) -> None:
-        super().__init__(model_spec or {"preset": "albef-tiny"}, tokenizer)
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-        self.alpha = alpha
-        self.mlm_probability = mlm_probability
-        self.negatives_all_ranks = negatives_all_ranks
-        self.same_caption_is_positive = same_caption_is_positive
-
-    def make_task(self) -> ALBEFTask:
-        tok = self.tokenizer
-        return ALBEFTask(tok.mask_token_id, tok.all_special_ids, alpha=self.alpha, mlm_probability=self.mlm_probability,
-                         negatives_all_ranks=self.negatives_all_ranks,
-                         same_caption_is_positive=self.same_caption_is_positive)
+    def __init__(self, model_spec: dict[str, Any] | None = None, options: ALBEFOptions | None = None,
+                 **fields) -> None:
+        self.model_spec = dict(model_spec or {"preset": "albef-tiny"})
+        o = self.options = dataclasses.replace(options or ALBEFOptions(), **fields)
+        check_model_spec(self.model_spec, self.options, self.name)
+        self.tokenizer = load_tokenizer(o.tokenizer)
+        self.task = ALBEFTask(self.tokenizer.mask_token_id, self.tokenizer.all_special_ids, alpha=o.alpha,
+                              mlm_probability=o.mlm_probability, negatives_all_ranks=o.negatives_all_ranks,
+                              same_caption_is_positive=o.same_caption_is_positive)
 
     def build_model(self) -> nn.Module:
-        model = super().build_model()
-        for name in ("momentum_features", "itm_logits", "enqueue"):
-            if not callable(getattr(model, name, None)):
-                raise TypeError(f"the albef task needs an ALBEF model (with {name}()); got {type(model).__name__}")
-        vocab = model.config.text.vocab_size
-        if self.tokenizer.vocab_size > vocab:
-            raise ValueError(f"tokenizer {self.tokenizer_name!r} has {self.tokenizer.vocab_size} tokens but the model's "
-                             f"vocabulary only {vocab}: set model.text.vocab_size >= {self.tokenizer.vocab_size}")
+        model = model_from_spec(self.model_spec, expected=ALBEF, task=self.name)
+        check_vocabulary(self.tokenizer, self.options.tokenizer, model.config.text.vocab_size)
         return model
 
-    # ------------------------------------------------------------------ evaluation
-    @torch.no_grad()
+    def image_size(self, model: nn.Module) -> int:
+        return model.config.vision.image_size
+
+    def transform(self, model: nn.Module, train: bool = False) -> Callable:
+        import vlkit
+
+        return vlkit.image_transform(model, train=train)
+
+    def collate(self) -> Callable:
+        return ImageTextCollator(self.tokenizer)
+
+    def batch_size(self, batch: dict[str, Any]) -> int:
+        return captions_in(batch)
+
+    def losses(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return self.task.losses(model, batch)
+
+    def log_values(self, model: nn.Module) -> dict[str, float]:
+        return self.task.log_values(model)
+
     def evaluate(self, model: nn.Module, dataset, **kwargs) -> EvalOutput:
         """Validation ITC loss (in-batch), Recall@1/5/10 of ITC retrieval and zero-shot accuracy."""
-        return super().evaluate(ITCView(model, model.scale), dataset, **kwargs)
+        return contrastive_evaluate(model, dataset, self.collate(), self.tokenizer, **kwargs)
+
+    def summary(self, metrics: dict[str, float], num_images: int | None = None) -> list[str]:
+        return zeroshot_lines(metrics, num_images) + retrieval_lines(metrics, num_images)
