@@ -12,8 +12,8 @@ test: $(VENV)/.installed
 
 # ruff (lint + format check) on everything, mypy on the typed core (layers, models, losses).
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks tools
+	$(VENV)/bin/ruff format --check src tests benchmarks tools
 	$(VENV)/bin/mypy
 
 install: $(VENV)/.installed

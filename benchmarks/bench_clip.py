@@ -99,7 +99,6 @@ def bench(name, preset, B, iters, warmup, device, amp):
           f"median: vlkit {a * 1e3:8.1f} ms  transformers {b * 1e3:8.1f} ms  ratio {a / b:4.2f}  "
           f"(fastest: {min(t_ours) * 1e3:.1f} / {min(t_theirs) * 1e3:.1f} ms, ratio {min(t_ours) / min(t_theirs):4.2f})",
           flush=True)
-    del ours, theirs, opt_ours, opt_theirs
     return a / b
 
 

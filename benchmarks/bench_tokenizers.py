@@ -161,7 +161,6 @@ def main() -> None:
     vocab["<|endoftext|>"] = vocab.pop("<end_of_text>")
     clip_tf = transformers.CLIPTokenizerFast(vocab=vocab, merges=[tuple(m) for m in clip_vlkit.merges])
     clip_rust = clip_tf.backend_tokenizer
-    clip_oc = oc.SimpleTokenizer()
     assert clip_vlkit.encode(captions[0], add_special_tokens=True) == clip_rust.encode(captions[0]).ids
 
     ratios: list[tuple[str, float]] = []
@@ -224,10 +223,10 @@ def main() -> None:
         b = get_tokenizer("bert-base-uncased")
         items = sets[0]
         res = best_of(args.rounds, {
-            "vlkit": lambda r: [b.encode(t) for t in sets[r]],
-            "hf_rust": lambda r: [bert_rust.encode(t) for t in sets[r]],
+            "vlkit": lambda r, b=b, sets=sets: [b.encode(t) for t in sets[r]],
+            "hf_rust": lambda r, sets=sets: [bert_rust.encode(t) for t in sets[r]],
         })
-        conv = (lambda s: s / len(items) * 1e6) if unit == "us/caption" else (lambda s: doc_bytes / s / 1e6)
+        conv = (lambda s, items=items: s / len(items) * 1e6) if unit == "us/caption" else (lambda s: doc_bytes / s / 1e6)
         rows.append((f"WordPiece encode, {label}", unit, {k: (conv(c), conv(w)) for k, (c, w) in res.items()}))
         ratios.append((f"WordPiece {label} vs HF tokenizers Rust (warm)", res["hf_rust"][1] / res["vlkit"][1]))
 

@@ -15,10 +15,10 @@ def ref_info_nce(query, positive, negatives, temperature) -> float:
     total = 0.0
     for i in range(len(query)):
         q = query[i].double().tolist()
-        dot = lambda k: sum(a * b for a, b in zip(q, k.double().tolist())) / temperature  # noqa: E731
+        dot = lambda k, q=q: sum(a * b for a, b in zip(q, k.double().tolist())) / temperature
         logits = [dot(positive[i])] + [dot(k) for k in negatives[i]]
         top = max(logits)
-        total += -(logits[0] - top) + math.log(sum(math.exp(l - top) for l in logits))
+        total += -(logits[0] - top) + math.log(sum(math.exp(x - top) for x in logits))
     return total / len(query)
 
 

@@ -192,9 +192,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     """Convert ``value`` (possibly a command-line string) to the annotated type."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "~")):
-            if type(None) in args:
-                return None
+        is_none = value is None or (isinstance(value, str) and value.lower() in ("none", "null", "~"))
+        if is_none and type(None) in args:
+            return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], where) if len(inner) == 1 else value
     if isinstance(value, str) and hint is not str:
