@@ -10,6 +10,7 @@ median is reported, so drifting machine load hits both alike. A ratio below 1.0 
 faster; the ratio of the fastest steps is printed too, since on a shared CPU the load comes in
 bursts. On CUDA both run under bf16 autocast. transformers is a test-only dependency.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,12 +24,12 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 if not torch.cuda.is_available():  # the CPU venv's torchvision needs the test suite's operator shim
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-    import conftest  # noqa: E402,F401
-import transformers  # noqa: E402
+    import conftest  # noqa: F401
+import transformers
 
-import vlkit  # noqa: E402
-from vlkit.convert import hf_clip  # noqa: E402
-from vlkit.losses.contrastive import clip_loss  # noqa: E402
+import vlkit
+from vlkit.convert import hf_clip
+from vlkit.losses.contrastive import clip_loss
 
 
 def hf_twin(model) -> transformers.CLIPModel:
@@ -95,10 +96,12 @@ def bench(name, preset, B, iters, warmup, device, amp):
             times.append(time.perf_counter() - t)
     a, b = statistics.median(t_ours), statistics.median(t_theirs)
     params = ours.num_parameters() / 1e6
-    print(f"{name:<26} {params:6.1f}M params  batch {B:3d}  first loss {first[0]:.4f} / {first[1]:.4f}  "
-          f"median: vlkit {a * 1e3:8.1f} ms  transformers {b * 1e3:8.1f} ms  ratio {a / b:4.2f}  "
-          f"(fastest: {min(t_ours) * 1e3:.1f} / {min(t_theirs) * 1e3:.1f} ms, ratio {min(t_ours) / min(t_theirs):4.2f})",
-          flush=True)
+    print(
+        f"{name:<26} {params:6.1f}M params  batch {B:3d}  first loss {first[0]:.4f} / {first[1]:.4f}  "
+        f"median: vlkit {a * 1e3:8.1f} ms  transformers {b * 1e3:8.1f} ms  ratio {a / b:4.2f}  "
+        f"(fastest: {min(t_ours) * 1e3:.1f} / {min(t_theirs) * 1e3:.1f} ms, ratio {min(t_ours) / min(t_theirs):4.2f})",
+        flush=True,
+    )
     return a / b
 
 
@@ -119,14 +122,23 @@ def main() -> None:
         return torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
 
     where = torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device {device} ({where}), torch {torch.__version__}, transformers {transformers.__version__}"
-          f"{', bf16 autocast' if cuda else ', float32'}")
+    print(
+        f"device {device} ({where}), torch {torch.__version__}, transformers {transformers.__version__}"
+        f"{', bf16 autocast' if cuda else ', float32'}"
+    )
     runs = []
     if args.only in (None, "tiny"):
         runs.append(("clip-tiny train step", "clip-tiny", args.tiny_batch, args.iters or 20, 3))
     if args.only in (None, "b16"):
-        runs.append(("clip-vit-b-16 train step", "clip-vit-b-16", args.b16_batch or (128 if cuda else 4),
-                     args.iters or (20 if cuda else 5), 3 if cuda else 1))
+        runs.append(
+            (
+                "clip-vit-b-16 train step",
+                "clip-vit-b-16",
+                args.b16_batch or (128 if cuda else 4),
+                args.iters or (20 if cuda else 5),
+                3 if cuda else 1,
+            )
+        )
     for run in runs:
         bench(*run, device=device, amp=amp)
 

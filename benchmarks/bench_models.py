@@ -7,6 +7,7 @@
 Runs alternate between the two libraries and the median is reported, so drifting machine load
 hits both alike. A ratio below 1.0 means vlkit is faster. transformers is a test-only dependency.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,10 +21,10 @@ import torch
 
 if not torch.cuda.is_available():  # the CPU venv's torchvision needs the test suite's operator shim
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-    import conftest  # noqa: E402,F401
-import transformers  # noqa: E402
+    import conftest  # noqa: F401
+import transformers
 
-import vlkit  # noqa: E402
+import vlkit
 
 
 def timed(fn, sync) -> float:
@@ -54,8 +55,10 @@ def main() -> None:
     dev = torch.device(args.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
-    print(f"device {dev} ({torch.cuda.get_device_name() if dev.type == 'cuda' else f'{torch.get_num_threads()} CPU threads'}),"
-          f" torch {torch.__version__}, transformers {transformers.__version__}")
+    print(
+        f"device {dev} ({torch.cuda.get_device_name() if dev.type == 'cuda' else f'{torch.get_num_threads()} CPU threads'}),"
+        f" torch {torch.__version__}, transformers {transformers.__version__}"
+    )
     torch.manual_seed(0)
     ratios = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,8 +100,10 @@ def main() -> None:
         with torch.no_grad():
             assert torch.equal(gen_ours(), gen_ref()), "greedy generations differ"
         ratios["gpt2"] = compare(f"GPT-2 small greedy generate (16 + {new})", gen_ours, gen_ref, args.repeats, sync)
-    print("ratios (vlkit / transformers; <= 1.0 means vlkit is no slower):",
-          ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
+    print(
+        "ratios (vlkit / transformers; <= 1.0 means vlkit is no slower):",
+        ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()),
+    )
 
 
 if __name__ == "__main__":

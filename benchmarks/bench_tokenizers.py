@@ -17,6 +17,7 @@ docstrings, ``--corpus-mb`` MB), vlkit's trainer vs HF's BpeTrainer / WordPieceT
 open_clip sets TOKENIZERS_PARALLELISM=false when imported, so HF's Rust batch encoding runs on
 one thread here, like vlkit and open_clip.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from vlkit.tokenizers import BPETokenizer, WordPieceTokenizer, get_tokenizer  # noqa: E402
+from vlkit.tokenizers import BPETokenizer, WordPieceTokenizer, get_tokenizer
 
 
 def load_open_clip_tokenizer():
@@ -82,7 +83,12 @@ def make_captions(n: int, text: str) -> list[str]:
         "close-up of the {} with {} {}",
         "{} {} {} {} {} {} {} {}",
     ]
-    extra = ["一只猫坐在沙发上", "Café au lait sur la table, très jolie", "🐱🚀 a cat astronaut 👍🏽", "Собака бежит по пляжу"]
+    extra = [
+        "一只猫坐在沙发上",
+        "Café au lait sur la table, très jolie",
+        "🐱🚀 a cat astronaut 👍🏽",
+        "Собака бежит по пляжу",
+    ]
     out = []
     for i in range(n):
         if i % 10 == 9:
@@ -135,23 +141,31 @@ def main() -> None:
     lines = corpus.splitlines(keepends=True)
     n_sets = args.rounds + 1
     all_captions = make_captions(args.captions * n_sets, corpus)
-    caption_sets = [all_captions[r :: n_sets] for r in range(n_sets)]
+    caption_sets = [all_captions[r::n_sets] for r in range(n_sets)]
     latency_sets = [c[: args.latency_captions] for c in caption_sets]
     doc_size = 3000
     step = max(doc_size, len(corpus) // (args.documents * n_sets))
-    all_documents = [corpus[i : i + doc_size] for i in range(0, len(corpus) - doc_size, step)][: args.documents * n_sets]
+    all_documents = [corpus[i : i + doc_size] for i in range(0, len(corpus) - doc_size, step)][
+        : args.documents * n_sets
+    ]
     document_sets = [all_documents[r::n_sets] for r in range(n_sets)]
     captions, documents = caption_sets[0], document_sets[0]
     cap_chars = sum(map(len, captions))
     doc_bytes = sum(len(d.encode()) for d in documents)  # per round (all sets are the same size)
     assert len({len(d) for d in document_sets}) == 1 and len({len(c) for c in caption_sets}) == 1
-    print(f"vlkit tokenizer benchmark, {datetime.date.today()}, Python {platform.python_version()}, "
-          f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch threads 1")
-    print(f"tokenizers {tokenizers.__version__}, transformers {transformers.__version__}, open_clip tokenizer from "
-          f"{oc.__file__}")
-    print(f"per round: {len(captions)} captions (avg {cap_chars / len(captions):.0f} chars), {len(documents)} documents "
-          f"({doc_bytes / 1e6:.2f} MB); training corpus: {len(corpus.encode()) / 1e6:.1f} MB, {len(lines)} lines; "
-          f"1 cold + {args.rounds} warm rounds\n")
+    print(
+        f"vlkit tokenizer benchmark, {datetime.date.today()}, Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch threads 1"
+    )
+    print(
+        f"tokenizers {tokenizers.__version__}, transformers {transformers.__version__}, open_clip tokenizer from "
+        f"{oc.__file__}"
+    )
+    print(
+        f"per round: {len(captions)} captions (avg {cap_chars / len(captions):.0f} chars), {len(documents)} documents "
+        f"({doc_bytes / 1e6:.2f} MB); training corpus: {len(corpus.encode()) / 1e6:.1f} MB, {len(lines)} lines; "
+        f"1 cold + {args.rounds} warm rounds\n"
+    )
 
     tmp = Path(tempfile.mkdtemp(prefix="vlkit-bench-"))
     clip_vlkit = get_tokenizer("clip")
@@ -171,47 +185,85 @@ def main() -> None:
 
     # ---- CLIP encode: captions, one encode call each (cold = fresh tokenizers)
     v, o = fresh_clip()
-    res = best_of(args.rounds, {
-        "vlkit": lambda r: [v.encode(c) for c in caption_sets[r]],
-        "open_clip": lambda r: [o.encode(c) for c in caption_sets[r]],
-        "hf_rust": lambda r: [clip_rust.encode(c) for c in caption_sets[r]],
-    })
-    rows.append(("CLIP encode, captions", "us/caption", {k: (c / len(captions) * 1e6, w / len(captions) * 1e6) for k, (c, w) in res.items()}))
+    res = best_of(
+        args.rounds,
+        {
+            "vlkit": lambda r: [v.encode(c) for c in caption_sets[r]],
+            "open_clip": lambda r: [o.encode(c) for c in caption_sets[r]],
+            "hf_rust": lambda r: [clip_rust.encode(c) for c in caption_sets[r]],
+        },
+    )
+    rows.append(
+        (
+            "CLIP encode, captions",
+            "us/caption",
+            {k: (c / len(captions) * 1e6, w / len(captions) * 1e6) for k, (c, w) in res.items()},
+        )
+    )
     ratios.append(("CLIP encode vs open_clip (warm)", res["open_clip"][1] / res["vlkit"][1]))
     ratios.append(("CLIP encode vs open_clip (cold)", res["open_clip"][0] / res["vlkit"][0]))
 
     # ---- CLIP batch call: 256 captions -> (256, 77) tensors
     v, o = fresh_clip()
     batches = [[c[i : i + 256] for i in range(0, len(c), 256)] for c in caption_sets]
-    res = best_of(args.rounds, {
-        "vlkit": lambda r: [v(b) for b in batches[r]],
-        "open_clip": lambda r: [o(b) for b in batches[r]],
-        "hf_rust": lambda r: [clip_tf(b, padding="max_length", truncation=True, max_length=77, return_tensors="pt") for b in batches[r]],
-    })
-    rows.append(("CLIP batch of 256 -> tensor", "us/caption", {k: (c / len(captions) * 1e6, w / len(captions) * 1e6) for k, (c, w) in res.items()}))
+    res = best_of(
+        args.rounds,
+        {
+            "vlkit": lambda r: [v(b) for b in batches[r]],
+            "open_clip": lambda r: [o(b) for b in batches[r]],
+            "hf_rust": lambda r: [
+                clip_tf(b, padding="max_length", truncation=True, max_length=77, return_tensors="pt")
+                for b in batches[r]
+            ],
+        },
+    )
+    rows.append(
+        (
+            "CLIP batch of 256 -> tensor",
+            "us/caption",
+            {k: (c / len(captions) * 1e6, w / len(captions) * 1e6) for k, (c, w) in res.items()},
+        )
+    )
     ratios.append(("CLIP batch call vs open_clip (warm)", res["open_clip"][1] / res["vlkit"][1]))
     ratios.append(("CLIP batch call vs transformers CLIPTokenizerFast (warm)", res["hf_rust"][1] / res["vlkit"][1]))
 
     # ---- per-caption latency: one caption per call, (1, 77) tensor out
     few = latency_sets[0]
     v, o = fresh_clip()
-    res = best_of(args.rounds, {
-        "vlkit": lambda r: [v([c]) for c in latency_sets[r]],
-        "open_clip": lambda r: [o([c]) for c in latency_sets[r]],
-        "hf_rust": lambda r: [clip_tf(c, padding="max_length", truncation=True, max_length=77, return_tensors="pt") for c in latency_sets[r]],
-    })
-    rows.append(("CLIP one caption per call", "us/caption", {k: (c / len(few) * 1e6, w / len(few) * 1e6) for k, (c, w) in res.items()}))
+    res = best_of(
+        args.rounds,
+        {
+            "vlkit": lambda r: [v([c]) for c in latency_sets[r]],
+            "open_clip": lambda r: [o([c]) for c in latency_sets[r]],
+            "hf_rust": lambda r: [
+                clip_tf(c, padding="max_length", truncation=True, max_length=77, return_tensors="pt")
+                for c in latency_sets[r]
+            ],
+        },
+    )
+    rows.append(
+        (
+            "CLIP one caption per call",
+            "us/caption",
+            {k: (c / len(few) * 1e6, w / len(few) * 1e6) for k, (c, w) in res.items()},
+        )
+    )
     ratios.append(("CLIP latency vs transformers CLIPTokenizerFast (warm)", res["hf_rust"][1] / res["vlkit"][1]))
     ratios.append(("CLIP latency vs transformers CLIPTokenizerFast (cold)", res["hf_rust"][0] / res["vlkit"][0]))
 
     # ---- CLIP on documents
     v, o = fresh_clip()
-    res = best_of(args.rounds, {
-        "vlkit": lambda r: [v.encode(d) for d in document_sets[r]],
-        "open_clip": lambda r: [o.encode(d) for d in document_sets[r]],
-        "hf_rust": lambda r: [clip_rust.encode(d) for d in document_sets[r]],
-    })
-    rows.append(("CLIP encode, documents", "MB/s", {k: (doc_bytes / c / 1e6, doc_bytes / w / 1e6) for k, (c, w) in res.items()}))
+    res = best_of(
+        args.rounds,
+        {
+            "vlkit": lambda r: [v.encode(d) for d in document_sets[r]],
+            "open_clip": lambda r: [o.encode(d) for d in document_sets[r]],
+            "hf_rust": lambda r: [clip_rust.encode(d) for d in document_sets[r]],
+        },
+    )
+    rows.append(
+        ("CLIP encode, documents", "MB/s", {k: (doc_bytes / c / 1e6, doc_bytes / w / 1e6) for k, (c, w) in res.items()})
+    )
     ratios.append(("CLIP documents vs open_clip (warm)", res["open_clip"][1] / res["vlkit"][1]))
 
     # ---- WordPiece (bert-base-uncased) on captions and documents, vs HF Rust
@@ -222,11 +274,16 @@ def main() -> None:
     for label, sets, unit in (("captions", caption_sets, "us/caption"), ("documents", document_sets, "MB/s")):
         b = get_tokenizer("bert-base-uncased")
         items = sets[0]
-        res = best_of(args.rounds, {
-            "vlkit": lambda r, b=b, sets=sets: [b.encode(t) for t in sets[r]],
-            "hf_rust": lambda r, sets=sets: [bert_rust.encode(t) for t in sets[r]],
-        })
-        conv = (lambda s, items=items: s / len(items) * 1e6) if unit == "us/caption" else (lambda s: doc_bytes / s / 1e6)
+        res = best_of(
+            args.rounds,
+            {
+                "vlkit": lambda r, b=b, sets=sets: [b.encode(t) for t in sets[r]],
+                "hf_rust": lambda r, sets=sets: [bert_rust.encode(t) for t in sets[r]],
+            },
+        )
+        conv = (
+            (lambda s, items=items: s / len(items) * 1e6) if unit == "us/caption" else (lambda s: doc_bytes / s / 1e6)
+        )
         rows.append((f"WordPiece encode, {label}", unit, {k: (conv(c), conv(w)) for k, (c, w) in res.items()}))
         ratios.append((f"WordPiece {label} vs HF tokenizers Rust (warm)", res["hf_rust"][1] / res["vlkit"][1]))
 
@@ -239,8 +296,12 @@ def main() -> None:
     hf = HFTokenizer(models.BPE())
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     hf.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=args.vocab_size, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=args.vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     t = time.perf_counter()
     hf.train_from_iterator(lines, trainer=trainer)
     t_hf = time.perf_counter() - t
@@ -256,27 +317,41 @@ def main() -> None:
     hf_wp = HFTokenizer(models.WordPiece(unk_token="[UNK]"))
     hf_wp.normalizer = normalizers.BertNormalizer(lowercase=True)
     hf_wp.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    wp_trainer = trainers.WordPieceTrainer(vocab_size=args.vocab_size, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
-                                           show_progress=False)
+    wp_trainer = trainers.WordPieceTrainer(
+        vocab_size=args.vocab_size, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], show_progress=False
+    )
     t = time.perf_counter()
     hf_wp.train_from_iterator(lines, trainer=wp_trainer)
     t_hf = time.perf_counter() - t
-    train_rows.append(("WordPiece", t_vlkit, t_hf, f"vlkit: likelihood score, HF: pair frequency; {wp.vocab_size} tokens"))
+    train_rows.append(
+        ("WordPiece", t_vlkit, t_hf, f"vlkit: likelihood score, HF: pair frequency; {wp.vocab_size} tokens")
+    )
     ratios.append(("WordPiece training vs HF WordPieceTrainer", t_hf / t_vlkit))
 
     # ---- byte-level BPE encoding with the trained vocabulary (HF's file, read by vlkit)
     hf.save(str(tmp / "gpt_bpe.json"))
     gpt_vlkit = get_tokenizer(tmp / "gpt_bpe.json")
     assert gpt_vlkit.encode(documents[0]) == hf.encode(documents[0]).ids
-    res = best_of(args.rounds, {
-        "vlkit": lambda r: [gpt_vlkit.encode(d) for d in document_sets[r]],
-        "hf_rust": lambda r: [hf.encode(d) for d in document_sets[r]],
-    })
-    rows.append(("byte-level BPE encode, documents", "MB/s", {k: (doc_bytes / c / 1e6, doc_bytes / w / 1e6) for k, (c, w) in res.items()}))
+    res = best_of(
+        args.rounds,
+        {
+            "vlkit": lambda r: [gpt_vlkit.encode(d) for d in document_sets[r]],
+            "hf_rust": lambda r: [hf.encode(d) for d in document_sets[r]],
+        },
+    )
+    rows.append(
+        (
+            "byte-level BPE encode, documents",
+            "MB/s",
+            {k: (doc_bytes / c / 1e6, doc_bytes / w / 1e6) for k, (c, w) in res.items()},
+        )
+    )
     ratios.append(("byte-level BPE documents vs HF tokenizers Rust (warm)", res["hf_rust"][1] / res["vlkit"][1]))
 
     # ---- report
-    print(f"\n{'encoding':36s} {'unit':>10s} {'vlkit cold/warm':>17s} {'open_clip cold/warm':>20s} {'HF Rust cold/warm':>18s}")
+    print(
+        f"\n{'encoding':36s} {'unit':>10s} {'vlkit cold/warm':>17s} {'open_clip cold/warm':>20s} {'HF Rust cold/warm':>18s}"
+    )
     for name, unit, vals in rows:
         cells = []
         for k in ("vlkit", "open_clip", "hf_rust"):

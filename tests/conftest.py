@@ -5,6 +5,7 @@ CUDA torchvision (pulled in by timm and open_clip, test-only references) import 
 torch. A venv made before the hook existed gets the same fix here, from the same file.
 vlkit itself never imports torchvision.
 """
+
 import importlib.util
 import os
 import pathlib
@@ -13,7 +14,7 @@ import sys
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
 
 def _torchvision_schemas():

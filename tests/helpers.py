@@ -1,4 +1,5 @@
 """Builders of tiny random reference models (HF transformers) saved to folders, for parity tests."""
+
 from __future__ import annotations
 
 import torch

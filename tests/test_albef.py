@@ -1,4 +1,5 @@
 """ALBEF mechanics: structure, shapes, masks, the EMA update, the feature queues, save/load."""
+
 import pytest
 import torch
 

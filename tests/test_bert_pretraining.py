@@ -1,4 +1,5 @@
 """Statistical tests of the MLM masking rates and the NSP pair building."""
+
 import random
 
 import pytest
@@ -35,7 +36,7 @@ def test_mlm_rates():
     masked = (out[chosen] == MASK).float().mean().item()
     kept = (out[chosen] == ids[chosen]).float().mean().item()
     changed = 1 - masked - kept  # random replacements (a random draw equal to the original counts as kept)
-    sd = lambda p: 4 * (p * (1 - p) / k) ** 0.5  # noqa: E731
+    sd = lambda p: 4 * (p * (1 - p) / k) ** 0.5
     assert abs(masked - 0.8) < sd(0.8)
     assert abs(kept - (0.1 + 0.1 / V)) < sd(0.1)
     assert abs(changed - 0.1 * (1 - 1 / V)) < sd(0.1)
@@ -57,7 +58,8 @@ def test_collator_never_targets_padding():
     ids = _batch(50, 128)
     attn = (ids != PAD).long()
     out = MLMCollator(V, MASK, {CLS, SEP}, mlm_probability=0.5, generator=torch.Generator().manual_seed(0))(
-        {"input_ids": ids, "attention_mask": attn})
+        {"input_ids": ids, "attention_mask": attn}
+    )
     assert (out["labels"][attn == 0] == IGNORE_INDEX).all()
     assert (out["labels"] != IGNORE_INDEX).any()
 

@@ -1,12 +1,12 @@
 """BLIP: parity with HF transformers (random tiny models, float32), generation identical to
 transformers' generate, VQA answer ranking and ITM re-ranking against brute force, weight sharing."""
+
 import pytest
 import torch
 
 import vlkit
-from vlkit.models import Blip, CheckpointError, GenerationConfig, itm_rerank
-
 from helpers import max_diff, save_hf
+from vlkit.models import Blip, CheckpointError, GenerationConfig, itm_rerank
 
 transformers = pytest.importorskip("transformers")
 TOL = 1e-5
@@ -14,11 +14,26 @@ V, BOS, SEP, PAD = 99, 90, 3, 0
 
 
 def _hf_config(text_hidden=32, vision_width=48):
-    text = dict(vocab_size=V, hidden_size=text_hidden, intermediate_size=64, num_hidden_layers=2,
-                num_attention_heads=4, max_position_embeddings=64, bos_token_id=BOS, eos_token_id=2,
-                pad_token_id=PAD, sep_token_id=SEP)
-    vision = dict(hidden_size=vision_width, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                  image_size=32, patch_size=8)
+    text = dict(
+        vocab_size=V,
+        hidden_size=text_hidden,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=64,
+        bos_token_id=BOS,
+        eos_token_id=2,
+        pad_token_id=PAD,
+        sep_token_id=SEP,
+    )
+    vision = dict(
+        hidden_size=vision_width,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+    )
     return transformers.BlipConfig(text_config=text, vision_config=vision, image_text_hidden_size=24)
 
 
@@ -107,13 +122,16 @@ def test_decoder_logits_parity(captioner):
     assert torch.equal(out["lm_logits"], got)
 
 
-@pytest.mark.parametrize("opts", [
-    dict(),
-    dict(num_beams=3),
-    dict(num_beams=3, min_length=8, repetition_penalty=1.5),
-    dict(min_length=6, repetition_penalty=1.3),
-    dict(num_beams=2, length_penalty=0.5),
-])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        dict(),
+        dict(num_beams=3),
+        dict(num_beams=3, min_length=8, repetition_penalty=1.5),
+        dict(min_length=6, repetition_penalty=1.3),
+        dict(num_beams=2, length_penalty=0.5),
+    ],
+)
 def test_captions_identical_to_transformers(captioner, opts):
     ref, model = captioner
     pixels, _, _ = _inputs(4)
@@ -146,13 +164,16 @@ def test_prompted_captions_identical_to_transformers(captioner):
 
 
 @pytest.mark.parametrize("num_beams", [1, 3])
-@pytest.mark.parametrize("opts, new_tokens", [
-    (dict(), 0),
-    (dict(min_length=4), 3),  # [DEC] counts
-    (dict(min_new_tokens=3), 3),
-    (dict(min_new_tokens=1, repetition_penalty=1.3), 1),
-    (dict(min_length=3, min_new_tokens=4), 4),
-])
+@pytest.mark.parametrize(
+    "opts, new_tokens",
+    [
+        (dict(), 0),
+        (dict(min_length=4), 3),  # [DEC] counts
+        (dict(min_new_tokens=3), 3),
+        (dict(min_new_tokens=1, repetition_penalty=1.3), 1),
+        (dict(min_length=3, min_new_tokens=4), 4),
+    ],
+)
 def test_caption_ends_right_at_the_minimum_length(eager_captioner, num_beams, opts, new_tokens):
     ref, model = eager_captioner
     pixels, _, _ = _inputs(3)
@@ -218,8 +239,9 @@ def test_vqa_answers_identical_to_transformers(vqa, num_beams):
     ref, model = vqa
     pixels, ids, mask = _inputs()
     with torch.no_grad():
-        expected = ref.generate(input_ids=ids, pixel_values=pixels, attention_mask=mask, max_new_tokens=6,
-                                num_beams=num_beams)
+        expected = ref.generate(
+            input_ids=ids, pixel_values=pixels, attention_mask=mask, max_new_tokens=6, num_beams=num_beams
+        )
         got = model.answer(pixels, ids, mask, max_new_tokens=6, num_beams=num_beams)
     assert torch.equal(got, expected)
 
@@ -260,14 +282,21 @@ def test_rank_answers_matches_full_likelihood_ranking(vqa):
         scores = torch.empty(3, 7)
         for a in range(7):
             labels = dec_in[a : a + 1].repeat(3, 1).masked_fill(amask[a : a + 1].repeat(3, 1) == 0, -100)
-            out = ref.text_decoder(input_ids=dec_in[a : a + 1].repeat(3, 1), attention_mask=amask[a : a + 1].repeat(3, 1),
-                                   encoder_hidden_states=q, encoder_attention_mask=mask, labels=labels, reduction="none")
+            out = ref.text_decoder(
+                input_ids=dec_in[a : a + 1].repeat(3, 1),
+                attention_mask=amask[a : a + 1].repeat(3, 1),
+                encoder_hidden_states=q,
+                encoder_attention_mask=mask,
+                labels=labels,
+                reduction="none",
+            )
             scores[:, a] = -out.loss
         first = model.rank_answers(pixels, ids, mask, answers, amask, k=7)
         assert torch.equal(first, scores.argmax(dim=1))
         # with a shortlist: the best full-likelihood answer among the k most likely first tokens
-        start = ref.text_decoder(input_ids=torch.full((3, 1), BOS), encoder_hidden_states=q,
-                                 encoder_attention_mask=mask).logits[:, 0]
+        start = ref.text_decoder(
+            input_ids=torch.full((3, 1), BOS), encoder_hidden_states=q, encoder_attention_mask=mask
+        ).logits[:, 0]
         short = start.softmax(-1)[:, dec_in[:, 1]].topk(2, dim=1).indices
         expected = short.gather(1, scores.gather(1, short).argmax(1, keepdim=True)).squeeze(1)
         assert torch.equal(model.rank_answers(pixels, ids, mask, answers, amask, k=2), expected)
@@ -304,8 +333,14 @@ def test_shared_encoder_decoder_shares_all_but_self_attention(tmp_path):
     for e, d in zip(enc.transformer.blocks, dec.transformer.blocks):
         assert d.cross_attn is e.cross_attn and d.mlp is e.mlp and d.norm2 is e.norm2 and d.norm_cross is e.norm_cross
         assert d.attn is not e.attn and d.norm1 is not e.norm1
-    own = lambda m: sum(p.numel() for p in m.text_decoder.parameters()) - sum(
-        p.numel() for p in m.text_decoder.transformer.blocks.parameters() if any(p is q for q in m.text_encoder.parameters()))
+    own = lambda m: (
+        sum(p.numel() for p in m.text_decoder.parameters())
+        - sum(
+            p.numel()
+            for p in m.text_decoder.transformer.blocks.parameters()
+            if any(p is q for q in m.text_encoder.parameters())
+        )
+    )
     assert shared.num_parameters() < apart.num_parameters()
     assert own(shared) < own(apart)
     # training one tower moves the shared weights of the other
@@ -363,6 +398,7 @@ def test_wrong_architecture_is_refused(tmp_path):
     ref = transformers.BlipForConditionalGeneration(_hf_config())
     folder = save_hf(ref, tmp_path)
     import json
+
     cfg = json.loads((tmp_path / "config.json").read_text())
     cfg["architectures"] = ["BlipModel"]
     (tmp_path / "config.json").write_text(json.dumps(cfg))
@@ -378,4 +414,6 @@ def test_presets():
     assert (c.text.hidden_size, c.text.num_layers, c.text.vocab_size, c.embed_dim) == (768, 12, 30524, 256)
     assert c.share_encoder_decoder and not c.vision.pre_norm and c.vision.patch_bias
     tiny = vlkit.create_model("blip-tiny")
-    assert tiny.config.text.hidden_size <= 64 and tiny.config.text.num_layers == 2 and tiny.config.vision.image_size <= 64
+    assert (
+        tiny.config.text.hidden_size <= 64 and tiny.config.text.num_layers == 2 and tiny.config.vision.image_size <= 64
+    )

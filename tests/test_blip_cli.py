@@ -1,12 +1,12 @@
 """``vlkit caption`` / ``vlkit vqa`` end to end: a tiny saved BLIP, real photos, BLIP's tokenizer."""
+
 import pytest
 import torch
+from PIL import Image
+from skimage import data as skimage_data
 
 import vlkit
 from vlkit.cli import main
-
-from skimage import data as skimage_data
-from PIL import Image
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +55,10 @@ def test_caption_prints_one_caption_per_image(captioner, photos, capsys):
     tok = vlkit.get_tokenizer("bert-base-uncased")
     pixels = torch.stack([vlkit.image_transform(model)(Image.open(p)) for p in photos])
     ids = model.generate(pixels, max_new_tokens=6, num_beams=2, min_length=5)
-    expected = [tok.decode([i for i in row.tolist() if i not in (0, 102) and i < 30522], skip_special_tokens=True)
-                for row in ids]
+    expected = [
+        tok.decode([i for i in row.tolist() if i not in (0, 102) and i < 30522], skip_special_tokens=True)
+        for row in ids
+    ]
     assert captions == [e.strip() for e in expected]
 
 
@@ -66,8 +68,26 @@ def test_caption_with_prompt_and_sampling(captioner, photos, capsys):
     assert _lines(capsys)[0].split("\t")[1].startswith("a picture of ")
     runs = []
     for seed in ("1", "1", "2"):
-        assert main(["caption", "--model", folder, photos[1], "--sample", "--top-p", "0.9", "--temperature", "2.0",
-                     "--seed", seed, "--max-new-tokens", "8"]) == 0
+        assert (
+            main(
+                [
+                    "caption",
+                    "--model",
+                    folder,
+                    photos[1],
+                    "--sample",
+                    "--top-p",
+                    "0.9",
+                    "--temperature",
+                    "2.0",
+                    "--seed",
+                    seed,
+                    "--max-new-tokens",
+                    "8",
+                ]
+            )
+            == 0
+        )
         runs.append(_lines(capsys)[0])
     assert runs[0] == runs[1] and runs[0] != runs[2]
 
@@ -78,7 +98,9 @@ def test_vqa_generates_and_ranks(vqa_model, photos, tmp_path, capsys):
     assert len(_lines(capsys)) == 1
     answers = tmp_path / "answers.txt"
     answers.write_text("cat\ndog\ntwo birds\nyes\n")
-    assert main(["vqa", "--model", folder, photos[1], "what animal is this?", "--answers", str(answers), "--k", "3"]) == 0
+    assert (
+        main(["vqa", "--model", folder, photos[1], "what animal is this?", "--answers", str(answers), "--k", "3"]) == 0
+    )
     assert _lines(capsys)[0] in {"cat", "dog", "two birds", "yes"}
 
 

@@ -2,6 +2,7 @@
 trains the captioner and the VQA model together and both learn from the image: held-out captions,
 answers and retrieval far above chance, the losses fall, and the run folder holds both models with
 their tokenizer. (The full run's figures are in docs/blip-training.md.)"""
+
 import json
 from pathlib import Path
 
@@ -16,9 +17,27 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "blip-shapes.yaml"
 @pytest.mark.slow
 def test_blip_demo_learns(tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["train", "--config", str(CONFIG), "--train.output_dir", str(out), "--train.max_steps", "400",
-            "--train.batch_size", "64", "--optim.warmup_steps", "20", "--train.eval_every", "0",
-            "--train.checkpoint_every", "0", "--data.val_size", "200", "--train.progress", "false"]
+    argv = [
+        "train",
+        "--config",
+        str(CONFIG),
+        "--train.output_dir",
+        str(out),
+        "--train.max_steps",
+        "400",
+        "--train.batch_size",
+        "64",
+        "--optim.warmup_steps",
+        "20",
+        "--train.eval_every",
+        "0",
+        "--train.checkpoint_every",
+        "0",
+        "--data.val_size",
+        "200",
+        "--train.progress",
+        "false",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -35,8 +54,12 @@ def test_blip_demo_learns(tmp_path, capsys):
     assert val["vqa_accuracy"] >= 50 and val["vqa_accuracy_colour"] >= 80 and val["vqa_accuracy_size"] >= 80, val
     assert val["i2t_R@5"] >= 50 and val["t2i_R@5"] >= 50, val
     assert "itm_i2t_R@1" in val
-    for line in ("captions of 200 held-out images", "VQA accuracy on 200 held-out questions",
-                 "re-ranked by ITM", "checkpoint:"):
+    for line in (
+        "captions of 200 held-out images",
+        "VQA accuracy on 200 held-out questions",
+        "re-ranked by ITM",
+        "checkpoint:",
+    ):
         assert line in printed, printed
     captioner, vqa = vlkit.from_pretrained(out / "model"), vlkit.from_pretrained(out / "model" / "vqa")
     assert captioner.config.decoder_context == "image" and vqa.config.decoder_context == "question"

@@ -1,14 +1,34 @@
 """BLEU and CIDEr-D against pycocoevalcap (test-only reference) on the same tokenized captions."""
+
 import random
 
 import pytest
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
 
 from vlkit.eval.caption_metrics import bleu, caption_scores, cider_d, ngram_counts, simple_tokenize
 
-from pycocoevalcap.bleu.bleu import Bleu  # noqa: E402
-from pycocoevalcap.cider.cider import Cider  # noqa: E402
-
-WORDS = "a an the dog cat man woman red blue sits runs on in near table grass ball with two".split()
+WORDS = [
+    "a",
+    "an",
+    "the",
+    "dog",
+    "cat",
+    "man",
+    "woman",
+    "red",
+    "blue",
+    "sits",
+    "runs",
+    "on",
+    "in",
+    "near",
+    "table",
+    "grass",
+    "ball",
+    "with",
+    "two",
+]
 
 
 def random_corpus(seed, num_images=40, max_len=14, min_len=0):
@@ -73,8 +93,11 @@ def test_cider_d_matches_pycocoevalcap(seed):
 
 
 def test_cider_length_penalty_and_clipping_change_the_score():
-    refs = {0: ["a dog runs on the grass", "a dog on grass"], 1: ["a cat sits on a table", "cat on the table"],
-            2: ["two men with a ball", "men play ball"]}
+    refs = {
+        0: ["a dog runs on the grass", "a dog on grass"],
+        1: ["a cat sits on a table", "cat on the table"],
+        2: ["two men with a ball", "men play ball"],
+    }
     exact = {0: ["a dog runs on the grass"], 1: ["a cat sits on a table"], 2: ["two men with a ball"]}
     repeated = {0: ["a dog dog dog runs on the grass"], 1: ["a cat sits on a table"], 2: ["two men with a ball"]}
     s_exact, per_exact = cider_d(exact, refs)
@@ -109,6 +132,6 @@ def test_input_errors_are_clear():
 
 
 def test_ngram_counts_and_tokenize():
-    c = ngram_counts("a b a b".split(), 2)
+    c = ngram_counts(["a", "b", "a", "b"], 2)
     assert c[("a",)] == 2 and c[("a", "b")] == 2 and c[("b", "a")] == 1 and len(c) == 4
     assert simple_tokenize("A Dog, running... on the GRASS!\n") == "a dog running on the grass"

@@ -1,4 +1,5 @@
 """save_pretrained / from_pretrained round trips, .bin checkpoints, and clear errors."""
+
 import json
 
 import pytest
@@ -43,8 +44,14 @@ def test_create_model_overrides_and_unknown():
 
 def test_pytorch_bin_is_read_without_pickle_code(tmp_path):
     torch.manual_seed(0)
-    cfg = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                  intermediate_size=64, max_position_embeddings=32)
+    cfg = transformers.BertConfig(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=32,
+    )
     ref = transformers.BertModel(cfg).eval()
     ref.config.save_pretrained(tmp_path)
     torch.save(ref.state_dict(), tmp_path / "pytorch_model.bin")
@@ -84,7 +91,9 @@ def test_bad_sources(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
     with pytest.raises(CheckpointError, match="unknown checkpoint layout"):
         vlkit.from_pretrained(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertForQuestionAnswering"]}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "bert", "architectures": ["BertForQuestionAnswering"]})
+    )
     with pytest.raises(CheckpointError, match="not supported"):
         vlkit.from_pretrained(tmp_path)
     f = tmp_path / "file.txt"
@@ -97,12 +106,21 @@ def test_bad_sources(tmp_path):
 
 def test_hf_image_processor_config_sets_preprocessing(tmp_path):
     torch.manual_seed(0)
-    cfg = transformers.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                                 image_size=32, patch_size=8)
+    cfg = transformers.ViTConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8
+    )
     transformers.ViTModel(cfg).save_pretrained(tmp_path)
     assert vlkit.from_pretrained(tmp_path).config.image_mean == (0.5, 0.5, 0.5)
-    (tmp_path / "preprocessor_config.json").write_text(json.dumps(
-        {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "resample": 3, "do_center_crop": True}))
+    (tmp_path / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_mean": [0.485, 0.456, 0.406],
+                "image_std": [0.229, 0.224, 0.225],
+                "resample": 3,
+                "do_center_crop": True,
+            }
+        )
+    )
     c = vlkit.from_pretrained(tmp_path).config
     assert (c.image_mean, c.image_std) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     assert (c.interpolation, c.resize_mode) == ("bicubic", "shortest")
@@ -138,8 +156,14 @@ def test_truncated_or_empty_safetensors(tmp_path, capsys, cut):
 
 
 def test_refused_pickle_is_one_line(tmp_path, capsys):
-    cfg = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                  intermediate_size=64, max_position_embeddings=32)
+    cfg = transformers.BertConfig(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=32,
+    )
     cfg.save_pretrained(tmp_path)
 
     class Evil:
@@ -155,20 +179,30 @@ def test_refused_pickle_is_one_line(tmp_path, capsys):
     assert "not a readable PyTorch weights file" in _convert_error(capsys, tmp_path, tmp_path / "out")
 
 
-@pytest.mark.parametrize("config, expected", [
-    ([1, 2, 3], "config.json holds a JSON list; expected a model config object"),
-    ('{"vlkit_model_type": "bert"', "config.json is not valid JSON"),
-    ({"vlkit_model_type": "bert"}, "'config' is missing"),
-    ({"vlkit_model_type": "bert", "config": 3}, "'config' is 3"),
-    ({"vlkit_model_type": "bert", "config": {"hidden_size": "abc"}},
-     "BertConfig.hidden_size must be an integer, got 'abc'"),
-    ({"vlkit_model_type": "bert", "config": {"norm_eps": "1e-12"}}, "BertConfig.norm_eps must be a number"),
-    ({"vlkit_model_type": "clip", "config": {"vision": 5}}, "CLIPConfig.vision must be a mapping of ViTConfig fields"),
-    ({"vlkit_model_type": "clip", "config": {"vision": {"image_mean": [0.5, 0.5]}}},
-     "ViTConfig.image_mean must be a list of 3"),
-    ({"vlkit_model_type": "nope", "config": {}}, "unknown vlkit model type 'nope'"),
-    ({"model_type": "bert"}, "HF bert config lacks or mistypes 'vocab_size'"),
-])
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        ([1, 2, 3], "config.json holds a JSON list; expected a model config object"),
+        ('{"vlkit_model_type": "bert"', "config.json is not valid JSON"),
+        ({"vlkit_model_type": "bert"}, "'config' is missing"),
+        ({"vlkit_model_type": "bert", "config": 3}, "'config' is 3"),
+        (
+            {"vlkit_model_type": "bert", "config": {"hidden_size": "abc"}},
+            "BertConfig.hidden_size must be an integer, got 'abc'",
+        ),
+        ({"vlkit_model_type": "bert", "config": {"norm_eps": "1e-12"}}, "BertConfig.norm_eps must be a number"),
+        (
+            {"vlkit_model_type": "clip", "config": {"vision": 5}},
+            "CLIPConfig.vision must be a mapping of ViTConfig fields",
+        ),
+        (
+            {"vlkit_model_type": "clip", "config": {"vision": {"image_mean": [0.5, 0.5]}}},
+            "ViTConfig.image_mean must be a list of 3",
+        ),
+        ({"vlkit_model_type": "nope", "config": {}}, "unknown vlkit model type 'nope'"),
+        ({"model_type": "bert"}, "HF bert config lacks or mistypes 'vocab_size'"),
+    ],
+)
 def test_bad_config_json(tmp_path, capsys, config, expected):
     model_dir = vlkit.create_model("bert-tiny").save_pretrained(tmp_path / "m")
     (model_dir / "config.json").write_text(config if isinstance(config, str) else json.dumps(config))
@@ -229,10 +263,15 @@ def test_saved_files_get_the_normal_mode(tmp_path, umask):
 
     old = os.umask(umask)
     try:
-        model_dir = vlkit.create_model("bert-tiny").save_pretrained(tmp_path / "m", tokenizer=vlkit.get_tokenizer(
-            "bert-base-uncased"))
-        assert cli_main(["convert", str(model_dir), "--to", "hf", str(tmp_path / "hf"),
-                         "--tokenizer", "bert-base-uncased"]) == 2  # 1000 tokens in bert-tiny: refused
+        model_dir = vlkit.create_model("bert-tiny").save_pretrained(
+            tmp_path / "m", tokenizer=vlkit.get_tokenizer("bert-base-uncased")
+        )
+        assert (
+            cli_main(
+                ["convert", str(model_dir), "--to", "hf", str(tmp_path / "hf"), "--tokenizer", "bert-base-uncased"]
+            )
+            == 2
+        )  # 1000 tokens in bert-tiny: refused
         model = vlkit.create_model("bert-tiny", vocab_size=30522)
         model_dir = model.save_pretrained(tmp_path / "m2", tokenizer=vlkit.get_tokenizer("bert-base-uncased"))
         assert cli_main(["convert", str(model_dir), "--to", "hf", str(tmp_path / "hf")]) == 0
@@ -269,8 +308,14 @@ def test_save_pretrained_keeps_the_tokenizer(tmp_path):
 def test_hf_folder_tokenizer_comes_with_the_model(tmp_path):
     """An HF folder's tokenizer files (transformers 5 writes the image processor into
     processor_config.json) are read with the model and written into its vlkit folder."""
-    cfg = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                  intermediate_size=64, max_position_embeddings=32)
+    cfg = transformers.BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=32,
+    )
     transformers.BertModel(cfg).save_pretrained(tmp_path / "hf")
     bert_tokenizer = vlkit.get_tokenizer("bert-base-uncased").save(tmp_path / "t")
     hf_tok = transformers.AutoTokenizer.from_pretrained(str(bert_tokenizer))
@@ -281,9 +326,20 @@ def test_hf_folder_tokenizer_comes_with_the_model(tmp_path):
     folder = model.save_pretrained(tmp_path / "vlkit")
     assert vlkit.get_tokenizer(folder).encode(text, add_special_tokens=True) == hf_tok(text)["input_ids"]
 
-    vit = transformers.ViTModel(transformers.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                                       intermediate_size=64, image_size=32, patch_size=8))
+    vit = transformers.ViTModel(
+        transformers.ViTConfig(
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=32,
+            patch_size=8,
+        )
+    )
     vit.save_pretrained(tmp_path / "vit")
-    (tmp_path / "vit" / "processor_config.json").write_text(json.dumps(
-        {"processor_class": "X", "image_processor": {"image_mean": [0.1, 0.2, 0.3], "image_std": [0.3, 0.2, 0.1]}}))
+    (tmp_path / "vit" / "processor_config.json").write_text(
+        json.dumps(
+            {"processor_class": "X", "image_processor": {"image_mean": [0.1, 0.2, 0.3], "image_std": [0.3, 0.2, 0.1]}}
+        )
+    )
     assert vlkit.from_pretrained(tmp_path / "vit").config.image_mean == (0.1, 0.2, 0.3)

@@ -1,5 +1,6 @@
 """Errors a user can cause end in one line, ``vlkit CMD: error: ...``, exit code 2, no traceback
 (checked through a real process where it matters); a genuine bug still raises."""
+
 import errno
 import os
 import struct
@@ -21,10 +22,15 @@ SRC = str(Path(vlkit.__file__).resolve().parents[1])
 
 
 def _vlkit(*args: str, module: str = "vlkit") -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env, timeout=120,
-                          check=False)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
 
 
 def _one_line(err: str, command: str) -> str:
@@ -89,9 +95,11 @@ def test_empty_weights_and_a_refused_pickle(clip, tmp_path, capsys):
 
 def test_cuda_on_a_machine_without_one(clip, photo, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    for argv in (["embed", "--model", str(clip), "--text", "x", "--out", str(tmp_path / "o")],
-                 ["caption", "--model", str(clip), photo],
-                 ["eval", "zeroshot", "--model", str(clip), "--size", "2"]):
+    for argv in (
+        ["embed", "--model", str(clip), "--text", "x", "--out", str(tmp_path / "o")],
+        ["caption", "--model", str(clip), photo],
+        ["eval", "zeroshot", "--model", str(clip), "--size", "2"],
+    ):
         assert main([*argv, "--device", "cuda"]) == 2
         assert "no CUDA GPU" in _one_line(capsys.readouterr().err, argv[0])
 
@@ -155,7 +163,9 @@ def test_embed_with_no_readable_image(clip, tmp_path, capsys):
 def test_a_texts_file_that_is_not_utf8_is_named(clip, photo, tmp_path, capsys):
     texts = tmp_path / "captions.txt"
     texts.write_bytes("un caf\xe9\n".encode("latin-1"))
-    code = main(["embed", "--model", str(clip), "--images", photo, "--texts", str(texts), "--out", str(tmp_path / "out")])
+    code = main(
+        ["embed", "--model", str(clip), "--images", photo, "--texts", str(texts), "--out", str(tmp_path / "out")]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "captions.txt: not UTF-8 text" in _one_line(err, "embed"), err
     assert not (tmp_path / "out").exists()

@@ -1,6 +1,7 @@
 """Every ``--model`` takes the same things (vlkit.eval.load_model): a run folder, its model folder,
 a training checkpoint (.pt). One tiny blip-vqa run (one step) serves `vlkit caption`, `vlkit
 vqa`, `vlkit embed`, `vlkit eval` and `vlkit convert`."""
+
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +20,34 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "blip-shapes.yaml"
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("blip") / "run"
     threads = torch.get_num_threads()
-    assert main(["train", "--config", str(CONFIG), "--train.max_steps", "1", "--train.batch_size", "4",
-                 "--data.train_size", "8", "--data.val_size", "4", "--data.num_workers", "0", "--eval.batch_size", "4",
-                 "--train.progress", "false", "--train.plots", "false", "--train.output_dir", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(CONFIG),
+                "--train.max_steps",
+                "1",
+                "--train.batch_size",
+                "4",
+                "--data.train_size",
+                "8",
+                "--data.val_size",
+                "4",
+                "--data.num_workers",
+                "0",
+                "--eval.batch_size",
+                "4",
+                "--train.progress",
+                "false",
+                "--train.plots",
+                "false",
+                "--train.output_dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     torch.set_num_threads(threads)
     return out
 
@@ -53,8 +79,10 @@ def test_caption_and_vqa_read_a_run_folder(run, photo, capsys):
     ckpt = str(next((run / "checkpoints").glob("step-*.pt")))
     captions = []
     for source in (str(run), str(run / "model"), ckpt):
-        assert main(["caption", "--model", source, photo, "--num-beams", "1", "--max-new-tokens", "4",
-                     "--device", "cpu"]) == 0
+        assert (
+            main(["caption", "--model", source, photo, "--num-beams", "1", "--max-new-tokens", "4", "--device", "cpu"])
+            == 0
+        )
         captions.append(_out(capsys))
     assert captions[0].startswith(photo + "\t") and captions[0] == captions[1] == captions[2]
     answers = []
@@ -65,8 +93,12 @@ def test_caption_and_vqa_read_a_run_folder(run, photo, capsys):
 
 
 def test_embed_and_convert_read_a_run_folder(run, photo, tmp_path, capsys):
-    assert main(["embed", "--model", str(run), "--images", photo, "--text", "a red square", "--out",
-                 str(tmp_path / "emb")]) == 0
+    assert (
+        main(
+            ["embed", "--model", str(run), "--images", photo, "--text", "a red square", "--out", str(tmp_path / "emb")]
+        )
+        == 0
+    )
     dim = vlkit.from_pretrained(run / "model").config.embed_dim
     assert np.load(tmp_path / "emb" / "image_embeddings.npy").shape == (1, dim)
     assert np.load(tmp_path / "emb" / "text_embeddings.npy").shape == (1, dim)
@@ -110,8 +142,13 @@ def test_a_checkpoint_newer_than_the_final_model_wins(run, tmp_path):
             (copy / "model" / f.name).write_bytes(f.read_bytes())
     assert model_source(copy) == copy / "model"
     state = load_checkpoint(next((run / "checkpoints").glob("step-*.pt")))
-    key = next(k for k in state["model"] if k.startswith("captioner.") and k.endswith("weight")
-               and "vqa." + k.removeprefix("captioner.") not in state["model"])  # not shared with the VQA model
+    key = next(
+        k
+        for k in state["model"]
+        if k.startswith("captioner.")
+        and k.endswith("weight")
+        and "vqa." + k.removeprefix("captioner.") not in state["model"]
+    )  # not shared with the VQA model
     state["model"][key] = state["model"][key] + 1.0
     later = atomic_save(state, copy / "checkpoints" / "step-0000002.pt")
     assert model_source(copy) == later

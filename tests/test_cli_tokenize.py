@@ -1,4 +1,5 @@
 """``vlkit tokenize`` and ``vlkit tokenizer train`` end to end."""
+
 import json
 
 import pytest
@@ -16,7 +17,11 @@ def test_tokenize_prints_tokens_and_ids(capsys):
     assert out[2] == "ids:    320 1125 539 320 2368"
     assert main(["tokenize", "--tokenizer", "bert-base-uncased", "--special", "--json", "Hello, world", "x"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert rows[0] == {"text": "Hello, world", "tokens": ["[CLS]", "hello", ",", "world", "[SEP]"], "ids": [101, 7592, 1010, 2088, 102]}
+    assert rows[0] == {
+        "text": "Hello, world",
+        "tokens": ["[CLS]", "hello", ",", "world", "[SEP]"],
+        "ids": [101, 7592, 1010, 2088, 102],
+    }
     assert rows[1]["ids"] == [101, 1060, 102]
 
 
@@ -60,11 +65,41 @@ def test_train_bpe_takes_both_lowercase_flags(tmp_path, capsys, flag):
 
 
 def test_train_errors(tmp_path, capsys):
-    assert main(["tokenizer", "train", "--algorithm", "bpe", "--vocab-size", "300", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            [
+                "tokenizer",
+                "train",
+                "--algorithm",
+                "bpe",
+                "--vocab-size",
+                "300",
+                str(tmp_path / "missing.txt"),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "missing.txt" in capsys.readouterr().err
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("café\n".encode("latin-1"))
-    assert main(["tokenizer", "train", "--algorithm", "char", "--vocab-size", "30", str(latin1), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            [
+                "tokenizer",
+                "train",
+                "--algorithm",
+                "char",
+                "--vocab-size",
+                "30",
+                str(latin1),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "latin1.txt" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["tokenizer", "train", "--algorithm", "sentencepiece", "--vocab-size", "30", str(latin1), "--out", "o"])

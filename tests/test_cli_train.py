@@ -1,4 +1,5 @@
 """End to end through the command line: train, resume, eval zeroshot/retrieval, embed."""
+
 import json
 
 import numpy as np
@@ -10,11 +11,37 @@ import vlkit
 from vlkit.cli import main
 
 TINY = [
-    "--set", "model.vision.image_size=16", "--set", "model.vision.width=32", "--set", "model.vision.mlp_dim=64",
-    "--set", "model.vision.num_heads=2", "--set", "model.text.width=32", "--set", "model.text.mlp_dim=64",
-    "--set", "model.text.num_heads=2", "--set", "model.embed_dim=16",
-    "--train.batch_size", "8", "--train.log_every=2", "--train.progress", "false", "--train.plots", "false",
-    "--train.threads", "1", "--data.train_size", "64", "--data.val_size", "24", "--optim.warmup_steps", "2",
+    "--set",
+    "model.vision.image_size=16",
+    "--set",
+    "model.vision.width=32",
+    "--set",
+    "model.vision.mlp_dim=64",
+    "--set",
+    "model.vision.num_heads=2",
+    "--set",
+    "model.text.width=32",
+    "--set",
+    "model.text.mlp_dim=64",
+    "--set",
+    "model.text.num_heads=2",
+    "--set",
+    "model.embed_dim=16",
+    "--train.batch_size",
+    "8",
+    "--train.log_every=2",
+    "--train.progress",
+    "false",
+    "--train.plots",
+    "false",
+    "--train.threads",
+    "1",
+    "--data.train_size",
+    "64",
+    "--data.val_size",
+    "24",
+    "--optim.warmup_steps",
+    "2",
 ]
 
 
@@ -72,18 +99,41 @@ def test_eval_on_your_own_folder(run, tmp_path, capsys):
     imgs, colours = photo_folder(tmp_path)
     labels = tmp_path / "labels.csv"
     labels.write_text("image,label\n" + "".join(f"photos/{c}.png,{c}\n" for c in colours) + "photos/broken.png,red\n")
-    assert main(["eval", "zeroshot", "--model", str(run / "model"), "--annotations", str(labels),
-                 "--templates", "a {} shape.", "--json", str(tmp_path / "zs.json")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "zeroshot",
+                "--model",
+                str(run / "model"),
+                "--annotations",
+                str(labels),
+                "--templates",
+                "a {} shape.",
+                "--json",
+                str(tmp_path / "zs.json"),
+            ]
+        )
+        == 0
+    )
     zs = json.loads((tmp_path / "zs.json").read_text())
     assert zs["images"] == 3 and zs["label_classes"] == 3
     assert "skipped 1 sample (1 unreadable image)" in capsys.readouterr().out
 
     pairs = tmp_path / "pairs.jsonl"  # two captions for the red image
-    rows = [("photos/red.png", "a red square"), ("photos/red.png", "something red"),
-            ("photos/blue.png", "a blue square"), ("photos/green.png", "a green square")]
+    rows = [
+        ("photos/red.png", "a red square"),
+        ("photos/red.png", "something red"),
+        ("photos/blue.png", "a blue square"),
+        ("photos/green.png", "a green square"),
+    ]
     pairs.write_text("".join(json.dumps({"image": i, "caption": c}) + "\n" for i, c in rows))
-    assert main(["eval", "retrieval", "--model", str(run), "--annotations", str(pairs),
-                 "--json", str(tmp_path / "r.json")]) == 0
+    assert (
+        main(
+            ["eval", "retrieval", "--model", str(run), "--annotations", str(pairs), "--json", str(tmp_path / "r.json")]
+        )
+        == 0
+    )
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["images"] == 3 and r["texts"] == 4 and r["i2t_R@5"] == 100.0  # 4 candidates: all within 5
 
@@ -93,8 +143,26 @@ def test_embed_images_and_texts(run, tmp_path, capsys):
     texts = tmp_path / "texts.txt"
     texts.write_text("a red circle\n\na blue star\n")
     out = tmp_path / "emb"
-    assert main(["embed", "--model", str(run), "--images", str(imgs), "--texts", str(texts), "--text", "a cross",
-                 "--out", str(out), "--batch-size", "2"]) == 0
+    assert (
+        main(
+            [
+                "embed",
+                "--model",
+                str(run),
+                "--images",
+                str(imgs),
+                "--texts",
+                str(texts),
+                "--text",
+                "a cross",
+                "--out",
+                str(out),
+                "--batch-size",
+                "2",
+            ]
+        )
+        == 0
+    )
     img = np.load(out / "image_embeddings.npy")
     txt = np.load(out / "text_embeddings.npy")
     files = (out / "image_files.txt").read_text().splitlines()

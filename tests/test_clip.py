@@ -1,14 +1,14 @@
 """CLIP model: presets, temperature, pooling, save/load, and that model + loss learn."""
+
 import math
 
 import pytest
 import torch
+import transformers
 
 import vlkit
 from vlkit.losses.contrastive import clip_loss
 from vlkit.models import CLIP, CLIPConfig
-
-import transformers
 
 
 def _ids(B=3, T=12, eot=49407, lengths=(12, 7, 2), seed=0):
@@ -23,12 +23,20 @@ def _ids(B=3, T=12, eot=49407, lengths=(12, 7, 2), seed=0):
     [
         ("clip-vit-b-32", dict(vision_config={}, text_config={})),
         ("clip-vit-b-16", dict(vision_config=dict(patch_size=16), text_config={})),
-        ("clip-vit-l-14", dict(
-            vision_config=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                               patch_size=14),
-            text_config=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12),
-            projection_dim=768,
-        )),
+        (
+            "clip-vit-l-14",
+            dict(
+                vision_config=dict(
+                    hidden_size=1024,
+                    intermediate_size=4096,
+                    num_hidden_layers=24,
+                    num_attention_heads=16,
+                    patch_size=14,
+                ),
+                text_config=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12),
+                projection_dim=768,
+            ),
+        ),
     ],
 )
 def test_presets_have_the_reference_sizes(preset, hf_sizes):

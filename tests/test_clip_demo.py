@@ -1,6 +1,7 @@
 """A shorter run of the main job (`make clip-demo`): the demo config, through the command line,
 learns: the loss falls clearly, zero-shot colour accuracy and retrieval on held-out images are far
 above chance. (Shape is learnt later: it reaches 90% only in the full run, see docs/clip-training.md.)"""
+
 import json
 from pathlib import Path
 
@@ -14,9 +15,27 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "clip-shapes.yaml"
 @pytest.mark.slow
 def test_clip_demo_learns(tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["train", "--config", str(CONFIG), "--train.output_dir", str(out), "--train.max_steps", "160",
-            "--train.batch_size", "64", "--optim.warmup_steps", "20", "--train.eval_every", "0",
-            "--train.checkpoint_every", "0", "--data.val_size", "300", "--train.progress", "false"]
+    argv = [
+        "train",
+        "--config",
+        str(CONFIG),
+        "--train.output_dir",
+        str(out),
+        "--train.max_steps",
+        "160",
+        "--train.batch_size",
+        "64",
+        "--optim.warmup_steps",
+        "20",
+        "--train.eval_every",
+        "0",
+        "--train.checkpoint_every",
+        "0",
+        "--data.val_size",
+        "300",
+        "--train.progress",
+        "false",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -1,15 +1,15 @@
 """CLIP parity with HF transformers' CLIPModel and open_clip's CLIP on random tiny models, float32:
 max abs diff <= 1e-5 for image and text features; and conversion back to an HF folder."""
+
 import json
 
 import pytest
 import torch
 
 import vlkit
+from helpers import max_diff, save_hf
 from vlkit.cli import main as cli_main
 from vlkit.models import CLIP
-
-from helpers import max_diff, save_hf
 
 transformers = pytest.importorskip("transformers")
 TOL = 1e-5
@@ -19,11 +19,27 @@ VOCAB = 99
 def _hf_clip(eos_token_id: int, act: str = "quick_gelu"):
     torch.manual_seed(0)
     cfg = transformers.CLIPConfig(
-        text_config=dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, max_position_embeddings=16, eos_token_id=eos_token_id,
-                         bos_token_id=VOCAB - 2, pad_token_id=0, hidden_act=act),
-        vision_config=dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                           image_size=32, patch_size=8, hidden_act=act),
+        text_config=dict(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=16,
+            eos_token_id=eos_token_id,
+            bos_token_id=VOCAB - 2,
+            pad_token_id=0,
+            hidden_act=act,
+        ),
+        vision_config=dict(
+            hidden_size=48,
+            intermediate_size=96,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=32,
+            patch_size=8,
+            hidden_act=act,
+        ),
         projection_dim=24,
     )
     return transformers.CLIPModel(cfg).eval()
@@ -74,8 +90,9 @@ def _word_tokenizer(n: int = VOCAB):
     from vlkit.tokenizers import WordTokenizer
 
     words = [f"w{i}" for i in range(n - 4)]
-    return WordTokenizer(["[PAD]", "[UNK]", "[BOS]", *words, "[EOS]"], prefix=["[BOS]"], suffix=["[EOS]"],
-                         context_length=16)
+    return WordTokenizer(
+        ["[PAD]", "[UNK]", "[BOS]", *words, "[EOS]"], prefix=["[BOS]"], suffix=["[EOS]"], context_length=16
+    )
 
 
 def test_convert_to_hf_round_trip(tmp_path, capsys):
@@ -125,7 +142,8 @@ open_clip = pytest.importorskip("open_clip")
 
 def _open_clip_cfg(quick_gelu: bool) -> dict:
     return dict(
-        embed_dim=24, quick_gelu=quick_gelu,
+        embed_dim=24,
+        quick_gelu=quick_gelu,
         vision_cfg=dict(image_size=32, patch_size=8, width=48, layers=2, head_width=12, mlp_ratio=2.0),
         text_cfg=dict(context_length=16, vocab_size=VOCAB, width=32, heads=4, layers=2),
     )
@@ -143,12 +161,19 @@ def test_open_clip_parity(tmp_path, quick_gelu, weights, arch):
     with torch.no_grad():  # open_clip zero-initialises some biases; make every weight count
         for p in ref.parameters():
             p.add_(0.02 * torch.randn_like(p))
-    preprocess = {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3], "interpolation": "bicubic", "resize_mode": "shortest"}
+    preprocess = {
+        "mean": [0.5, 0.4, 0.3],
+        "std": [0.2, 0.25, 0.3],
+        "interpolation": "bicubic",
+        "resize_mode": "shortest",
+    }
     (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": preprocess}))
     if weights == "safetensors":
         from safetensors.torch import save_file
 
-        save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(tmp_path / "open_clip_model.safetensors"))
+        save_file(
+            {k: v.contiguous() for k, v in ref.state_dict().items()}, str(tmp_path / "open_clip_model.safetensors")
+        )
     else:
         torch.save(ref.state_dict(), tmp_path / "open_clip_pytorch_model.bin")
     model = vlkit.from_pretrained(tmp_path)
@@ -207,5 +232,9 @@ def test_open_clip_pipeline_on_real_photos_and_captions(tmp_path):
         pixels = torch.stack([ours_pre(p) for p in photos])
         assert max_diff(pixels, torch.stack([ref_pre(p) for p in photos])) <= 1e-6
         assert max_diff(model.encode_image(pixels), ref.encode_image(pixels)) <= TOL
-        assert max_diff(model.encode_text(tokens["input_ids"], tokens["attention_mask"]),
-                        ref.encode_text(tokens["input_ids"])) <= TOL
+        assert (
+            max_diff(
+                model.encode_text(tokens["input_ids"], tokens["attention_mask"]), ref.encode_text(tokens["input_ids"])
+            )
+            <= TOL
+        )

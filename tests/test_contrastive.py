@@ -1,10 +1,12 @@
 """InfoNCE and CLIP's symmetric contrastive loss against a float64 reference written as plain loops."""
+
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vlkit.losses.contrastive import clip_logits, clip_loss, gather_features, info_nce
 
@@ -54,7 +56,7 @@ def test_info_nce_known_answers():
 @given(B=st.integers(2, 6), D=st.integers(1, 5), t=st.floats(0.05, 2.0), seed=st.integers(0, 1000))
 def test_in_batch_equals_explicit_per_query_negatives(B, D, t, seed):
     q, p = _unit(B, D, seed=seed), _unit(B, D, seed=seed + 1)
-    negatives = torch.stack([torch.cat([p[:i], p[i + 1:]]) for i in range(B)])  # (B, B - 1, D)
+    negatives = torch.stack([torch.cat([p[:i], p[i + 1 :]]) for i in range(B)])  # (B, B - 1, D)
     assert torch.allclose(info_nce(q, p, temperature=t), info_nce(q, p, negatives, t), atol=1e-5)
 
 
@@ -62,7 +64,7 @@ def test_clip_loss_is_symmetric_info_nce_and_matches_reference():
     img, txt = _unit(6, 16, seed=4), _unit(6, 16, seed=5)
     scale = torch.tensor(1 / 0.07)
     loss = clip_loss(img, txt, scale)["contrastive_loss"]
-    others = lambda x: [[x[j] for j in range(6) if j != i] for i in range(6)]  # noqa: E731
+    others = lambda x: [[x[j] for j in range(6) if j != i] for i in range(6)]
     expected = (ref_info_nce(img, txt, others(txt), 0.07) + ref_info_nce(txt, img, others(img), 0.07)) / 2
     assert loss.item() == pytest.approx(expected, rel=1e-6)
     both_ways = (info_nce(img, txt, temperature=1 / scale) + info_nce(txt, img, temperature=1 / scale)) / 2
@@ -73,7 +75,7 @@ def test_clip_loss_gradients_match_float64_reference():
     img = _unit(4, 3, seed=6).double().requires_grad_()
     txt = _unit(4, 3, seed=7).double().requires_grad_()
     log_scale = torch.tensor(math.log(1 / 0.07), dtype=torch.float64, requires_grad=True)
-    fn = lambda i, t, s: clip_loss(i, t, s.exp())["contrastive_loss"]  # noqa: E731
+    fn = lambda i, t, s: clip_loss(i, t, s.exp())["contrastive_loss"]
     assert torch.autograd.gradcheck(fn, (img, txt, log_scale))
     # float32 gradients agree with the float64 ones
     loss64 = fn(img, txt, log_scale)

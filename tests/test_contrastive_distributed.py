@@ -1,5 +1,6 @@
 """Two processes (gloo, CPU) computing CLIP's loss with gathered features give the loss and the
 gradients of one process on the whole batch."""
+
 import socket
 
 import torch
@@ -67,6 +68,11 @@ def test_two_ranks_equal_one_process_on_the_global_batch(tmp_path):
 
     # without the gather each rank would see only its own negatives: a different loss
     towers, images, texts = _setup()
-    local = sum(_loss(towers, images[r * LOCAL_B:(r + 1) * LOCAL_B], texts[r * LOCAL_B:(r + 1) * LOCAL_B])
-                for r in range(WORLD)) / WORLD
+    local = (
+        sum(
+            _loss(towers, images[r * LOCAL_B : (r + 1) * LOCAL_B], texts[r * LOCAL_B : (r + 1) * LOCAL_B])
+            for r in range(WORLD)
+        )
+        / WORLD
+    )
     assert not torch.allclose(local, loss, atol=1e-3)

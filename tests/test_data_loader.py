@@ -1,4 +1,5 @@
 """Sampler and step loader: shards cover the epoch, a resumed position gives the same batches."""
+
 import pytest
 import torch
 

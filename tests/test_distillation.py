@@ -1,4 +1,5 @@
 """Momentum distillation: soft targets and ALBEF's ITC loss against the momentum features and queues."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -87,8 +88,9 @@ def test_ids_spread_the_hard_target_over_every_positive():
     img, txt, img_m, txt_m = (unit(B, D, seed=s) for s in range(4))
     img_q, txt_q = unit(K, D, seed=10), unit(K, D, seed=11)
     ids, queue_ids = torch.tensor([5, 6, 5]), torch.tensor([6, 9, 5, -100])
-    got = itc_distillation_loss(img, txt, img_m, txt_m, 8.0, img_q, txt_q, alpha=0.0, ids=ids,
-                                queue_ids=queue_ids)["itc_loss"]
+    got = itc_distillation_loss(img, txt, img_m, txt_m, 8.0, img_q, txt_q, alpha=0.0, ids=ids, queue_ids=queue_ids)[
+        "itc_loss"
+    ]
     all_ids = torch.cat([ids, queue_ids])
     pos = (ids[:, None] == all_ids[None, :]).double()
     target = pos / pos.sum(1, keepdim=True)  # row 0: columns 0, 2 and queue slot 2

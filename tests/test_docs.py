@@ -8,6 +8,7 @@ skip with its reason:
     <!-- no-test: downloads Salesforce/blip-image-captioning-base from the hub -->
     ```python
 """
+
 from __future__ import annotations
 
 import os
@@ -52,8 +53,11 @@ def _cases():
 
 def test_the_block_finder_sees_fences_and_markers(tmp_path):
     doc = tmp_path / "doc.md"
-    doc.write_text("text\n```python\nx = 1\n```\n\n<!-- no-test: needs the hub -->\n\n```python\ny = 2\n```\n"
-                   "```bash\nls\n```\n```\nplain\n```\n", encoding="utf-8")
+    doc.write_text(
+        "text\n```python\nx = 1\n```\n\n<!-- no-test: needs the hub -->\n\n```python\ny = 2\n```\n"
+        "```bash\nls\n```\n```\nplain\n```\n",
+        encoding="utf-8",
+    )
     assert python_blocks(doc) == [(2, "x = 1\n", None), (8, "y = 2\n", "needs the hub")]
 
 
@@ -69,7 +73,7 @@ def test_doc_block_runs(name, code, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     namespace = {"__name__": "__doc_block__"}
-    exec(compile(code, name, "exec"), namespace)  # noqa: S102 - running the documentation is the point
+    exec(compile(code, name, "exec"), namespace)
 
 
 def test_transformers_open_clip_and_timm_import_in_a_plain_interpreter(tmp_path):
@@ -77,8 +81,10 @@ def test_transformers_open_clip_and_timm_import_in_a_plain_interpreter(tmp_path)
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     code = "import transformers; from transformers import CLIPModel; import open_clip, timm"
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     assert done.returncode == 0, (
         f"{code!r} fails in {sys.executable} (run `make install` to add tools/torchvision_schemas.py's hook):\n"
-        + done.stderr[-2000:])
+        + done.stderr[-2000:]
+    )

@@ -1,6 +1,7 @@
 """BLIP evaluation from the command line: captioning scores (BLEU, CIDEr-D, exact match) and
 retrieval re-ranked by the ITM head (`vlkit eval captioning`, `vlkit eval retrieval --rerank itm`),
 checked against direct computation, on the built-in shapes and on a user's folder."""
+
 import json
 
 import pytest
@@ -65,15 +66,35 @@ def test_generate_captions_strips_the_prompt(saved):
     ids = cap.generate(pixels, tok(["a photo of"])["input_ids"], max_new_tokens=6)
     assert got == [decode_generated(tok, row, cap.config.text, skip=4) for row in ids]
     plain = generate_captions(cap, tok, [pixels], max_new_tokens=6, num_beams=2)
-    assert plain == [decode_generated(tok, row, cap.config.text) for row in cap.generate(pixels, max_new_tokens=6,
-                                                                                         num_beams=2)]
+    assert plain == [
+        decode_generated(tok, row, cap.config.text) for row in cap.generate(pixels, max_new_tokens=6, num_beams=2)
+    ]
 
 
 def test_cli_captioning_on_shapes_and_a_folder(saved, tmp_path, capsys):
     recipe, cap, folder = saved
     out = tmp_path / "c.json"
-    assert main(["eval", "captioning", "--model", str(folder), "--size", "12", "--num-beams", "1",
-                 "--min-length", "0", "--max-new-tokens", "8", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "captioning",
+                "--model",
+                str(folder),
+                "--size",
+                "12",
+                "--num-beams",
+                "1",
+                "--min-length",
+                "0",
+                "--max-new-tokens",
+                "8",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     m = json.loads(out.read_text())
     ds = ShapesDataset("validation", 12, image_size=32, transform=vlkit.image_transform(cap), captions="full")
     pixels = torch.stack([ds[i]["pixel_values"] for i in range(12)])
@@ -93,8 +114,21 @@ def test_cli_captioning_on_shapes_and_a_folder(saved, tmp_path, capsys):
         lines += [f"img/{i}.png,{ds.caption(i)}", f"img/{i}.png,a shape"]
     lines.append("img/gone.png,a red circle")
     (tmp_path / "pairs.csv").write_text("\n".join(lines) + "\n")
-    assert main(["eval", "captioning", "--model", str(folder), "--annotations", str(tmp_path / "pairs.csv"),
-                 "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "captioning",
+                "--model",
+                str(folder),
+                "--annotations",
+                str(tmp_path / "pairs.csv"),
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads(out.read_text())["images"] == 3
     assert "missing file" in capsys.readouterr().out
 
@@ -111,8 +145,12 @@ def test_itm_rerank_scores_and_recall(saved):
     # brute force: the ITM matched logit ([ENC] first) + ITC for the top 3, ITC - 1e4 behind them
     ids = t["input_ids"].clone()
     ids[:, 0] = cap.config.text.enc_token_id
-    itm = torch.stack([cap.itm_logits(pixels[i : i + 1].expand(len(texts), -1, -1, -1), ids, t["attention_mask"])[:, 1]
-                       for i in range(16)])  # (16, N_txt)
+    itm = torch.stack(
+        [
+            cap.itm_logits(pixels[i : i + 1].expand(len(texts), -1, -1, -1), ids, t["attention_mask"])[:, 1]
+            for i in range(16)
+        ]
+    )  # (16, N_txt)
     for q in range(16):
         top = sim[q].topk(3).indices
         for j in range(len(texts)):
@@ -134,8 +172,25 @@ def test_itm_rerank_scores_and_recall(saved):
 def test_cli_retrieval_with_and_without_itm(saved, tmp_path, capsys):
     recipe, cap, folder = saved
     out = tmp_path / "r.json"
-    assert main(["eval", "retrieval", "--model", str(folder), "--size", "20", "--rerank", "itm", "--rerank-k", "4",
-                 "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "retrieval",
+                "--model",
+                str(folder),
+                "--size",
+                "20",
+                "--rerank",
+                "itm",
+                "--rerank-k",
+                "4",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     m = json.loads(out.read_text())
     assert "re-ranked by itm" in capsys.readouterr().out
     ds = ShapesDataset("validation", 20, image_size=32, transform=vlkit.image_transform(cap), captions="full")

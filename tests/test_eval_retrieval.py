@@ -1,4 +1,5 @@
 """Retrieval: Recall@K known answers, ground truth with shared captions, the ranking hook."""
+
 import pytest
 import torch
 
@@ -15,9 +16,13 @@ def brute_force_recall(scores, positives, k):
 
 
 def test_known_answer_three_by_three():
-    scores = torch.tensor([[0.9, 0.1, 0.0],   # image 0: its text first
-                           [0.8, 0.7, 0.1],   # image 1: its text second
-                           [0.1, 0.8, 0.2]])  # image 2: its text second
+    scores = torch.tensor(
+        [
+            [0.9, 0.1, 0.0],  # image 0: its text first
+            [0.8, 0.7, 0.1],  # image 1: its text second
+            [0.1, 0.8, 0.2],
+        ]
+    )  # image 2: its text second
     pos = torch.eye(3, dtype=torch.bool)
     r = recall_at_k(scores, pos, ks=(1, 2, 3))
     assert r["i2t_R@1"] == pytest.approx(100 / 3) and r["i2t_R@2"] == pytest.approx(100.0)

@@ -1,12 +1,11 @@
 """VQA evaluation: the score (official formula, single answers, per type), answers by generation
 (grouped by question length, so no padding reaches the decoder) and by ranking, and
 `vlkit eval vqa` on the built-in shapes and on a user's JSONL file."""
+
 import json
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import vlkit
 from vlkit.cli import main
@@ -76,8 +75,9 @@ def test_ranking_picks_from_the_list(saved):
     a = tok(cands, padding="longest")
     for i, q in enumerate(questions):
         ids = tok([q])
-        best = pair.vqa.rank_answers(pixels[i : i + 1], ids["input_ids"], ids["attention_mask"], a["input_ids"],
-                                     a["attention_mask"], k=5)
+        best = pair.vqa.rank_answers(
+            pixels[i : i + 1], ids["input_ids"], ids["attention_mask"], a["input_ids"], a["attention_mask"], k=5
+        )
         assert got[i] == cands[int(best[0])]
     with pytest.raises(ValueError, match="empty"):
         rank_answer_list(pair.vqa, tok, pixels, questions, [])
@@ -86,20 +86,56 @@ def test_ranking_picks_from_the_list(saved):
 def test_cli_on_shapes_reads_the_vqa_subfolder(saved, tmp_path, capsys):
     recipe, pair, folder = saved
     out = tmp_path / "vqa.json"
-    assert main(["eval", "vqa", "--model", str(folder), "--size", "20", "--seed", "3", "--num-beams", "1",
-                 "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "vqa",
+                "--model",
+                str(folder),
+                "--size",
+                "20",
+                "--seed",
+                "3",
+                "--num-beams",
+                "1",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     m = json.loads(out.read_text())
     pixels, questions = shapes_batch(pair, 20)
     ds = ShapesDataset("validation", 20, seed=3)
     answers = answer_questions(pair.vqa, recipe.tokenizer, pixels, questions, num_beams=1)
-    expected = vqa_scores(answers, [[ds.question(i).answer] for i in range(20)], [ds.question(i).type for i in range(20)])
+    expected = vqa_scores(
+        answers, [[ds.question(i).answer] for i in range(20)], [ds.question(i).type for i in range(20)]
+    )
     assert m["questions"] == 20
     for k, v in expected.items():
         assert m[k] == pytest.approx(v)
     assert "generated answers" in capsys.readouterr().out
     # the same through the VQA folder itself and by ranking the shapes' answers
-    assert main(["eval", "vqa", "--model", str(folder / "vqa"), "--size", "20", "--seed", "3", "--answers", "all",
-                 "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "vqa",
+                "--model",
+                str(folder / "vqa"),
+                "--size",
+                "20",
+                "--seed",
+                "3",
+                "--answers",
+                "all",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "ranking 20 answers" in capsys.readouterr().out
 
 
@@ -110,14 +146,34 @@ def test_cli_on_a_jsonl_file(saved, tmp_path, capsys):
     rows = []
     for i in range(4):
         ds.image(i).save(tmp_path / "img" / f"{i}.png")
-        rows.append({"image": f"img/{i}.png", "question": ds.question(i).question,
-                     "answers": [ds.question(i).answer] * 2 + ["something"]})
+        rows.append(
+            {
+                "image": f"img/{i}.png",
+                "question": ds.question(i).question,
+                "answers": [ds.question(i).answer] * 2 + ["something"],
+            }
+        )
     rows.append({"image": "img/missing.png", "question": "what?", "answer": "x"})
     (tmp_path / "qa.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     (tmp_path / "answers.txt").write_text("\n".join(ShapesDataset.answer_list()) + "\n")
     out = tmp_path / "m.json"
-    assert main(["eval", "vqa", "--model", str(folder / "vqa"), "--annotations", str(tmp_path / "qa.jsonl"),
-                 "--answers", str(tmp_path / "answers.txt"), "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "vqa",
+                "--model",
+                str(folder / "vqa"),
+                "--annotations",
+                str(tmp_path / "qa.jsonl"),
+                "--answers",
+                str(tmp_path / "answers.txt"),
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "skipped 1 sample (1 missing file)" in printed
     m = json.loads(out.read_text())

@@ -1,4 +1,5 @@
 """Zero-shot classification: prompt ensembling and top-k accuracy, with known answers."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -31,7 +32,9 @@ def test_classifier_is_the_renormalised_mean_of_normalised_prompts():
     assert prompts == ["a cat.", "a photo of a cat.", "cat!", "a dog.", "a photo of a dog.", "dog!"]
     table = torch.randn(6, 5, generator=torch.Generator().manual_seed(0)) * torch.arange(1.0, 7.0)[:, None]
     w = zeroshot_classifier(TableModel(table), tokenizer_for(prompts), classes, templates, batch_size=4)
-    expected = torch.stack([F.normalize(F.normalize(table[3 * c : 3 * c + 3], dim=-1).mean(0), dim=0) for c in range(2)])
+    expected = torch.stack(
+        [F.normalize(F.normalize(table[3 * c : 3 * c + 3], dim=-1).mean(0), dim=0) for c in range(2)]
+    )
     assert torch.allclose(w, expected, atol=1e-6)
 
 

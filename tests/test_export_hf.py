@@ -1,15 +1,15 @@
 """`vlkit convert --to hf` folders work in transformers as they are: its pipelines (zero-shot image
 classification, image-to-text, fill-mask, text generation, image features) on exports of tiny random
 models give vlkit's results, and AutoTokenizer / AutoProcessor give vlkit's token ids."""
+
 import json
 
 import pytest
 import torch
 
 import vlkit
-from vlkit.cli import main as cli_main
-
 from helpers import max_diff
+from vlkit.cli import main as cli_main
 
 transformers = pytest.importorskip("transformers")
 skimage_data = pytest.importorskip("skimage.data")
@@ -118,8 +118,18 @@ def test_blip_image_to_text_pipeline_gives_vlkit_captions(blip_export, capsys, p
     pipe = transformers.pipeline("image-to-text", model=str(hf), processor=processor)
     theirs = pipe([Image.open(f) for f in files], text=[prompt] * len(files), generate_kwargs={"max_new_tokens": 12})
     capsys.readouterr()
-    argv = ["caption", "--model", str(src), *map(str, files), "--num-beams", "1", "--max-new-tokens", "12",
-            "--min-length", "0"] + (["--prompt", prompt] if prompt else [])
+    argv = [
+        "caption",
+        "--model",
+        str(src),
+        *map(str, files),
+        "--num-beams",
+        "1",
+        "--max-new-tokens",
+        "12",
+        "--min-length",
+        "0",
+    ] + (["--prompt", prompt] if prompt else [])
     assert cli_main(argv) == 0
     ours = [line.split("\t", 1)[1] for line in capsys.readouterr().out.strip().splitlines()]
     assert [r[0]["generated_text"] if isinstance(r, list) else r["generated_text"] for r in theirs] == ours
@@ -142,8 +152,10 @@ def test_blip_retrieval_part_and_processor(blip_export, photos):
         ours = model.itm_logits(inputs["pixel_values"], inputs["input_ids"], inputs["attention_mask"])
     assert max_diff(theirs, ours) <= TOL
     hf_tok = transformers.AutoTokenizer.from_pretrained(str(hf))
-    assert hf_tok.convert_tokens_to_ids(["[DEC]", "[ENC]"]) == [model.config.text.bos_token_id,
-                                                                   model.config.text.enc_token_id]
+    assert hf_tok.convert_tokens_to_ids(["[DEC]", "[ENC]"]) == [
+        model.config.text.bos_token_id,
+        model.config.text.enc_token_id,
+    ]
     assert hf_tok.decode([model.config.text.bos_token_id, 2003], skip_special_tokens=True) == tok.decode([2003])
     # vlkit reads the export back: the captioner, with its tokenizer
     back = vlkit.from_pretrained(hf)
@@ -184,8 +196,12 @@ def test_gpt2_text_generation(tmp_path):
     corpus = Path(__file__).resolve().parents[1].joinpath("README.md").read_text(encoding="utf-8").splitlines()
     tok = BPETokenizer.train(corpus, 400)
     torch.manual_seed(0)
-    model = _perturb(vlkit.create_model("gpt-tiny", vocab_size=tok.vocab_size, bos_token_id=tok.eos_token_id,
-                                        eos_token_id=tok.eos_token_id), 0.3).eval()
+    model = _perturb(
+        vlkit.create_model(
+            "gpt-tiny", vocab_size=tok.vocab_size, bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id
+        ),
+        0.3,
+    ).eval()
     _convert(model.save_pretrained(tmp_path / "gpt", tokenizer=tok), tmp_path / "hf")
     hf_tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
     assert type(hf_tok).__name__ == "GPT2Tokenizer"

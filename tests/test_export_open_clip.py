@@ -1,12 +1,12 @@
 """`vlkit convert --to open_clip`: open_clip.create_model_and_transforms("local-dir:OUT") loads a vlkit
 CLIP, and its preprocessing, tokenizer and features are vlkit's (float32, <= 1e-5)."""
+
 import pytest
 import torch
 
 import vlkit
-from vlkit.cli import main as cli_main
-
 from helpers import max_diff
+from vlkit.cli import main as cli_main
 
 open_clip = pytest.importorskip("open_clip")
 skimage_data = pytest.importorskip("skimage.data")
@@ -18,8 +18,9 @@ CAPTIONS = ["a photo of an astronaut", "a cat lying on a blanket", "a cup of cof
 
 def _clip(**text):
     torch.manual_seed(0)
-    model = vlkit.create_model("clip-tiny", vision={"image_size": 64, "act": text.get("act", "quick_gelu")},
-                               text=text).eval()
+    model = vlkit.create_model(
+        "clip-tiny", vision={"image_size": 64, "act": text.get("act", "quick_gelu")}, text=text
+    ).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))

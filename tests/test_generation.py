@@ -1,5 +1,6 @@
 """Decoding: GPT on the KV cache (cached = uncached logits), the sampling filters, beam search and
 minimum lengths on a scripted step function with known answers, GenerationConfig validation."""
+
 import pytest
 import torch
 
@@ -57,7 +58,7 @@ def test_sampling_reproducible_and_respects_top_k(gpt):
 
 def test_warp_known_answers():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    kept = lambda s: torch.isfinite(s)[0].tolist()  # noqa: E731
+    kept = lambda s: torch.isfinite(s)[0].tolist()
     assert kept(_warp(logits, 1.0, 2, 1.0)) == [True, True, False, False]
     assert kept(_warp(logits, 1.0, 0, 0.7)) == [True, True, False, False]  # 0.5 + 0.3 >= 0.7
     assert kept(_warp(logits, 1.0, 0, 0.5)) == [True, False, False, False]
@@ -109,7 +110,7 @@ class ScriptedStep:
     def __call__(self, new_ids: torch.Tensor) -> torch.Tensor:
         self.seqs = new_ids if self.seqs is None else torch.cat([self.seqs, new_ids], dim=1)
         rows = [row.tolist() for row in self.seqs]
-        probs = torch.stack([self.script(tuple(r[self.prompt_len:]), tuple(r[:self.prompt_len])) for r in rows])
+        probs = torch.stack([self.script(tuple(r[self.prompt_len :]), tuple(r[: self.prompt_len])) for r in rows])
         return (probs / probs.sum(-1, keepdim=True)).log()  # (N, V) logits
 
     def reorder(self, index: torch.Tensor) -> None:
@@ -123,13 +124,14 @@ PROMPT = torch.tensor([[5, 6, 7]])  # 3 tokens: a length penalty on the whole le
 
 def _run(script, config: GenerationConfig, prompt: torch.Tensor = PROMPT) -> list[int]:
     out = generate_tokens(ScriptedStep(script, prompt.shape[1]), prompt, config.with_model_tokens(EOS, None))
-    return out[0, prompt.shape[1]:].tolist()
+    return out[0, prompt.shape[1] :].tolist()
 
 
 def _short_or_long(p_long: float, vocab: int = 128):
     """First step: [EOS] with p 0.4 (a 1-token hypothesis, log p = -0.92), B with 0.55 (a path to
     nowhere: uniform afterwards), A with ``p_long``, after which A A EOS are near certain (a 4-token
     hypothesis, log p = log p_long - 0.03)."""
+
     def script(gen: tuple[int, ...], prompt: tuple[int, ...]) -> torch.Tensor:
         p = torch.full((vocab,), 1e-9, dtype=torch.float64)
         if gen == ():
@@ -143,22 +145,26 @@ def _short_or_long(p_long: float, vocab: int = 128):
         else:
             p[A:] = 1 / (vocab - 1)
         return p
+
     return script
 
 
 SHORT, LONG = [EOS], [A, A, A, EOS]
 
 
-@pytest.mark.parametrize("p_long, length_penalty, winner", [
-    # log p: short -0.92, long -3.03; scores are log p / new_length ** length_penalty
-    (0.05, 0.0, SHORT),  # -0.92 > -3.03
-    (0.05, 1.0, LONG),  # -0.92 < -3.03 / 4 = -0.76 (a flipped sign: -3.03 * 4)
-    (0.05, 2.0, LONG),  # -0.92 < -3.03 / 16 = -0.19
-    # log p: long -4.99
-    (0.0069, 0.0, SHORT),
-    (0.0069, 1.0, SHORT),  # -0.92 > -4.99 / 4 = -1.25
-    (0.0069, 2.0, LONG),  # -0.92 < -4.99 / 16 = -0.31
-])
+@pytest.mark.parametrize(
+    "p_long, length_penalty, winner",
+    [
+        # log p: short -0.92, long -3.03; scores are log p / new_length ** length_penalty
+        (0.05, 0.0, SHORT),  # -0.92 > -3.03
+        (0.05, 1.0, LONG),  # -0.92 < -3.03 / 4 = -0.76 (a flipped sign: -3.03 * 4)
+        (0.05, 2.0, LONG),  # -0.92 < -3.03 / 16 = -0.19
+        # log p: long -4.99
+        (0.0069, 0.0, SHORT),
+        (0.0069, 1.0, SHORT),  # -0.92 > -4.99 / 4 = -1.25
+        (0.0069, 2.0, LONG),  # -0.92 < -4.99 / 16 = -0.31
+    ],
+)
 def test_length_penalty_picks_between_finished_beams_of_different_lengths(p_long, length_penalty, winner):
     config = GenerationConfig(num_beams=2, max_new_tokens=6, length_penalty=length_penalty)
     assert _run(_short_or_long(p_long), config) == winner
@@ -170,15 +176,18 @@ def _eager_end(gen: tuple[int, ...], prompt: tuple[int, ...]) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("num_beams", [1, 2, 3])
-@pytest.mark.parametrize("options, expected", [
-    (dict(), [EOS]),
-    (dict(min_new_tokens=1), [A, EOS]),
-    (dict(min_new_tokens=3), [A, A, A, EOS]),
-    (dict(min_length=3), [EOS]),  # the prompt already has 3 tokens
-    (dict(min_length=4), [A, EOS]),
-    (dict(min_length=6), [A, A, A, EOS]),
-    (dict(min_length=6, min_new_tokens=4), [A, A, A, A, EOS]),  # the stricter one holds
-])
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        (dict(), [EOS]),
+        (dict(min_new_tokens=1), [A, EOS]),
+        (dict(min_new_tokens=3), [A, A, A, EOS]),
+        (dict(min_length=3), [EOS]),  # the prompt already has 3 tokens
+        (dict(min_length=4), [A, EOS]),
+        (dict(min_length=6), [A, A, A, EOS]),
+        (dict(min_length=6, min_new_tokens=4), [A, A, A, A, EOS]),  # the stricter one holds
+    ],
+)
 def test_end_token_right_at_the_minimum_length(num_beams, options, expected):
     config = GenerationConfig(num_beams=num_beams, max_new_tokens=6, **options)
     assert _run(_eager_end, config) == expected
@@ -196,33 +205,39 @@ def test_finished_rows_are_padded_and_the_others_run_to_max_new_tokens():
         assert out[:, 3:].tolist() == [[EOS, fill, fill, fill], [A, A, A, A]]
 
 
-@pytest.mark.parametrize("options, message", [
-    (dict(num_beams=0), "num_beams must be >= 1, got 0"),
-    (dict(num_beams=-2), "num_beams must be >= 1"),
-    (dict(top_p=-0.1), r"top_p must be in \(0, 1\]"),
-    (dict(top_p=0.0), "top_p"),
-    (dict(top_p=1.5), "top_p"),
-    (dict(temperature=0.0), "temperature must be > 0"),
-    (dict(top_k=-1), "top_k must be >= 0"),
-    (dict(max_new_tokens=-1), "max_new_tokens must be >= 0"),
-    (dict(max_new_tokens=3, min_new_tokens=4), "min_new_tokens=4 exceeds max_new_tokens=3"),
-    (dict(min_length=-1), "min_length must be >= 0"),
-    (dict(repetition_penalty=0.0), "repetition_penalty must be > 0"),
-    (dict(temperature=float("nan")), "temperature must be a number"),
-    (dict(num_beams=2, do_sample=True), "beam search does not sample"),
-    (dict(eos_token_id=-3), "eos_token_id must be a token id"),
-    (dict(pad_token_id="eos"), "pad_token_id must be a token id"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(num_beams=0), "num_beams must be >= 1, got 0"),
+        (dict(num_beams=-2), "num_beams must be >= 1"),
+        (dict(top_p=-0.1), r"top_p must be in \(0, 1\]"),
+        (dict(top_p=0.0), "top_p"),
+        (dict(top_p=1.5), "top_p"),
+        (dict(temperature=0.0), "temperature must be > 0"),
+        (dict(top_k=-1), "top_k must be >= 0"),
+        (dict(max_new_tokens=-1), "max_new_tokens must be >= 0"),
+        (dict(max_new_tokens=3, min_new_tokens=4), "min_new_tokens=4 exceeds max_new_tokens=3"),
+        (dict(min_length=-1), "min_length must be >= 0"),
+        (dict(repetition_penalty=0.0), "repetition_penalty must be > 0"),
+        (dict(temperature=float("nan")), "temperature must be a number"),
+        (dict(num_beams=2, do_sample=True), "beam search does not sample"),
+        (dict(eos_token_id=-3), "eos_token_id must be a token id"),
+        (dict(pad_token_id="eos"), "pad_token_id must be a token id"),
+    ],
+)
 def test_generation_config_validation(options, message):
     with pytest.raises(ValueError, match=message):
         GenerationConfig(**options)
 
 
-@pytest.mark.parametrize("options, message", [
-    (dict(num_beams=2.0), "num_beams must be an integer"),
-    (dict(top_p="0.9"), "top_p must be a number"),
-    (dict(do_sample=1), "do_sample must be True or False"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(num_beams=2.0), "num_beams must be an integer"),
+        (dict(top_p="0.9"), "top_p must be a number"),
+        (dict(do_sample=1), "do_sample must be True or False"),
+    ],
+)
 def test_generation_config_type_errors(options, message):
     with pytest.raises(TypeError, match=message):
         GenerationConfig(**options)
@@ -260,10 +275,12 @@ def test_cli_names_the_flag_of_a_bad_option(tmp_path, capsys):
     from vlkit.cli import main
 
     image = tmp_path / "x.png"
-    for flags, message in ((["--num-beams", "0"], "--num-beams must be >= 1, got 0"),
-                           (["--sample", "--top-p", "-0.5"], "--top-p must be in (0, 1]"),
-                           (["--min-new-tokens", "30"], "--min-new-tokens=30 exceeds --max-new-tokens=20"),
-                           (["--max-new-tokens", "0"], "--max-new-tokens must be >= 1")):
+    for flags, message in (
+        (["--num-beams", "0"], "--num-beams must be >= 1, got 0"),
+        (["--sample", "--top-p", "-0.5"], "--top-p must be in (0, 1]"),
+        (["--min-new-tokens", "30"], "--min-new-tokens=30 exceeds --max-new-tokens=20"),
+        (["--max-new-tokens", "0"], "--max-new-tokens must be >= 1"),
+    ):
         assert main(["caption", "--model", str(tmp_path / "none"), str(image), *flags]) == 2
         assert f"vlkit caption: error: {message}" in capsys.readouterr().err
     assert main(["vqa", "--model", str(tmp_path / "none"), str(image), "what?", "--num-beams", "-1"]) == 2
@@ -302,8 +319,10 @@ def test_generation_runs_in_eval_mode_and_restores_the_mode():
         for p in blip.parameters():
             p.add_(torch.randn_like(p) * 0.2)  # make the image matter to the random decoder
     ids, pixels = torch.randint(1, 1000, (2, 3)), torch.randn(2, 3, 32, 32)
-    for model, run in ((gpt, lambda: gpt.generate(ids, 6, num_beams=2)),
-                       (blip, lambda: blip.generate(pixels, max_new_tokens=6))):
+    for model, run in (
+        (gpt, lambda: gpt.generate(ids, 6, num_beams=2)),
+        (blip, lambda: blip.generate(pixels, max_new_tokens=6)),
+    ):
         model.eval()
         expected = run()
         model.train()

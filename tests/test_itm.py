@@ -1,4 +1,5 @@
 """ITM hard-negative sampling and label layout: known answers and a statistical test."""
+
 import math
 
 import pytest
@@ -98,8 +99,9 @@ def test_hard_negatives_and_pairs_single_process():
     hidden = torch.arange(B, dtype=torch.float)[:, None, None].expand(B, T, C).clone()
     mask = torch.ones(B, T, dtype=torch.long)
     ids = torch.tensor([0, 1, 1, 2])
-    neg_img, neg_txt = hard_negatives(img_f, txt_f, 5.0, image_side, {"hidden": hidden, "attention_mask": mask},
-                                      ids=ids, generator=g)
+    neg_img, neg_txt = hard_negatives(
+        img_f, txt_f, 5.0, image_side, {"hidden": hidden, "attention_mask": mask}, ids=ids, generator=g
+    )
     img_pick = neg_img[:, 0, 0].long()
     txt_pick = neg_txt["hidden"][:, 0, 0].long()
     assert (ids[img_pick] != ids).all() and (ids[txt_pick] != ids).all()
@@ -108,10 +110,10 @@ def test_hard_negatives_and_pairs_single_process():
     ar = torch.arange(B)
     # rows 0..B-1: pairs; B..2B-1: image i with a sampled text; 2B..3B-1: sampled image with text i
     assert images[:B, 0, 0].long().tolist() == ar.tolist() and texts["hidden"][:B, 0, 0].long().tolist() == ar.tolist()
-    assert images[B:2 * B, 0, 0].long().tolist() == ar.tolist()
-    assert texts["hidden"][B:2 * B, 0, 0].long().tolist() == txt_pick.tolist()
-    assert images[2 * B:, 0, 0].long().tolist() == img_pick.tolist()
-    assert texts["hidden"][2 * B:, 0, 0].long().tolist() == ar.tolist()
+    assert images[B : 2 * B, 0, 0].long().tolist() == ar.tolist()
+    assert texts["hidden"][B : 2 * B, 0, 0].long().tolist() == txt_pick.tolist()
+    assert images[2 * B :, 0, 0].long().tolist() == img_pick.tolist()
+    assert texts["hidden"][2 * B :, 0, 0].long().tolist() == ar.tolist()
     images.sum().backward()  # gradients reach the sampled images
     assert image_side.grad[:, 0, 0].tolist() == (2 + torch.bincount(img_pick, minlength=B)).float().tolist()
 

@@ -1,6 +1,7 @@
 """The BLIP task: ITC, ITM with hard negatives on [ENC] inputs and the captioning LM train a tiny
 BLIP on a few shapes; the prompt is ignored by the LM loss; evaluation reports retrieval and
 caption metrics."""
+
 import math
 
 import pytest
@@ -11,8 +12,36 @@ from vlkit.data.synthetic import ShapesDataset
 from vlkit.losses.lm import lm_labels, lm_loss
 from vlkit.train.recipes import BLIPRecipe
 
-WORDS = ("a an the of photo picture image small large red green blue yellow purple white circle square triangle star "
-         "cross on in at left right top bottom middle").split()
+WORDS = [
+    "a",
+    "an",
+    "the",
+    "of",
+    "photo",
+    "picture",
+    "image",
+    "small",
+    "large",
+    "red",
+    "green",
+    "blue",
+    "yellow",
+    "purple",
+    "white",
+    "circle",
+    "square",
+    "triangle",
+    "star",
+    "cross",
+    "on",
+    "in",
+    "at",
+    "left",
+    "right",
+    "top",
+    "bottom",
+    "middle",
+]
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 VOCAB = len(SPECIAL) + len(WORDS)  # + [DEC] and [ENC] after it
 TEXT = {"vocab_size": VOCAB + 2, "bos_token_id": VOCAB, "enc_token_id": VOCAB + 1, "sep_token_id": 3}
@@ -35,8 +64,13 @@ def vocab_file(tmp_path_factory):
 
 
 def make(vocab_file, prompt="", n=8, init_std=None, caption_eval_images=1000, **model):
-    task = BLIPRecipe({"preset": "blip-tiny", "text": TEXT, **model}, tokenizer=vocab_file, prompt=prompt,
-                      init_std=init_std, caption_eval_images=caption_eval_images)
+    task = BLIPRecipe(
+        {"preset": "blip-tiny", "text": TEXT, **model},
+        tokenizer=vocab_file,
+        prompt=prompt,
+        init_std=init_std,
+        caption_eval_images=caption_eval_images,
+    )
     net = task.build_model()
     ds = ShapesDataset(size=n, image_size=32, transform=vlkit.image_transform(net), captions="full")
     return task, net, ds, task.collate()([ds[i] for i in range(n)])
@@ -47,7 +81,8 @@ def train(task, model, batch, steps: int, lr: float, warmup: int = 10):
     norm 1. Returns each step's losses."""
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1.0 + math.cos(math.pi * s / steps)))
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1.0 + math.cos(math.pi * s / steps))
+    )
     model.train()
     history = []
     for _ in range(steps):
@@ -87,8 +122,9 @@ def test_losses_train_the_model(vocab_file, seed):
         img = model.encode_image(batch["pixel_values"], normalize=True)
         txt = model.encode_text(batch["input_ids"], batch["attention_mask"], normalize=True)
         assert ((img @ txt.t()).argmax(1) == torch.arange(8)).sum().item() >= 7
-        captions = [task.decode_caption(row, model.config)
-                    for row in model.generate(batch["pixel_values"], max_new_tokens=12)]
+        captions = [
+            task.decode_caption(row, model.config) for row in model.generate(batch["pixel_values"], max_new_tokens=12)
+        ]
     assert sum(c == ref for c, ref in zip(captions, batch["captions"])) >= 7, captions
 
 

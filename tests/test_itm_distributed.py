@@ -1,5 +1,6 @@
 """Two processes (gloo): ITM negatives come from the whole global batch, never a positive, texts of
 different per-rank lengths are padded, and gradients flow back to the rank that owns a sample."""
+
 import socket
 
 import torch
@@ -34,21 +35,33 @@ def _worker(rank: int, port: int, out_path: str) -> None:
         ids = torch.tensor([0, 1, 2, 3]) if rank == 0 else torch.tensor([1, 4, 5, 6])  # id 1 on both ranks
         picks_img, picks_txt = [], []
         for _ in range(30):
-            neg_img, neg_txt = hard_negatives(img_f, txt_f, 1.0, image_side, {"hidden": hidden, "attention_mask": mask},
-                                              ids=ids, generator=g)
+            neg_img, neg_txt = hard_negatives(
+                img_f, txt_f, 1.0, image_side, {"hidden": hidden, "attention_mask": mask}, ids=ids, generator=g
+            )
             picks_img.append(neg_img[:, 0, 0].long())
             picks_txt.append(neg_txt["hidden"][:, 0, 0].long())
             assert neg_txt["hidden"].shape == (B, max(LENGTHS), 3)
         # gradient of one more draw: each global image gets 1 per time it was picked by any rank
-        neg_img, neg_txt = hard_negatives(img_f, txt_f, 1.0, image_side, {"hidden": hidden, "attention_mask": mask}, ids=ids,
-                                    generator=g)
+        neg_img, neg_txt = hard_negatives(
+            img_f, txt_f, 1.0, image_side, {"hidden": hidden, "attention_mask": mask}, ids=ids, generator=g
+        )
         last = neg_img[:, 0, 0].long()
         neg_img[:, 0, 0].sum().backward()
         all_last = [torch.empty_like(last) for _ in range(WORLD)]
         dist.all_gather(all_last, last)
-        torch.save({"ids": ids, "gid": gid, "img": torch.stack(picks_img), "txt": torch.stack(picks_txt),
-                    "last_txt": neg_txt["hidden"][:, 0, 0].long(), "last_mask": neg_txt["attention_mask"], "grad": image_side.grad[:, 0, 0].clone(),
-                    "all_last": torch.cat(all_last)}, f"{out_path}.{rank}")
+        torch.save(
+            {
+                "ids": ids,
+                "gid": gid,
+                "img": torch.stack(picks_img),
+                "txt": torch.stack(picks_txt),
+                "last_txt": neg_txt["hidden"][:, 0, 0].long(),
+                "last_mask": neg_txt["attention_mask"],
+                "grad": image_side.grad[:, 0, 0].clone(),
+                "all_last": torch.cat(all_last),
+            },
+            f"{out_path}.{rank}",
+        )
     finally:
         dist.destroy_process_group()
 

@@ -1,12 +1,20 @@
 """Known answers and properties of the shared layers."""
+
 import math
 
 import pytest
 import torch
 
 from vlkit.layers import (
-    Attention, Block, KVCache, PatchEmbed, Transformer, build_attention_mask, resize_position_embedding,
-    sincos_2d_position_encoding, sinusoidal_position_encoding,
+    Attention,
+    Block,
+    KVCache,
+    PatchEmbed,
+    Transformer,
+    build_attention_mask,
+    resize_position_embedding,
+    sincos_2d_position_encoding,
+    sinusoidal_position_encoding,
 )
 
 
@@ -61,8 +69,12 @@ def test_sincos_2d_known_values():
     pe = sincos_2d_position_encoding(2, 3, 16)
     w = [1.0, 0.1, 0.01, 0.001]
     row, col = 1, 2  # patch index 1 * 3 + 2 = 5
-    expected = ([math.sin(row * f) for f in w] + [math.cos(row * f) for f in w]
-                + [math.sin(col * f) for f in w] + [math.cos(col * f) for f in w])
+    expected = (
+        [math.sin(row * f) for f in w]
+        + [math.cos(row * f) for f in w]
+        + [math.sin(col * f) for f in w]
+        + [math.cos(col * f) for f in w]
+    )
     assert pe[5].tolist() == pytest.approx(expected, abs=1e-6)
     assert pe[5, 1].item() == pytest.approx(0.0998334, abs=1e-6)  # sin(0.1), by hand
     assert pe[5, 14].item() == pytest.approx(0.9998000, abs=1e-6)  # cos(2 * 0.01)

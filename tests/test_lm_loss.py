@@ -1,4 +1,5 @@
 """LM (BLIP decoder) and MLM (ALBEF) losses against float64 references written out by hand."""
+
 import pytest
 import torch
 

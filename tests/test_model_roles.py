@@ -1,6 +1,7 @@
 """One interface per role: every contrastive model has encode_image / encode_text / scale(), every
 fusion model itm_logits(pixel_values, input_ids, attention_mask=None) -> (B, 2); the recipes and
 the evaluation use them without adapters."""
+
 import pytest
 import torch
 
@@ -50,6 +51,7 @@ def test_the_contrastive_evaluation_takes_any_contrastive_model():
 
 def test_tasks_export_the_vqa_tasks():
     from vlkit.tasks import BLIPVQATask, VQATask
-    from vlkit.tasks.vqa import BLIPVQATask as B, VQATask as V
+    from vlkit.tasks.vqa import BLIPVQATask as B
+    from vlkit.tasks.vqa import VQATask as V
 
     assert (BLIPVQATask, VQATask) == (B, V)

@@ -1,19 +1,26 @@
 """Parity with HF transformers on random tiny models, float32: max abs diff <= 1e-5."""
+
 import pytest
 import torch
 
 import vlkit
-from vlkit.models import BertModel, GPT, ViT
-
 from helpers import max_diff, save_hf
+from vlkit.models import GPT, BertModel, ViT
 
 transformers = pytest.importorskip("transformers")
 TOL = 1e-5
 
 
 def _bert_config(**kw):
-    return transformers.BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                   intermediate_size=64, max_position_embeddings=64, **kw)
+    return transformers.BertConfig(
+        vocab_size=120,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("arch", ["BertModel", "BertForPreTraining", "BertForMaskedLM"])
@@ -34,7 +41,10 @@ def test_bert_parity(tmp_path, arch):
     if arch == "BertModel":
         assert max_diff(model.pool(hidden), out.pooler_output) <= TOL
     else:
-        assert max_diff(model.mlm_logits(hidden), out.prediction_logits if arch == "BertForPreTraining" else out.logits) <= TOL
+        assert (
+            max_diff(model.mlm_logits(hidden), out.prediction_logits if arch == "BertForPreTraining" else out.logits)
+            <= TOL
+        )
     if arch == "BertForPreTraining":
         assert max_diff(model.nsp_logits(hidden), out.seq_relationship_logits) <= TOL
 
@@ -43,8 +53,9 @@ def _gpt2(tmp_path, arch="GPT2LMHeadModel", eos_bias=0.0):
     """A random tiny GPT-2 and vlkit's load of it; ``eos_bias`` > 0 shifts the final norm towards
     the end token's embedding so that it is the best token at every step."""
     torch.manual_seed(0)
-    cfg = transformers.GPT2Config(vocab_size=97, n_embd=32, n_layer=2, n_head=4, n_positions=64,
-                                  bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    cfg = transformers.GPT2Config(
+        vocab_size=97, n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=1, eos_token_id=2, pad_token_id=0
+    )
     ref = getattr(transformers, arch)(cfg).eval()
     if eos_bias:
         with torch.no_grad():
@@ -83,7 +94,9 @@ def test_gpt2_left_padded_generation_identical(tmp_path):
     mask = torch.ones_like(ids)
     ids[1, :2], mask[1, :2] = 0, 0
     with torch.no_grad():
-        expected = ref.generate(ids, attention_mask=mask, max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=0)
+        expected = ref.generate(
+            ids, attention_mask=mask, max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=0
+        )
         got = model.generate(ids, attention_mask=mask, max_new_tokens=12, eos_token_id=None)
     assert torch.equal(got, expected)
 
@@ -94,10 +107,18 @@ def test_gpt2_beam_search_identical(tmp_path, length_penalty):
     torch.manual_seed(3)
     ids = torch.randint(3, 97, (3, 4))
     with torch.no_grad():
-        expected = ref.generate(ids, max_new_tokens=10, num_beams=4, do_sample=False, eos_token_id=2,
-                                pad_token_id=0, length_penalty=length_penalty)
-        got = model.generate(ids, max_new_tokens=10, num_beams=4, eos_token_id=2, pad_token_id=0,
-                             length_penalty=length_penalty)
+        expected = ref.generate(
+            ids,
+            max_new_tokens=10,
+            num_beams=4,
+            do_sample=False,
+            eos_token_id=2,
+            pad_token_id=0,
+            length_penalty=length_penalty,
+        )
+        got = model.generate(
+            ids, max_new_tokens=10, num_beams=4, eos_token_id=2, pad_token_id=0, length_penalty=length_penalty
+        )
     assert torch.equal(got, expected)
 
 
@@ -116,8 +137,9 @@ def test_gpt2_end_token_right_at_the_minimum_length(tmp_path, num_beams):
 
 def test_vit_parity(tmp_path):
     torch.manual_seed(0)
-    cfg = transformers.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                                 image_size=32, patch_size=8)
+    cfg = transformers.ViTConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8
+    )
     ref = transformers.ViTModel(cfg).eval()
     model = vlkit.from_pretrained(save_hf(ref, tmp_path))
     assert isinstance(model, ViT)

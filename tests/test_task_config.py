@@ -1,5 +1,6 @@
 """The config's typed task: section: a recipe name or {name, **options}; each recipe's frozen
 Options dataclass validated like the other sections; recipe options are no longer read from model:."""
+
 import dataclasses
 from pathlib import Path
 
@@ -23,12 +24,17 @@ def one_thread():
 def test_a_plain_name_and_a_mapping(tmp_path):
     assert load_config(None).task == TaskConfig("clip", CLIPOptions())
     path = tmp_path / "c.yaml"
-    path.write_text("task: {name: blip-vqa, tokenizer: shapes, init_std: 0.1, prompt: 'a picture of '}\n"
-                    "model: {preset: blip-tiny}\n")
+    path.write_text(
+        "task: {name: blip-vqa, tokenizer: shapes, init_std: 0.1, prompt: 'a picture of '}\n"
+        "model: {preset: blip-tiny}\n"
+    )
     cfg = load_config(path)
     assert cfg.task.name == "blip-vqa" and isinstance(cfg.task.options, BLIPVQAOptions)
     assert (cfg.task.options.tokenizer, cfg.task.options.init_std, cfg.task.options.prompt) == (
-        "shapes", 0.1, "a picture of ")
+        "shapes",
+        0.1,
+        "a picture of ",
+    )
     saved = cfg.to_dict()
     assert saved["task"]["name"] == "blip-vqa" and saved["task"]["vqa_weight"] == 1.0
     assert Config.from_dict(saved) == cfg  # what a checkpoint stores reads back the same
@@ -38,8 +44,9 @@ def test_a_plain_name_and_a_mapping(tmp_path):
 def test_overrides_are_coerced_and_keep_the_options(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("task: {name: blip-vqa, tokenizer: shapes}\n")
-    cfg = load_config(path, ["task=blip", "task.init_std=0.2", "task.negatives_all_ranks=false",
-                             "task.prompt=a photo of "])
+    cfg = load_config(
+        path, ["task=blip", "task.init_std=0.2", "task.negatives_all_ranks=false", "task.prompt=a photo of "]
+    )
     o = cfg.task.options
     assert cfg.task.name == "blip" and type(o) is BLIPOptions
     assert (o.tokenizer, o.init_std, o.negatives_all_ranks, o.prompt) == ("shapes", 0.2, False, "a photo of ")
@@ -48,16 +55,21 @@ def test_overrides_are_coerced_and_keep_the_options(tmp_path):
         o.prompt = "x"
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["task.bogus=1"], r"task \(clip\): unknown fields \['bogus'\]; expected some of \['tokenizer'\]"),
-    (["task=nope"], r"unknown task 'nope'; expected one of \['albef', 'blip', 'blip-vqa', 'clip'\]"),
-    (["task=albef", "task.alpha=1.5"], r"task \(albef\): alpha must be in \[0, 1\], got 1.5"),
-    (["task=albef", "task.mlm_probability=0"], "mlm_probability must be in"),
-    (["task=blip", "task.init_std=big"], r"task \(blip\).init_std: expected float, got 'big'"),
-    (["task=blip", "task.itm_rerank_k=-1"], "itm_rerank_k must be >= 0"),
-    (["task=blip", "model.preset=blip-tiny", "model.tokenizer=shapes"],
-     "model.tokenizer is an option of the blip task"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["task.bogus=1"], r"task \(clip\): unknown fields \['bogus'\]; expected some of \['tokenizer'\]"),
+        (["task=nope"], r"unknown task 'nope'; expected one of \['albef', 'blip', 'blip-vqa', 'clip'\]"),
+        (["task=albef", "task.alpha=1.5"], r"task \(albef\): alpha must be in \[0, 1\], got 1.5"),
+        (["task=albef", "task.mlm_probability=0"], "mlm_probability must be in"),
+        (["task=blip", "task.init_std=big"], r"task \(blip\).init_std: expected float, got 'big'"),
+        (["task=blip", "task.itm_rerank_k=-1"], "itm_rerank_k must be >= 0"),
+        (
+            ["task=blip", "model.preset=blip-tiny", "model.tokenizer=shapes"],
+            "model.tokenizer is an option of the blip task",
+        ),
+    ],
+)
 def test_bad_task_sections_name_the_field(overrides, message):
     with pytest.raises(ValueError, match=message):
         load_config(None, overrides)
@@ -72,8 +84,16 @@ def test_the_cli_reports_a_recipe_option_left_in_model(tmp_path, capsys):
 
 
 def test_albef_alpha_and_mlm_probability_are_settable():
-    cfg = load_config(None, ["task=albef", "task.alpha=0.1", "task.mlm_probability=0.3", "task.tokenizer=shapes",
-                             "model.preset=albef-tiny"])
+    cfg = load_config(
+        None,
+        [
+            "task=albef",
+            "task.alpha=0.1",
+            "task.mlm_probability=0.3",
+            "task.tokenizer=shapes",
+            "model.preset=albef-tiny",
+        ],
+    )
     recipe = get_recipe(cfg.task, cfg.model)
     assert isinstance(recipe, ALBEFRecipe) and recipe.task.alpha == 0.1 and recipe.task.mlm_probability == 0.3
 
@@ -93,10 +113,33 @@ def test_a_blip_vqa_run_with_task_options_through_the_cli(tmp_path, capsys):
     evaluates and saves the tokenizer the task section named."""
     config = Path(__file__).resolve().parents[1] / "configs" / "blip-shapes.yaml"
     out = tmp_path / "run"
-    argv = ["train", "--config", str(config), "--train.output_dir", str(out), "--train.max_steps", "2",
-            "--train.batch_size", "4", "--data.val_size", "8", "--data.num_workers", "0", "--eval.batch_size", "8",
-            "--train.progress", "false", "--train.plots", "false", "--set", "task.caption_eval_images=4",
-            "--set", "task.vqa_eval_questions=4", "--set", "task.prompt=a picture of "]
+    argv = [
+        "train",
+        "--config",
+        str(config),
+        "--train.output_dir",
+        str(out),
+        "--train.max_steps",
+        "2",
+        "--train.batch_size",
+        "4",
+        "--data.val_size",
+        "8",
+        "--data.num_workers",
+        "0",
+        "--eval.batch_size",
+        "8",
+        "--train.progress",
+        "false",
+        "--train.plots",
+        "false",
+        "--set",
+        "task.caption_eval_images=4",
+        "--set",
+        "task.vqa_eval_questions=4",
+        "--set",
+        "task.prompt=a picture of ",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "captions of 4 held-out images" in printed and "VQA accuracy on 4 held-out questions" in printed

@@ -1,4 +1,5 @@
 """The common base: input checks, the batch call, special tokens, get_tokenizer sources and errors."""
+
 import gzip
 import json
 

@@ -1,5 +1,6 @@
 """Byte-level BPE (GPT-2): hand-worked merges, training and encoding parity with HF tokenizers,
 lossless round trips."""
+
 import json
 
 import pytest
@@ -10,8 +11,6 @@ from hypothesis import strategies as st
 from test_tokenizers_texts import TEXTS, training_corpus
 from vlkit.tokenizers import BPETokenizer, bytes_to_unicode, get_tokenizer
 from vlkit.tokenizers.bpe_core import BPEMerges, train_merges
-
-import tokenizers
 
 
 def hf_byte_level_trainer(vocab_size):

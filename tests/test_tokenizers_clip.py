@@ -1,14 +1,14 @@
 """CLIP BPE: same ids as open_clip's tokenizer on the real vocabulary."""
+
 import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from open_clip import tokenizer as open_clip_tokenizer
 
 from test_tokenizers_texts import LANGUAGE_SAMPLES, TEXTS
 from vlkit.tokenizers import CLIPTokenizer, get_tokenizer
 from vlkit.tokenizers.clip_clean import clip_clean, fix_text
-
-from open_clip import tokenizer as open_clip_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +89,25 @@ def test_does_not_import_open_clip_or_ftfy():
                 imported |= {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
                 imported.add(node.module.split(".")[0])
-    assert imported <= {"__future__", "collections", "contextlib", "functools", "gzip", "heapq", "html", "itertools", "json",
-                        "numpy", "os", "pathlib", "regex", "torch", "tqdm", "typing", "unicodedata"}, imported
+    assert imported <= {
+        "__future__",
+        "collections",
+        "contextlib",
+        "functools",
+        "gzip",
+        "heapq",
+        "html",
+        "itertools",
+        "json",
+        "numpy",
+        "os",
+        "pathlib",
+        "regex",
+        "torch",
+        "tqdm",
+        "typing",
+        "unicodedata",
+    }, imported
     assert (folder / "data" / "bpe_simple_vocab_16e6.txt.gz").is_file()
     assert (folder / "data" / "bert-base-uncased-vocab.txt").is_file()
 
@@ -129,7 +146,11 @@ def test_matches_open_clip_on_arbitrary_text(tok, ref, text):
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.sampled_from(["cat", "photo", "a", "the", ",", "!", "Café", "猫", "🐱", "it's", " ", "12"]), max_size=50))
+@given(
+    st.lists(
+        st.sampled_from(["cat", "photo", "a", "the", ",", "!", "Café", "猫", "🐱", "it's", " ", "12"]), max_size=50
+    )
+)
 def test_truncation_keeps_end_token(tok, ref, words):
     text = " ".join(words)
     for length in (5, 77):

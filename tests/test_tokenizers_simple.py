@@ -1,4 +1,5 @@
 """Word and character tokenizers: vocabularies counted from a corpus, an unknown token."""
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,7 +24,15 @@ def test_word_split_on_whitespace_and_punctuation():
     assert tok.tokenize("The cat,sat!!") == ["the", "cat", ",", "sat", "!", "!"]
     assert tok._split("l'été à Paris: 3€ + 4$") == ["l", "'", "été", "à", "paris", ":", "3", "€", "+", "4", "$"]
     assert tok.decode(tok.encode("the cat, sat")) == "the cat , sat"
-    assert WordTokenizer.train(CORPUS, min_frequency=2).get_vocab().keys() == {"[PAD]", "[UNK]", "[BOS]", "[EOS]", "the", "cat", "sat"}
+    assert WordTokenizer.train(CORPUS, min_frequency=2).get_vocab().keys() == {
+        "[PAD]",
+        "[UNK]",
+        "[BOS]",
+        "[EOS]",
+        "the",
+        "cat",
+        "sat",
+    }
 
 
 def test_char_vocabulary_and_roundtrip():

@@ -1,5 +1,6 @@
 """Shared texts for the tokenizer tests (imported by the other test_tokenizers_* files), and the
 checks that they cover what the parity tests claim to cover."""
+
 import inspect
 import json
 import string

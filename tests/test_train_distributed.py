@@ -1,5 +1,6 @@
 """`vlkit train` under torchrun: 2 CPU processes (gloo, DDP, gathered contrastive loss) follow the
 same losses as one process on the global batch."""
+
 import json
 import os
 import subprocess
@@ -11,11 +12,26 @@ import pytest
 from vlkit.train import load_config, train
 
 TINY = [
-    "model.vision.image_size=16", "model.vision.patch_size=8", "model.vision.width=32", "model.vision.mlp_dim=64",
-    "model.vision.num_heads=2", "model.text.width=32", "model.text.mlp_dim=64", "model.text.num_heads=2",
-    "model.embed_dim=16", "train.log_every=1", "train.progress=false", "train.plots=false", "train.threads=1",
-    "optim.warmup_steps=2", "optim.lr=3e-3", "data.num_workers=0", "data.train_size=64", "data.val_size=16",
-    "train.max_steps=4", "train.device=cpu",
+    "model.vision.image_size=16",
+    "model.vision.patch_size=8",
+    "model.vision.width=32",
+    "model.vision.mlp_dim=64",
+    "model.vision.num_heads=2",
+    "model.text.width=32",
+    "model.text.mlp_dim=64",
+    "model.text.num_heads=2",
+    "model.embed_dim=16",
+    "train.log_every=1",
+    "train.progress=false",
+    "train.plots=false",
+    "train.threads=1",
+    "optim.warmup_steps=2",
+    "optim.lr=3e-3",
+    "data.num_workers=0",
+    "data.train_size=64",
+    "data.val_size=16",
+    "train.max_steps=4",
+    "train.device=cpu",
 ]
 
 
@@ -27,8 +43,17 @@ def losses(out):
 @pytest.mark.slow
 def test_two_processes_match_one_process_on_the_global_batch(tmp_path):
     vlkit_script = Path(sys.executable).parent / "vlkit"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--no-python",
-           str(vlkit_script), "train"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "--no-python",
+        str(vlkit_script),
+        "train",
+    ]
     for ov in TINY + ["train.batch_size=4", f"train.output_dir={tmp_path / 'ddp'}"]:
         cmd += ["--set", ov]
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -62,11 +87,26 @@ def test_unreadable_image_under_torchrun_trims_every_batch_to_the_shortest(tmp_p
     rows.append("broken.png,a broken file")
     (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
     vlkit_script = Path(sys.executable).parent / "vlkit"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--no-python",
-           str(vlkit_script), "train"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "--no-python",
+        str(vlkit_script),
+        "train",
+    ]
     # 9 files / 2 processes: 4 per process and epoch, one batch each; the broken file shortens one of them
-    for ov in TINY + ["train.batch_size=4", "train.max_steps=3", "data.kind=folder", "data.val_size=0",
-                      f"data.train_annotations={tmp_path / 'train.csv'}", f"train.output_dir={tmp_path / 'run'}"]:
+    for ov in TINY + [
+        "train.batch_size=4",
+        "train.max_steps=3",
+        "data.kind=folder",
+        "data.val_size=0",
+        f"data.train_annotations={tmp_path / 'train.csv'}",
+        f"train.output_dir={tmp_path / 'run'}",
+    ]:
         cmd += ["--set", ov]
     proc = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -76,8 +116,18 @@ def test_unreadable_image_under_torchrun_trims_every_batch_to_the_shortest(tmp_p
 
 def torchrun(args, tmp_path):
     vlkit_script = Path(sys.executable).parent / "vlkit"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--no-python",
-           str(vlkit_script), "train", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "--no-python",
+        str(vlkit_script),
+        "train",
+        *args,
+    ]
     return subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
 
 
@@ -94,8 +144,14 @@ def test_a_batch_empty_on_one_process_is_skipped_by_every_process(tmp_path):
     (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
     # 4 files / 2 processes, batch 1: 2 steps per epoch, one of which finds the broken file on one process
     args = []
-    for ov in TINY + ["train.batch_size=1", "train.max_steps=4", "data.kind=folder", "data.val_size=0",
-                      f"data.train_annotations={tmp_path / 'train.csv'}", f"train.output_dir={tmp_path / 'run'}"]:
+    for ov in TINY + [
+        "train.batch_size=1",
+        "train.max_steps=4",
+        "data.kind=folder",
+        "data.val_size=0",
+        f"data.train_annotations={tmp_path / 'train.csv'}",
+        f"train.output_dir={tmp_path / 'run'}",
+    ]:
         args += ["--set", ov]
     proc = torchrun(args, tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

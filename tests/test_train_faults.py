@@ -1,6 +1,7 @@
 """`vlkit train` under faults a user meets: unreadable batches, --overwrite, a torn metrics log, a
 changed model, a corrupt newest checkpoint, a full disk, bad values, resuming a finished run.
 Each ends in the work done or one line `vlkit train: error: ...`, and loses nothing."""
+
 import errno
 import io
 import json
@@ -16,11 +17,39 @@ from vlkit.train.checkpoint import list_checkpoints, load_checkpoint
 from vlkit.train.progress import Progress
 
 TINY = [
-    "--set", "model.vision.image_size=16", "--set", "model.vision.patch_size=8", "--set", "model.vision.width=32",
-    "--set", "model.vision.mlp_dim=64", "--set", "model.vision.num_heads=2", "--set", "model.text.width=32",
-    "--set", "model.text.mlp_dim=64", "--set", "model.text.num_heads=2", "--set", "model.embed_dim=16",
-    "--train.batch_size", "4", "--train.log_every=1", "--train.progress", "false", "--train.plots", "false",
-    "--train.threads", "1", "--data.train_size", "16", "--data.val_size", "0", "--optim.warmup_steps", "1",
+    "--set",
+    "model.vision.image_size=16",
+    "--set",
+    "model.vision.patch_size=8",
+    "--set",
+    "model.vision.width=32",
+    "--set",
+    "model.vision.mlp_dim=64",
+    "--set",
+    "model.vision.num_heads=2",
+    "--set",
+    "model.text.width=32",
+    "--set",
+    "model.text.mlp_dim=64",
+    "--set",
+    "model.text.num_heads=2",
+    "--set",
+    "model.embed_dim=16",
+    "--train.batch_size",
+    "4",
+    "--train.log_every=1",
+    "--train.progress",
+    "false",
+    "--train.plots",
+    "false",
+    "--train.threads",
+    "1",
+    "--data.train_size",
+    "16",
+    "--data.val_size",
+    "0",
+    "--optim.warmup_steps",
+    "1",
 ]
 
 
@@ -51,8 +80,19 @@ def test_a_batch_of_unreadable_samples_is_skipped_also_when_resumed_at_it(tmp_pa
     # batch 1: 5 steps per epoch, one of them is the truncated image (row 4)
     empty = [e * 5 + ResumableSampler(5, seed=0).indices(e).index(4) + 1 for e in range(2)]
     assert empty[1] > 1
-    args = [*TINY, "--train.batch_size", "1", "--data.kind", "folder", "--data.train_annotations",
-            str(tmp_path / "train.csv"), "--train.max_steps", "10", "--train.output_dir", str(tmp_path / "run")]
+    args = [
+        *TINY,
+        "--train.batch_size",
+        "1",
+        "--data.kind",
+        "folder",
+        "--data.train_annotations",
+        str(tmp_path / "train.csv"),
+        "--train.max_steps",
+        "10",
+        "--train.output_dir",
+        str(tmp_path / "run"),
+    ]
     # stopped right before the empty batch, then resumed at it
     assert main(["train", *args, "--stop-after", str(empty[1] - 1)]) == 0
     assert main(["train", *args, "--resume"]) == 0
@@ -70,8 +110,25 @@ def test_a_batch_of_unreadable_samples_is_skipped_also_when_resumed_at_it(tmp_pa
 def test_an_epoch_without_a_readable_sample_is_an_error(tmp_path, capsys):
     truncated_png(tmp_path / "cut.png")
     (tmp_path / "train.csv").write_text("image,caption\ncut.png,a truncated file\n")
-    assert main(["train", *TINY, "--train.batch_size", "1", "--data.kind", "folder", "--data.train_annotations",
-                 str(tmp_path / "train.csv"), "--train.max_steps", "3", "--train.output_dir", str(tmp_path / "r")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                *TINY,
+                "--train.batch_size",
+                "1",
+                "--data.kind",
+                "folder",
+                "--data.train_annotations",
+                str(tmp_path / "train.csv"),
+                "--train.max_steps",
+                "3",
+                "--train.output_dir",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 2
+    )
     assert "no sample of training epoch 0 could be read" in error_line(capsys)
 
 
@@ -84,8 +141,22 @@ def test_overwrite_removes_all_of_the_earlier_run_and_only_that(tmp_path, capsys
     orphan.write_bytes(b"half a checkpoint")
     assert main(["train", *TINY, "--train.max_steps", "4", "--train.output_dir", str(out), "--stop-after", "1"]) == 2
     assert "--overwrite" in error_line(capsys)
-    assert main(["train", *TINY, "--train.max_steps", "4", "--train.output_dir", str(out), "--stop-after", "1",
-                 "--overwrite"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *TINY,
+                "--train.max_steps",
+                "4",
+                "--train.output_dir",
+                str(out),
+                "--stop-after",
+                "1",
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
     assert not (out / "model").exists()  # `vlkit eval --model RUN` cannot meet the old model
     assert not orphan.exists() and (out / "notes.txt").read_text() == "mine"
     assert [s for s, _ in list_checkpoints(out)] == [1]
@@ -152,22 +223,29 @@ def test_disk_full_while_checkpointing_keeps_the_earlier_checkpoints(tmp_path, c
         return real_save(obj, f, *a, **kw)
 
     monkeypatch.setattr(torch, "save", disk_full_at_step_2)
-    assert main(["train", *TINY, "--train.max_steps", "3", "--train.output_dir", str(out),
-                 "--train.checkpoint_every", "1"]) == 2
+    assert (
+        main(
+            ["train", *TINY, "--train.max_steps", "3", "--train.output_dir", str(out), "--train.checkpoint_every", "1"]
+        )
+        == 2
+    )
     err = error_line(capsys)
     assert "No space left on device" in err and "step-0000002.pt" in err and "earlier checkpoints are kept" in err
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-0000001.pt"]
     assert load_checkpoint(out / "checkpoints" / "step-0000001.pt")["step"] == 1
 
 
-@pytest.mark.parametrize("setting, message", [
-    (["--optim.lr", "inf"], "optim.lr must be a positive finite number, got inf"),
-    (["--optim.lr", "nan"], "optim.lr must be a positive finite number, got nan"),
-    (["--optim.lr", "0"], "optim.lr must be a positive finite number, got 0.0"),
-    (["--train.threads", "-1"], "train.threads must be 0 (torch's default) or positive, got -1"),
-    (["--optim.warmup_steps", "-5"], "optim.warmup_steps must be 0 or positive, got -5"),
-    (["--stop-after", "0"], "--stop-after must be at least 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        (["--optim.lr", "inf"], "optim.lr must be a positive finite number, got inf"),
+        (["--optim.lr", "nan"], "optim.lr must be a positive finite number, got nan"),
+        (["--optim.lr", "0"], "optim.lr must be a positive finite number, got 0.0"),
+        (["--train.threads", "-1"], "train.threads must be 0 (torch's default) or positive, got -1"),
+        (["--optim.warmup_steps", "-5"], "optim.warmup_steps must be 0 or positive, got -5"),
+        (["--stop-after", "0"], "--stop-after must be at least 1, got 0"),
+    ],
+)
 def test_bad_values_are_one_line_errors(tmp_path, capsys, setting, message):
     assert main(["train", *TINY, "--train.output_dir", str(tmp_path / "r"), *setting]) == 2
     assert error_line(capsys) == f"vlkit train: error: {message}"
@@ -188,8 +266,23 @@ def test_resuming_a_finished_run_adds_no_record(tmp_path, capsys):
 
 
 def test_progress_prints_plain_lines_when_not_a_terminal(tmp_path, capsys):
-    assert main(["train", *TINY, "--train.progress", "true", "--train.max_steps", "20", "--train.log_every", "2",
-                 "--train.output_dir", str(tmp_path / "r")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *TINY,
+                "--train.progress",
+                "true",
+                "--train.max_steps",
+                "20",
+                "--train.log_every",
+                "2",
+                "--train.output_dir",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "\r" not in err
     lines = [line for line in err.splitlines() if line.startswith("step ")]
@@ -212,17 +305,27 @@ def test_progress_lines_are_about_twenty_a_run():
 def test_loss_plot_labels_each_curve_for_what_it_is():
     from vlkit.train.recipes import BLIPRecipe, CLIPRecipe
 
-    blip = [{"split": "train", "step": 10, "loss": 6.0, "itc_loss": 1.0, "itm_loss": 2.0, "lm_loss": 3.0},
-            {"split": "validation", "step": 10, "loss": 0.9, "i2t_R@1": 50.0},
-            {"event": "data_skipped", "step": 10, "count": 1}]
+    blip = [
+        {"split": "train", "step": 10, "loss": 6.0, "itc_loss": 1.0, "itm_loss": 2.0, "lm_loss": 3.0},
+        {"split": "validation", "step": 10, "loss": 0.9, "i2t_R@1": 50.0},
+        {"event": "data_skipped", "step": 10, "count": 1},
+    ]
     curves = plots.loss_curves(blip, validation_loss=BLIPRecipe.validation_loss)
-    assert curves == {"train: total (sum of the losses)": [(10, 6.0)], "train: itc_loss": [(10, 1.0)],
-                      "train: itm_loss": [(10, 2.0)], "train: lm_loss": [(10, 3.0)],
-                      "validation: itc_loss": [(10, 0.9)]}
-    clip = [{"split": "train", "step": 1, "loss": 2.0, "contrastive_loss": 2.0},
-            {"split": "validation", "step": 1, "loss": 2.5}]
+    assert curves == {
+        "train: total (sum of the losses)": [(10, 6.0)],
+        "train: itc_loss": [(10, 1.0)],
+        "train: itm_loss": [(10, 2.0)],
+        "train: lm_loss": [(10, 3.0)],
+        "validation: itc_loss": [(10, 0.9)],
+    }
+    clip = [
+        {"split": "train", "step": 1, "loss": 2.0, "contrastive_loss": 2.0},
+        {"split": "validation", "step": 1, "loss": 2.5},
+    ]
     assert plots.loss_curves(clip, validation_loss=CLIPRecipe.validation_loss) == {
-        "train: contrastive_loss": [(1, 2.0)], "validation: contrastive_loss": [(1, 2.5)]}
+        "train: contrastive_loss": [(1, 2.0)],
+        "validation: contrastive_loss": [(1, 2.5)],
+    }
 
 
 def test_remove_run_keeps_what_vlkit_did_not_write(tmp_path):

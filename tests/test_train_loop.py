@@ -1,4 +1,5 @@
 """The generic training loop: exact resume, summed task losses, logs, plots, skipped data reported."""
+
 import json
 
 import pytest
@@ -9,10 +10,23 @@ from vlkit.train import load_config, train
 from vlkit.train.checkpoint import list_checkpoints, load_checkpoint
 
 TINY = [
-    "model.vision.image_size=16", "model.vision.patch_size=8", "model.vision.width=32", "model.vision.mlp_dim=64",
-    "model.vision.num_heads=2", "model.text.width=32", "model.text.mlp_dim=64", "model.text.num_heads=2",
-    "model.embed_dim=16", "train.batch_size=8", "train.log_every=1", "train.progress=false", "train.plots=false",
-    "train.threads=1", "optim.warmup_steps=3", "optim.lr=3e-3", "data.num_workers=0",
+    "model.vision.image_size=16",
+    "model.vision.patch_size=8",
+    "model.vision.width=32",
+    "model.vision.mlp_dim=64",
+    "model.vision.num_heads=2",
+    "model.text.width=32",
+    "model.text.mlp_dim=64",
+    "model.text.num_heads=2",
+    "model.embed_dim=16",
+    "train.batch_size=8",
+    "train.log_every=1",
+    "train.progress=false",
+    "train.plots=false",
+    "train.threads=1",
+    "optim.warmup_steps=3",
+    "optim.lr=3e-3",
+    "data.num_workers=0",
 ]
 
 
@@ -81,13 +95,19 @@ class TwoLossTask:
         return 8
 
     def transform(self, model, train=False):
-        return lambda img: torch.from_numpy(__import__("numpy").asarray(img.resize((4, 4)), dtype="float32") / 255).permute(2, 0, 1)
+        return lambda img: torch.from_numpy(
+            __import__("numpy").asarray(img.resize((4, 4)), dtype="float32") / 255
+        ).permute(2, 0, 1)
 
     def collate(self):
         from vlkit.data import ImageTextCollator
 
-        return ImageTextCollator(lambda texts, padding: {"input_ids": torch.zeros(len(texts), 1, dtype=torch.long),
-                                                         "attention_mask": torch.ones(len(texts), 1, dtype=torch.long)})
+        return ImageTextCollator(
+            lambda texts, padding: {
+                "input_ids": torch.zeros(len(texts), 1, dtype=torch.long),
+                "attention_mask": torch.ones(len(texts), 1, dtype=torch.long),
+            }
+        )
 
     def batch_size(self, batch):
         return len(batch["captions"])
@@ -112,8 +132,17 @@ class TwoLossTask:
 
 def test_stand_in_task_losses_are_summed_logged_and_learned(tmp_path):
     task = TwoLossTask()
-    cfg = tiny(tmp_path, "data.train_size=64", "data.val_size=8", "train.max_steps=30", "train.log_every=10",
-               "train.eval_every=10", "train.plots=true", "optim.lr=5e-2", "optim.weight_decay=0")
+    cfg = tiny(
+        tmp_path,
+        "data.train_size=64",
+        "data.val_size=8",
+        "train.max_steps=30",
+        "train.log_every=10",
+        "train.eval_every=10",
+        "train.plots=true",
+        "optim.lr=5e-2",
+        "optim.weight_decay=0",
+    )
     result = train(cfg, recipe=task)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     logs = [r for r in rows if r.get("split") == "train"]
@@ -143,8 +172,13 @@ def test_skipped_training_images_are_reported_at_epoch_end(tmp_path, capsys):
     rows += ["imgs/bad.png,broken", "imgs/empty.png,empty", "imgs/0.png,"]
     (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
     out = tmp_path / "run"
-    cfg = tiny(out, "data.kind=folder", f"data.train_annotations={tmp_path / 'train.csv'}", "train.batch_size=11",
-               "train.max_steps=3")  # 11 readable files: every batch holds the unreadable one
+    cfg = tiny(
+        out,
+        "data.kind=folder",
+        f"data.train_annotations={tmp_path / 'train.csv'}",
+        "train.batch_size=11",
+        "train.max_steps=3",
+    )  # 11 readable files: every batch holds the unreadable one
     train(cfg)
     printed = capsys.readouterr().out
     assert "epoch 0: skipped 3 samples of 13" in printed  # empty caption, zero-size, unreadable

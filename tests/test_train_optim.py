@@ -1,11 +1,11 @@
 """AdamW groups and learning-rate schedule, checked against open_clip's training code."""
+
+import open_clip
 import pytest
 import torch
 
 import vlkit
 from vlkit.train.optim import build_optimizer, build_scheduler, lr_factor, no_decay_names, param_groups
-
-import open_clip
 
 
 def open_clip_excluded(name: str, p: torch.Tensor) -> bool:
@@ -27,8 +27,11 @@ def test_no_decay_set_equals_open_clips_on_the_same_model():
     marks.update({n: b for n, b in ref.state_dict().items() if n not in marks})
     converted = oc.state_dict_from_open_clip(marks)
     model = vlkit.create_model("clip-tiny")
-    model = type(model)(vlkit.models.registry.config_from_dict(type(model.config), oc.config_from_open_clip(
-        {"model_cfg": cfg}, ref.state_dict())))
+    model = type(model)(
+        vlkit.models.registry.config_from_dict(
+            type(model.config), oc.config_from_open_clip({"model_cfg": cfg}, ref.state_dict())
+        )
+    )
     ours = no_decay_names(model)
     expected = {n for n, _ in model.named_parameters() if bool(converted[n].flatten()[0])}
     assert all(converted[n].unique().numel() == 1 for n, _ in model.named_parameters())
@@ -45,8 +48,13 @@ def test_named_examples_on_clip_tiny():
     skip = no_decay_names(model)
     for name in ("logit_scale", "visual.cls_token", "text.norm.weight", "text.norm.bias", "visual.norm_pre.weight"):
         assert name in skip
-    for name in ("text.token_embed.weight", "text.pos_embed.weight", "visual.pos_embed", "image_proj.weight",
-                 "visual.patch_embed.proj.weight"):
+    for name in (
+        "text.token_embed.weight",
+        "text.pos_embed.weight",
+        "visual.pos_embed",
+        "image_proj.weight",
+        "visual.patch_embed.proj.weight",
+    ):
         assert name not in skip
     model.visual.requires_grad_(False)
     opt = build_optimizer(model, 1e-3, 0.2)

@@ -10,13 +10,12 @@ most one uint8 level (= 1 / 255 / std <= 0.0151 after normalisation) in about 0.
 import numpy as np
 import pytest
 import torch
+import transformers
 from PIL import Image
+from skimage import data as skimage_data
 
 import vlkit
 from vlkit.data.transforms import ImageTransform, shortest_side_size
-
-from skimage import data as skimage_data
-import transformers
 
 PHOTOS = ("astronaut", "chelsea", "coffee")  # 512x512, 451x300, 600x400
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -1,4 +1,5 @@
 """VQA accuracy: the official leave-one-annotator-out formula and answer normalisation."""
+
 import random
 
 import pytest
@@ -30,7 +31,7 @@ def test_matches_literal_leave_one_out_on_random_questions():
     pool = ["yes", "no", "2", "red", "blue", "dog", "cat", "tennis"]
     total = []
     for _ in range(300):
-        answers = [rng.choice(pool[:rng.randint(1, len(pool))]) for _ in range(10)]
+        answers = [rng.choice(pool[: rng.randint(1, len(pool))]) for _ in range(10)]
         pred = rng.choice(pool)
         got = vqa_accuracy(pred, answers)
         assert got == pytest.approx(official_style_accuracy(pred, answers), abs=1e-15)
@@ -38,19 +39,22 @@ def test_matches_literal_leave_one_out_on_random_questions():
     assert 0.1 < sum(total) / len(total) < 0.9
 
 
-@pytest.mark.parametrize("raw, normalized", [
-    ("Two dogs.", "2 dogs"),
-    ("The cat", "cat"),
-    ("yes!", "yes"),
-    ("dont", "don't"),
-    ("1,000", "1000"),
-    ("3.5", "3.5"),
-    ("  left\tside\n", "left side"),
-    ("black/white", "black white"),
-    ("black / white", "black white"),
-    ("an apple", "apple"),
-    ("none", "0"),
-])
+@pytest.mark.parametrize(
+    "raw, normalized",
+    [
+        ("Two dogs.", "2 dogs"),
+        ("The cat", "cat"),
+        ("yes!", "yes"),
+        ("dont", "don't"),
+        ("1,000", "1000"),
+        ("3.5", "3.5"),
+        ("  left\tside\n", "left side"),
+        ("black/white", "black white"),
+        ("black / white", "black white"),
+        ("an apple", "apple"),
+        ("none", "0"),
+    ],
+)
 def test_answer_normalisation(raw, normalized):
     assert normalize_answer(raw) == normalized
 

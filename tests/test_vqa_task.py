@@ -1,6 +1,7 @@
 """The VQA task (question encoded with the image, answer decoder LM loss) and the joint BLIP + VQA
 task: known answers against the model's own forward, the masks and [DEC] it uses, shared encoders,
 and a few steps that teach a tiny pair of BLIPs to answer."""
+
 import pytest
 import torch
 
@@ -94,7 +95,12 @@ def test_recipe_text_ids_and_saved_pair(tmp_path):
     t = pair.captioner.config.text
     assert (t.vocab_size, t.bos_token_id, t.enc_token_id, t.sep_token_id, t.pad_token_id) == (50, 48, 49, 3, 0)
     assert text_ids(vlkit.get_tokenizer("bert-base-uncased")) == {
-        "vocab_size": 30524, "bos_token_id": 30522, "enc_token_id": 30523, "sep_token_id": 102, "pad_token_id": 0}
+        "vocab_size": 30524,
+        "bos_token_id": 30522,
+        "enc_token_id": 30523,
+        "sep_token_id": 102,
+        "pad_token_id": 0,
+    }
     folder = pair.save_pretrained(tmp_path / "model")
     cap, vqa = vlkit.from_pretrained(folder), vlkit.from_pretrained(folder / "vqa")
     assert vlkit.get_tokenizer(folder).get_vocab() == tok.get_vocab()
@@ -104,8 +110,10 @@ def test_recipe_text_ids_and_saved_pair(tmp_path):
     # a run resumed from the folder shares the encoders again
     again = BLIPVQARecipe({"pretrained": str(folder)}, tokenizer="shapes").build_model()
     assert again.vqa.vision is again.captioner.vision
-    assert torch.equal(again.vqa.text_decoder.transformer.blocks[0].cross_attn.kv.weight,
-                       pair.vqa.text_decoder.transformer.blocks[0].cross_attn.kv.weight)
+    assert torch.equal(
+        again.vqa.text_decoder.transformer.blocks[0].cross_attn.kv.weight,
+        pair.vqa.text_decoder.transformer.blocks[0].cross_attn.kv.weight,
+    )
     assert isinstance(again, CaptionerAndVQA) and cap.config == again.captioner.config
     with pytest.raises(ValueError, match="decoder_context='question'"):
         CaptionerAndVQA(cap, cap)
@@ -165,10 +173,30 @@ def test_two_processes_train_the_pair_as_one(tmp_path):
     from vlkit.cli import main
 
     config = Path(__file__).resolve().parents[1] / "configs" / "blip-shapes.yaml"
-    common = ["train.max_steps=3", "train.log_every=1", "data.val_size=16", "data.train_size=256", "train.eval_every=0",
-              "train.checkpoint_every=0", "train.progress=false", "data.num_workers=0", "eval.batch_size=16"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--no-python",
-           str(Path(sys.executable).parent / "vlkit"), "train", "--config", str(config)]
+    common = [
+        "train.max_steps=3",
+        "train.log_every=1",
+        "data.val_size=16",
+        "data.train_size=256",
+        "train.eval_every=0",
+        "train.checkpoint_every=0",
+        "train.progress=false",
+        "data.num_workers=0",
+        "eval.batch_size=16",
+    ]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "--no-python",
+        str(Path(sys.executable).parent / "vlkit"),
+        "train",
+        "--config",
+        str(config),
+    ]
     for ov in common + ["train.batch_size=4", f"train.output_dir={tmp_path / 'ddp'}"]:
         cmd += ["--set", ov]
     proc = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)

@@ -17,6 +17,7 @@ defines the schemas only for a CPU torch (`+cpu`) beside a torchvision without `
 operators do load, defining them first would clash). tests/conftest.py calls `register()` too,
 for a venv made before this hook existed.
 """
+
 from __future__ import annotations
 
 import importlib.abc

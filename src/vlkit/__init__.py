@@ -1,10 +1,11 @@
 """vlkit: vision-language models in PyTorch.
 
-    import vlkit
-    model = vlkit.from_pretrained(folder_or_hub_id)
-    model = vlkit.create_model("clip-vit-b-16")
-    tok = vlkit.get_tokenizer("clip")
+import vlkit
+model = vlkit.from_pretrained(folder_or_hub_id)
+model = vlkit.create_model("clip-vit-b-16")
+tok = vlkit.get_tokenizer("clip")
 """
+
 from .models import CheckpointError, GenerationConfig, create_model, from_pretrained, list_models
 
 __version__ = "0.1.0"
@@ -25,6 +26,12 @@ def image_transform(model_or_config, train: bool = False, **kwargs):
 
 
 __all__ = [
-    "CheckpointError", "GenerationConfig", "create_model", "from_pretrained", "list_models", "get_tokenizer",
-    "image_transform", "__version__",
+    "CheckpointError",
+    "GenerationConfig",
+    "create_model",
+    "from_pretrained",
+    "list_models",
+    "get_tokenizer",
+    "image_transform",
+    "__version__",
 ]

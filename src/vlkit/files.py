@@ -2,14 +2,15 @@
 renamed into place, so an interrupted write never leaves half a file or half a folder; written
 files get the normal permissions of a new file (``0o666 & ~umask``), whatever wrote them
 (safetensors creates its files readable by their owner only)."""
+
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 
 class OutputExistsError(FileExistsError, ValueError):

@@ -9,6 +9,7 @@ training:
     with eval_mode(model):                   # model.eval() inside, the earlier mode restored after
         ...
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -45,7 +46,9 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
         raise ValueError(f"unknown device {name!r}; expected auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r}: this machine has no CUDA GPU (torch {torch.__version__}); use --device cpu")
+            raise ValueError(
+                f"device {name!r}: this machine has no CUDA GPU (torch {torch.__version__}); use --device cpu"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
     elif device.type == "mps" and not torch.backends.mps.is_available():

@@ -4,6 +4,7 @@
 the wrong kind, a full disk, an unreadable image) as one line, ``vlkit CMD: error: ...``, and
 returns 2; a genuine bug (any other exception) still ends in a traceback.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,10 @@ from . import caption, convert, embed, eval, tokenize, train
 # OSError covers missing files, permissions and a full disk; KeyError and TypeError are what
 # vlkit raises for an unknown name and an object of the wrong kind (a model for another task).
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    ValueError, OSError, KeyError, TypeError,
+    ValueError,
+    OSError,
+    KeyError,
+    TypeError,
     SafetensorError,  # a truncated or empty .safetensors file
     pickle.UnpicklingError,  # a checkpoint whose pickle torch refuses to run (weights_only)
     DecompressionBombError,  # an image too large to decode safely

@@ -1,4 +1,5 @@
 """``python -m vlkit.cli ...`` (and ``torchrun -m vlkit.cli train ...``)."""
+
 import sys
 
 from . import main

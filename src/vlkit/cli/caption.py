@@ -8,10 +8,10 @@
 folder, a training checkpoint (.pt), or a hub id. For ``vqa`` a captioning BLIP folder with a
 ``vqa/`` sub-folder (what the ``blip-vqa`` recipe saves) stands for the VQA model in it.
 """
+
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 
@@ -22,17 +22,24 @@ from .generation_options import add_generation_arguments, generation_config_from
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True,
-                   help="BLIP model: a model folder, run folder, training checkpoint (.pt), or anything "
-                        "vlkit.from_pretrained reads")
-    p.add_argument("--tokenizer", default=None,
-                   help=f"tokenizer name or folder (default: the model's own, else {BLIP_TOKENIZER})")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="BLIP model: a model folder, run folder, training checkpoint (.pt), or anything "
+        "vlkit.from_pretrained reads",
+    )
+    p.add_argument(
+        "--tokenizer", default=None, help=f"tokenizer name or folder (default: the model's own, else {BLIP_TOKENIZER})"
+    )
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N, mps")
 
 
 def add_commands(commands) -> None:
-    p = commands.add_parser("caption", help="caption images with a BLIP model",
-                            description="Print one caption per image (IMAGE<TAB>caption).")
+    p = commands.add_parser(
+        "caption",
+        help="caption images with a BLIP model",
+        description="Print one caption per image (IMAGE<TAB>caption).",
+    )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     _add_common(p)
     p.add_argument("--prompt", default=None, help='text the caption continues, e.g. "a picture of"')
@@ -41,15 +48,21 @@ def add_commands(commands) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.set_defaults(run=run_caption)
 
-    q = commands.add_parser("vqa", help="answer a question about an image with a BLIP VQA model",
-                            description="Print the answer to QUESTION about IMAGE.")
+    q = commands.add_parser(
+        "vqa",
+        help="answer a question about an image with a BLIP VQA model",
+        description="Print the answer to QUESTION about IMAGE.",
+    )
     q.add_argument("image", metavar="IMAGE")
     q.add_argument("question", metavar="QUESTION")
     _add_common(q)
     # BLIP's VQA settings: 3 beams, 1 to 10 tokens
     add_generation_arguments(q, beams=3, max_new=10, min_length=1)
-    q.add_argument("--answers", default=None,
-                   help="file with one candidate answer per line: rank them (BLIP's closed-set VQA) instead of generating")
+    q.add_argument(
+        "--answers",
+        default=None,
+        help="file with one candidate answer per line: rank them (BLIP's closed-set VQA) instead of generating",
+    )
     q.add_argument("--k", type=int, default=128, help="answers shortlisted by their first token before ranking")
     q.set_defaults(run=run_vqa)
 
@@ -110,8 +123,9 @@ def run_vqa(args) -> int:
     with torch.no_grad():
         if candidates is not None:
             enc = tokenizer(candidates)
-            best = model.rank_answers(pixels, q_ids, q_mask, enc["input_ids"].to(args.device),
-                                      enc["attention_mask"].to(args.device), k=args.k)
+            best = model.rank_answers(
+                pixels, q_ids, q_mask, enc["input_ids"].to(args.device), enc["attention_mask"].to(args.device), k=args.k
+            )
             print(candidates[int(best[0])])
         else:
             ids = model.answer(pixels, q_ids, q_mask, generation_config=config)

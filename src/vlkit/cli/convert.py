@@ -7,6 +7,7 @@ processor included; ``--to open_clip`` the folder ``open_clip.create_model_and_t
 ("local-dir:OUT")`` loads (CLIP). OUT is written whole or not at all, and an existing OUT is
 replaced only with ``--overwrite``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,12 +30,15 @@ RECIPE_TOKENIZERS = {
 
 def add_commands(commands) -> None:
     p = commands.add_parser("convert", help="rewrite a checkpoint as a vlkit, HF transformers or open_clip folder")
-    p.add_argument("source", help="model folder (vlkit, HF transformers, open_clip), run folder, training checkpoint "
-                                  "(.pt), or hub id")
+    p.add_argument(
+        "source",
+        help="model folder (vlkit, HF transformers, open_clip), run folder, training checkpoint (.pt), or hub id",
+    )
     p.add_argument("--to", choices=("hf", "vlkit", "open_clip"), required=True, help="layout to write")
     p.add_argument("out", help="output folder (written whole; must not exist unless --overwrite)")
-    p.add_argument("--tokenizer", help="tokenizer to write with the model (name, folder or file); default: the "
-                                       "source's own")
+    p.add_argument(
+        "--tokenizer", help="tokenizer to write with the model (name, folder or file); default: the source's own"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.set_defaults(run=run_convert)
 
@@ -52,8 +56,10 @@ def _tokenizer(model, args):
     text = getattr(model.config, "text", model.config)
     if name is None or getattr(text, "vocab_size", None) != size:
         return None  # the writer names what is missing
-    print(f"note: {args.source} holds no tokenizer; writing vlkit's {name!r} tokenizer, which {model.model_type} "
-          f"recipes train with and whose {size} tokens match the model (--tokenizer chooses another)")
+    print(
+        f"note: {args.source} holds no tokenizer; writing vlkit's {name!r} tokenizer, which {model.model_type} "
+        f"recipes train with and whose {size} tokens match the model (--tokenizer chooses another)"
+    )
     return vlkit.get_tokenizer(name)
 
 

@@ -6,6 +6,7 @@ writes ``image_embeddings.npy`` (N_img, D) with ``image_files.txt`` (one path pe
 and ``text_embeddings.npy`` (N_txt, D) with ``texts.txt``; float32, L2-normalised unless
 ``--no-normalize``. Unreadable images are skipped and listed at the end.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,18 +30,32 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 
 def add_commands(commands) -> None:
-    p = commands.add_parser("embed", help="embed images and/or texts into .npy files",
-                            description="Embed images and/or texts with a two-tower model (CLIP, ALBEF, BLIP).")
-    p.add_argument("--model", required=True,
-                   help="model folder, run folder, training checkpoint (.pt), or anything vlkit.from_pretrained reads")
-    p.add_argument("--images", nargs="+", default=[], metavar="PATH",
-                   help="image files and/or folders (searched recursively for image files)")
+    p = commands.add_parser(
+        "embed",
+        help="embed images and/or texts into .npy files",
+        description="Embed images and/or texts with a two-tower model (CLIP, ALBEF, BLIP).",
+    )
+    p.add_argument(
+        "--model",
+        required=True,
+        help="model folder, run folder, training checkpoint (.pt), or anything vlkit.from_pretrained reads",
+    )
+    p.add_argument(
+        "--images",
+        nargs="+",
+        default=[],
+        metavar="PATH",
+        help="image files and/or folders (searched recursively for image files)",
+    )
     p.add_argument("--texts", metavar="FILE", help="text file, one text per line")
     p.add_argument("--text", action="append", default=[], help="a text to embed (repeatable)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--tokenizer", default=None,
-                   help="tokenizer name or folder (default: the model's own, else bert-base-uncased for BLIP and ALBEF, "
-                        "clip for the others)")
+    p.add_argument(
+        "--tokenizer",
+        default=None,
+        help="tokenizer name or folder (default: the model's own, else bert-base-uncased for BLIP and ALBEF, "
+        "clip for the others)",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N, mps")
     p.add_argument("--no-normalize", dest="normalize", action="store_false", help="keep features un-normalised")
@@ -95,8 +110,9 @@ def _read_texts(args) -> list[str]:
 def _embed_images(model, files: list[Path], out: Path, args, device: torch.device) -> None:
     batches = ImageBatches(_ImageFiles(files, vlkit.image_transform(model)), args.batch_size)
     try:
-        feats = encode_images(model, batches, device=device, normalize=args.normalize, progress=_progress(),
-                              total=len(batches))  # (N, D)
+        feats = encode_images(
+            model, batches, device=device, normalize=args.normalize, progress=_progress(), total=len(batches)
+        )  # (N, D)
     except ValueError:
         if batches.kept:
             raise
@@ -110,8 +126,15 @@ def _embed_images(model, files: list[Path], out: Path, args, device: torch.devic
 
 
 def _embed_texts(model, tokenizer, texts: list[str], out: Path, args, device: torch.device) -> None:
-    feats = encode_texts(model, tokenizer, texts, batch_size=args.batch_size, device=device, normalize=args.normalize,
-                         progress=_progress())  # (N, D)
+    feats = encode_texts(
+        model,
+        tokenizer,
+        texts,
+        batch_size=args.batch_size,
+        device=device,
+        normalize=args.normalize,
+        progress=_progress(),
+    )  # (N, D)
     write_atomic(out / "text_embeddings.npy", lambda f: np.save(f, feats.numpy()))
     write_text(out / "texts.txt", "".join(t.replace("\n", " ") + "\n" for t in texts))
     print(f"{len(texts)} texts -> {out / 'text_embeddings.npy'} {tuple(feats.shape)}")

@@ -20,6 +20,7 @@ model. The evaluations themselves live in :mod:`vlkit.eval.harness` (re-rankers:
 Adding an evaluation: write ``add_<kind>(kinds)`` that registers a sub-parser (use
 :func:`add_model_arguments`) with ``set_defaults(run=handler)``, and list it in ``EVALUATIONS``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,8 @@ from ..eval.harness import (
 )
 from ..eval.resolve import captioner, load_model_and_tokenizer, require_captioner, vqa_model
 from ..runtime import resolve_device
-from .output import write_json
 from .generation_options import add_generation_arguments, generation_config_from_args
+from .output import write_json
 
 __all__ = ["EVALUATIONS", "RERANKERS", "add_commands", "add_data_arguments", "add_model_arguments"]
 
@@ -62,15 +63,25 @@ def _progress() -> bool:
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True,
-                   help="model folder, run folder, training checkpoint (.pt), or anything vlkit.from_pretrained reads")
-    p.add_argument("--tokenizer", default=None,
-                   help="tokenizer name or folder, or 'shapes' (default: the checkpoint's or the model folder's, else "
-                        "bert-base-uncased for BLIP and ALBEF, clip for the others)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="model folder, run folder, training checkpoint (.pt), or anything vlkit.from_pretrained reads",
+    )
+    p.add_argument(
+        "--tokenizer",
+        default=None,
+        help="tokenizer name or folder, or 'shapes' (default: the checkpoint's or the model folder's, else "
+        "bert-base-uncased for BLIP and ALBEF, clip for the others)",
+    )
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N, mps")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch CPU threads (default 0: torch's choice); 1 is much faster for tiny models on a busy machine")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (default 0: torch's choice); 1 is much faster for tiny models on a busy machine",
+    )
     p.add_argument("--json", dest="json_out", metavar="FILE", help="also write the metrics to this JSON file")
 
 
@@ -84,8 +95,9 @@ def add_data_arguments(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def _data_source(args) -> DataSource:
-    return DataSource(annotations=args.annotations, root=args.root, image_key=args.image_key, size=args.size,
-                      seed=args.seed)
+    return DataSource(
+        annotations=args.annotations, root=args.root, image_key=args.image_key, size=args.size, seed=args.seed
+    )
 
 
 def set_threads(args) -> None:
@@ -103,7 +115,9 @@ def _prepare(args) -> torch.device:
     return resolve_device(args.device)
 
 
-def _load(args, device: torch.device, pick: Callable[[nn.Module, str], nn.Module] | None = None) -> tuple[nn.Module, Any]:
+def _load(
+    args, device: torch.device, pick: Callable[[nn.Module, str], nn.Module] | None = None
+) -> tuple[nn.Module, Any]:
     """(the model ``--model`` names on ``device``, its tokenizer). ``pick(model, source)`` narrows
     it to the model the evaluation needs (default: the captioner of a blip-vqa pair, else itself)."""
     model, tokenizer = load_model_and_tokenizer(args.model, args.tokenizer)
@@ -127,39 +141,61 @@ def report(result: Evaluation, json_out: str | None, title: str, show: int = 0) 
 
 # ---------------------------------------------------------------------------- zeroshot
 def add_zeroshot(kinds) -> None:
-    p = kinds.add_parser("zeroshot", help="zero-shot classification: class names x prompt templates, top-1/top-5",
-                         description="Zero-shot classification. Built-in shapes: by shape and by colour on held-out "
-                         "images. Your data: --annotations with an image and a label column.")
+    p = kinds.add_parser(
+        "zeroshot",
+        help="zero-shot classification: class names x prompt templates, top-1/top-5",
+        description="Zero-shot classification. Built-in shapes: by shape and by colour on held-out "
+        "images. Your data: --annotations with an image and a label column.",
+    )
     add_model_arguments(p)
     add_data_arguments(p, "(image, label) rows")
     p.add_argument("--label-key", default="label", help="label column (default: label)")
-    p.add_argument("--classes", help="comma-separated class names, or a file with one per line (default: the labels seen)")
-    p.add_argument("--templates", action="append", help="prompt template with {} for the class name (repeatable; "
-                   "default: 'a photo of a {}.')")
+    p.add_argument(
+        "--classes", help="comma-separated class names, or a file with one per line (default: the labels seen)"
+    )
+    p.add_argument(
+        "--templates",
+        action="append",
+        help="prompt template with {} for the class name (repeatable; default: 'a photo of a {}.')",
+    )
     p.set_defaults(run=run_zeroshot)
 
 
 def run_zeroshot(args) -> int:
     device = _prepare(args)
     model, tokenizer = _load(args, device)
-    images, tasks = zeroshot_data(model, _data_source(args), label_key=args.label_key,
-                                  classes=parse_classes(args.classes), templates=args.templates)
-    result = evaluate_zeroshot(model, tokenizer, images, tasks, batch_size=args.batch_size, device=device, progress=_progress())
+    images, tasks = zeroshot_data(
+        model,
+        _data_source(args),
+        label_key=args.label_key,
+        classes=parse_classes(args.classes),
+        templates=args.templates,
+    )
+    result = evaluate_zeroshot(
+        model, tokenizer, images, tasks, batch_size=args.batch_size, device=device, progress=_progress()
+    )
     report(result, args.json_out, "zero-shot accuracy (%)")
     return 0
 
 
 # ---------------------------------------------------------------------------- retrieval
 def add_retrieval(kinds) -> None:
-    p = kinds.add_parser("retrieval", help="image-text retrieval: Recall@1/5/10 both ways",
-                         description="Image->text and text->image retrieval. Built-in shapes: held-out images and "
-                         "their full captions (images sharing a caption all count as matches). Your data: "
-                         "--annotations of (image, caption) rows; rows with the same image are its captions.")
+    p = kinds.add_parser(
+        "retrieval",
+        help="image-text retrieval: Recall@1/5/10 both ways",
+        description="Image->text and text->image retrieval. Built-in shapes: held-out images and "
+        "their full captions (images sharing a caption all count as matches). Your data: "
+        "--annotations of (image, caption) rows; rows with the same image are its captions.",
+    )
     add_model_arguments(p)
     add_data_arguments(p, "(image, caption) rows")
     p.add_argument("--caption-key", help="caption column (default: caption/text/title)")
-    p.add_argument("--rerank", default="none", choices=["none", *sorted(RERANKERS)],
-                   help="re-rank the top candidates with another scorer")
+    p.add_argument(
+        "--rerank",
+        default="none",
+        choices=["none", *sorted(RERANKERS)],
+        help="re-rank the top candidates with another scorer",
+    )
     p.add_argument("--rerank-k", type=int, default=16, help="candidates per query to re-rank (default 16)")
     p.set_defaults(run=run_retrieval)
 
@@ -169,19 +205,32 @@ def run_retrieval(args) -> int:
     rerank = None if args.rerank == "none" else args.rerank
     model, tokenizer = _load(args, device)
     images, texts, positives = retrieval_data(model, _data_source(args), caption_key=args.caption_key)
-    result = evaluate_retrieval(model, tokenizer, images, texts, positives, batch_size=args.batch_size, device=device,
-                                rerank=rerank, rerank_k=args.rerank_k, progress=_progress())
+    result = evaluate_retrieval(
+        model,
+        tokenizer,
+        images,
+        texts,
+        positives,
+        batch_size=args.batch_size,
+        device=device,
+        rerank=rerank,
+        rerank_k=args.rerank_k,
+        progress=_progress(),
+    )
     report(result, args.json_out, "retrieval Recall@K (%)" + (f", re-ranked by {rerank}" if rerank else ""))
     return 0
 
 
 # ---------------------------------------------------------------------------- captioning
 def add_captioning(kinds) -> None:
-    p = kinds.add_parser("captioning", help="image captioning: BLEU-1..4, CIDEr-D, exact match",
-                         description="Caption images with a BLIP and score the captions against references "
-                         "(BLEU-1..4 and CIDEr-D as pycocoevalcap computes them, exact match in percent). Built-in "
-                         "shapes: held-out images and their canonical captions. Your data: --annotations of "
-                         "(image, caption) rows; rows with the same image are its reference captions.")
+    p = kinds.add_parser(
+        "captioning",
+        help="image captioning: BLEU-1..4, CIDEr-D, exact match",
+        description="Caption images with a BLIP and score the captions against references "
+        "(BLEU-1..4 and CIDEr-D as pycocoevalcap computes them, exact match in percent). Built-in "
+        "shapes: held-out images and their canonical captions. Your data: --annotations of "
+        "(image, caption) rows; rows with the same image are its reference captions.",
+    )
     add_model_arguments(p)
     add_data_arguments(p, "(image, caption) rows")
     p.add_argument("--caption-key", help="caption column (default: caption/text/title)")
@@ -195,28 +244,43 @@ def run_captioning(args) -> int:
     device = _prepare(args)
     model, tokenizer = _load(args, device, require_captioner)
     images, references = captioning_data(model, _data_source(args), caption_key=args.caption_key)
-    result = evaluate_captioning(model, tokenizer, images, references, batch_size=args.batch_size, device=device,
-                                 prompt=args.prompt, progress=_progress(),
-                                 generation_config=generation_config_from_args(args))
+    result = evaluate_captioning(
+        model,
+        tokenizer,
+        images,
+        references,
+        batch_size=args.batch_size,
+        device=device,
+        prompt=args.prompt,
+        progress=_progress(),
+        generation_config=generation_config_from_args(args),
+    )
     report(result, args.json_out, "captioning (BLEU and CIDEr-D as pycocoevalcap; exact match in %)", show=args.show)
     return 0
 
 
 # ---------------------------------------------------------------------------- vqa
 def add_vqa(kinds) -> None:
-    p = kinds.add_parser("vqa", help="visual question answering: VQA accuracy",
-                         description="Answer questions about images with a BLIP VQA model and score the answers with "
-                         "the official VQA accuracy (a question with one answer counts it as ten agreeing "
-                         "annotators) and exact match. Built-in shapes: a question about each held-out image, "
-                         "with accuracy per question type. Your data: --annotations of (image, question, "
-                         "answer or answers) rows.")
+    p = kinds.add_parser(
+        "vqa",
+        help="visual question answering: VQA accuracy",
+        description="Answer questions about images with a BLIP VQA model and score the answers with "
+        "the official VQA accuracy (a question with one answer counts it as ten agreeing "
+        "annotators) and exact match. Built-in shapes: a question about each held-out image, "
+        "with accuracy per question type. Your data: --annotations of (image, question, "
+        "answer or answers) rows.",
+    )
     add_model_arguments(p)
     add_data_arguments(p, "(image, question, answer[s]) rows")
     p.add_argument("--question-key", help="question column (default: question)")
     p.add_argument("--answer-key", help="answer column (default: answers, else answer)")
-    p.add_argument("--answers", default=None, metavar="FILE|all",
-                   help="rank a closed answer list instead of generating (BLIP's VQA evaluation): a file with one "
-                        "answer per line, or 'all' for every answer of the data (the shapes' 20 answers)")
+    p.add_argument(
+        "--answers",
+        default=None,
+        metavar="FILE|all",
+        help="rank a closed answer list instead of generating (BLIP's VQA evaluation): a file with one "
+        "answer per line, or 'all' for every answer of the data (the shapes' 20 answers)",
+    )
     p.add_argument("--k", type=int, default=128, help="answers shortlisted by their first token before ranking")
     add_generation_arguments(p, beams=3, max_new=10, min_length=1)
     p.set_defaults(run=run_vqa, batch_size=64)
@@ -226,12 +290,22 @@ def run_vqa(args) -> int:
     device = _prepare(args)
     answer_list = read_answer_list(args.answers) if args.answers not in (None, "all") else None
     model, tokenizer = _load(args, device, vqa_model)
-    items, answer_lists, types, all_answers = vqa_data(model, _data_source(args), question_key=args.question_key,
-                                                       answer_key=args.answer_key)
+    items, answer_lists, types, all_answers = vqa_data(
+        model, _data_source(args), question_key=args.question_key, answer_key=args.answer_key
+    )
     candidates = all_answers if args.answers == "all" else answer_list
-    result = evaluate_vqa(model, tokenizer, items, answer_lists, types, candidates=candidates, k=args.k,
-                          batch_size=args.batch_size, device=device,
-                          generation_config=generation_config_from_args(args))
+    result = evaluate_vqa(
+        model,
+        tokenizer,
+        items,
+        answer_lists,
+        types,
+        candidates=candidates,
+        k=args.k,
+        batch_size=args.batch_size,
+        device=device,
+        generation_config=generation_config_from_args(args),
+    )
     how = f"ranking {len(candidates)} answers" if candidates is not None else "generated answers"
     report(result, args.json_out, f"VQA accuracy (%), {how}")
     return 0
@@ -242,8 +316,11 @@ EVALUATIONS = (add_zeroshot, add_retrieval, add_captioning, add_vqa)
 
 
 def add_commands(commands) -> None:
-    p = commands.add_parser("eval", help="evaluate a model (zeroshot, retrieval, ...)",
-                            description="Evaluate a model. `vlkit eval KIND --help` for each kind.")
+    p = commands.add_parser(
+        "eval",
+        help="evaluate a model (zeroshot, retrieval, ...)",
+        description="Evaluate a model. `vlkit eval KIND --help` for each kind.",
+    )
     kinds = p.add_subparsers(dest="eval_kind", required=True, metavar="KIND")
     for add in EVALUATIONS:
         add(kinds)

@@ -1,5 +1,6 @@
 """The generation flags of ``vlkit caption``, ``vlkit vqa`` and ``vlkit eval captioning|vqa``, and
 the :class:`vlkit.GenerationConfig` they make (validated there; errors name the flags)."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,28 +10,48 @@ import torch
 
 from ..models.generation_config import GenerationConfig
 
-_FLAG_OF = {name: "--" + name.replace("_", "-") for name in (
-    "num_beams", "max_new_tokens", "min_new_tokens", "min_length", "repetition_penalty", "length_penalty",
-    "top_p", "top_k", "temperature",
-)}
+_FLAG_OF = {
+    name: "--" + name.replace("_", "-")
+    for name in (
+        "num_beams",
+        "max_new_tokens",
+        "min_new_tokens",
+        "min_length",
+        "repetition_penalty",
+        "length_penalty",
+        "top_p",
+        "top_k",
+        "temperature",
+    )
+}
 
 
-def add_generation_arguments(p: argparse.ArgumentParser, *, beams: int, max_new: int, min_length: int,
-                             sampling: bool = False) -> None:
+def add_generation_arguments(
+    p: argparse.ArgumentParser, *, beams: int, max_new: int, min_length: int, sampling: bool = False
+) -> None:
     """Beam width, lengths and penalties (defaults per command); ``sampling`` adds ``--sample``,
     ``--top-p``, ``--top-k``, ``--temperature`` and ``--seed``."""
     g = p.add_argument_group("generation")
-    g.add_argument("--num-beams", type=int, default=beams,
-                   help=f"beam search width (1: greedy; default {beams}, BLIP's)")
-    g.add_argument("--max-new-tokens", type=int, default=max_new,
-                   help=f"at most this many new tokens (default {max_new})")
-    g.add_argument("--min-length", type=int, default=min_length,
-                   help=f"minimum length counting [DEC] and the prompt, as transformers counts it "
-                        f"(default {min_length})")
+    g.add_argument(
+        "--num-beams", type=int, default=beams, help=f"beam search width (1: greedy; default {beams}, BLIP's)"
+    )
+    g.add_argument(
+        "--max-new-tokens", type=int, default=max_new, help=f"at most this many new tokens (default {max_new})"
+    )
+    g.add_argument(
+        "--min-length",
+        type=int,
+        default=min_length,
+        help=f"minimum length counting [DEC] and the prompt, as transformers counts it (default {min_length})",
+    )
     g.add_argument("--min-new-tokens", type=int, default=0, help="at least this many new tokens (default 0)")
     g.add_argument("--repetition-penalty", type=float, default=1.0, help="CTRL's penalty on repeated tokens (1: none)")
-    g.add_argument("--length-penalty", type=float, default=1.0,
-                   help="beam search: scores are divided by length ** this (> 0 favours longer; default 1)")
+    g.add_argument(
+        "--length-penalty",
+        type=float,
+        default=1.0,
+        help="beam search: scores are divided by length ** this (> 0 favours longer; default 1)",
+    )
     if sampling:
         g.add_argument("--sample", action="store_true", help="nucleus sampling instead of beam search")
         g.add_argument("--top-p", type=float, default=0.9, help="nucleus mass kept when sampling (BLIP: 0.9)")
@@ -43,9 +64,14 @@ def generation_config_from_args(args: argparse.Namespace) -> GenerationConfig:
     """The flags as a validated GenerationConfig; ``--sample`` samples with one beam."""
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
-    options = dict(num_beams=args.num_beams, max_new_tokens=args.max_new_tokens, min_length=args.min_length,
-                   min_new_tokens=args.min_new_tokens, repetition_penalty=args.repetition_penalty,
-                   length_penalty=args.length_penalty)
+    options = dict(
+        num_beams=args.num_beams,
+        max_new_tokens=args.max_new_tokens,
+        min_length=args.min_length,
+        min_new_tokens=args.min_new_tokens,
+        repetition_penalty=args.repetition_penalty,
+        length_penalty=args.length_penalty,
+    )
     if getattr(args, "sample", False):
         options.update(num_beams=1, do_sample=True, top_p=args.top_p, top_k=args.top_k, temperature=args.temperature)
     try:

@@ -1,5 +1,6 @@
 """Files the commands write, written whole: to a temporary file in the same folder, then renamed
 over the final name, so an interrupted command (or a full disk) never leaves half a file."""
+
 from __future__ import annotations
 
 import json

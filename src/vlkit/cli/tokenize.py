@@ -1,8 +1,9 @@
 """``vlkit tokenize`` and ``vlkit tokenizer train``.
 
-    vlkit tokenize --tokenizer clip "a photo of a cat"
-    vlkit tokenizer train --algorithm bpe --vocab-size 8000 corpus.txt --out my-tokenizer/
+vlkit tokenize --tokenizer clip "a photo of a cat"
+vlkit tokenizer train --algorithm bpe --vocab-size 8000 corpus.txt --out my-tokenizer/
 """
+
 from __future__ import annotations
 
 import argparse

@@ -9,6 +9,7 @@ and ``state_dict_from_hf(state_dict)``; for writing (``hf_export.save_hf``) it a
 of both directions come from one table of (HF name, vlkit name) pairs (``keys.pair_rules``).
 ``open_clip`` reads and writes open_clip folders the same way.
 """
+
 from . import hf_bert, hf_blip, hf_clip, hf_gpt2, hf_vit
 
 # HF config.json "model_type" -> converter module

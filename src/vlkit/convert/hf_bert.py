@@ -2,6 +2,7 @@
 
 The name tables of BERT's embeddings and layers also serve BLIP's text towers (``hf_blip``).
 """
+
 from __future__ import annotations
 
 from .keys import StateDict, add_prefix, fuse, pair_rules, prefixed, rename_keys, split, strip_prefix
@@ -39,11 +40,16 @@ def mlm_head_pairs(hf: str, vlkit: str) -> list[tuple[str, str]]:
     ]
 
 
-_PAIRS = prefixed(EMBEDDING_PAIRS + layer_pairs("encoder.layer", "encoder.blocks") + [("pooler.dense", "pooler")],
-                  outside="bert.") + mlm_head_pairs("cls", "mlm_head") + [
-    ("cls.predictions.decoder.bias", "mlm_head.bias"),  # read only: older checkpoints hold the bias twice
-    ("cls.seq_relationship", "nsp_head"),
-]
+_PAIRS = (
+    prefixed(
+        EMBEDDING_PAIRS + layer_pairs("encoder.layer", "encoder.blocks") + [("pooler.dense", "pooler")], outside="bert."
+    )
+    + mlm_head_pairs("cls", "mlm_head")
+    + [
+        ("cls.predictions.decoder.bias", "mlm_head.bias"),  # read only: older checkpoints hold the bias twice
+        ("cls.seq_relationship", "nsp_head"),
+    ]
+)
 # position_ids buffers of old checkpoints; the decoder weight is tied to the token embedding.
 _DROP = (r".*position_ids", r"cls\.predictions\.decoder\.weight")
 _ACT_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_new"}
@@ -98,13 +104,22 @@ def config_to_hf(config) -> dict:
     if config.type_vocab_size < 1:
         raise ValueError("HF BERT needs segment embeddings (type_vocab_size >= 1)")
     return {
-        "architectures": [architecture(config)], "model_type": "bert", "vocab_size": config.vocab_size,
-        "hidden_size": config.hidden_size, "num_hidden_layers": config.num_layers,
-        "num_attention_heads": config.num_heads, "intermediate_size": config.intermediate_size,
-        "max_position_embeddings": config.max_positions, "type_vocab_size": config.type_vocab_size,
-        "layer_norm_eps": config.norm_eps, "hidden_act": _ACT_TO_HF[config.act],
-        "hidden_dropout_prob": config.dropout, "attention_probs_dropout_prob": config.attn_dropout,
-        "pad_token_id": config.pad_token_id, "position_embedding_type": "absolute", "tie_word_embeddings": True,
+        "architectures": [architecture(config)],
+        "model_type": "bert",
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.hidden_size,
+        "num_hidden_layers": config.num_layers,
+        "num_attention_heads": config.num_heads,
+        "intermediate_size": config.intermediate_size,
+        "max_position_embeddings": config.max_positions,
+        "type_vocab_size": config.type_vocab_size,
+        "layer_norm_eps": config.norm_eps,
+        "hidden_act": _ACT_TO_HF[config.act],
+        "hidden_dropout_prob": config.dropout,
+        "attention_probs_dropout_prob": config.attn_dropout,
+        "pad_token_id": config.pad_token_id,
+        "position_embedding_type": "absolute",
+        "tie_word_embeddings": True,
     }
 
 

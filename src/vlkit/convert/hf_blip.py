@@ -6,6 +6,7 @@ the ITM head; captioning has the text decoder; VQA has both towers and no retrie
 ``config_from_hf`` records which parts the weights hold. HF stores ``text_encoder`` and
 ``text_decoder`` apart, so a loaded model never shares them (``share_encoder_decoder=False``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,24 +22,55 @@ TOKENIZER_CLASS = "BertTokenizer"
 DECODER_TOKENS = ("[DEC]", "[ENC]")  # BLIP's two tokens after the BERT vocabulary: bos_token_id, enc_token_id
 
 # defaults of transformers' BlipTextConfig / BlipVisionConfig for fields a config.json may omit
-_TEXT_DEFAULTS = dict(vocab_size=30524, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                      num_attention_heads=8, max_position_embeddings=512, layer_norm_eps=1e-12, hidden_act="gelu",
-                      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, pad_token_id=0,
-                      bos_token_id=30522, sep_token_id=102)
-_VISION_DEFAULTS = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                        image_size=384, patch_size=16, hidden_act="gelu", layer_norm_eps=1e-5)
+_TEXT_DEFAULTS = dict(
+    vocab_size=30524,
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=8,
+    max_position_embeddings=512,
+    layer_norm_eps=1e-12,
+    hidden_act="gelu",
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+    pad_token_id=0,
+    bos_token_id=30522,
+    sep_token_id=102,
+)
+_VISION_DEFAULTS = dict(
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    image_size=384,
+    patch_size=16,
+    hidden_act="gelu",
+    layer_norm_eps=1e-5,
+)
 
-_VISION_LAYER = [("self_attn.qkv", "attn.qkv"), ("self_attn.projection", "attn.proj"), ("layer_norm1", "norm1"),
-                 ("layer_norm2", "norm2"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")]
-_PAIRS = prefixed([
-    ("embeddings.class_embedding", "cls_token"),
-    ("embeddings.position_embedding", "pos_embed"),
-    ("embeddings.patch_embedding", "patch_embed.proj"),
-    ("post_layernorm", "norm"),
-] + [(f"encoder.layers.#.{a}", f"encoder.blocks.#.{b}") for a, b in _VISION_LAYER], "vision_model.", "vision.")
+_VISION_LAYER = [
+    ("self_attn.qkv", "attn.qkv"),
+    ("self_attn.projection", "attn.proj"),
+    ("layer_norm1", "norm1"),
+    ("layer_norm2", "norm2"),
+    ("mlp.fc1", "mlp.fc1"),
+    ("mlp.fc2", "mlp.fc2"),
+]
+_PAIRS = prefixed(
+    [
+        ("embeddings.class_embedding", "cls_token"),
+        ("embeddings.position_embedding", "pos_embed"),
+        ("embeddings.patch_embedding", "patch_embed.proj"),
+        ("post_layernorm", "norm"),
+    ]
+    + [(f"encoder.layers.#.{a}", f"encoder.blocks.#.{b}") for a, b in _VISION_LAYER],
+    "vision_model.",
+    "vision.",
+)
 for _hf, _vl in (("text_encoder", "text_encoder"), ("text_decoder.bert", "text_decoder")):
-    _PAIRS += prefixed(EMBEDDING_PAIRS + layer_pairs("encoder.layer", "transformer.blocks", cross_attention=True),
-                       f"{_hf}.", f"{_vl}.")
+    _PAIRS += prefixed(
+        EMBEDDING_PAIRS + layer_pairs("encoder.layer", "transformer.blocks", cross_attention=True), f"{_hf}.", f"{_vl}."
+    )
 _PAIRS += mlm_head_pairs("text_decoder.cls", "lm_head")
 # position_ids buffers of old checkpoints; the LM decoder weight and bias are tied to the token
 # embedding and to cls.predictions.bias.
@@ -61,21 +93,42 @@ def config_from_hf(hf: dict, state_dict: StateDict) -> dict:
         if any(k.startswith(tower + ".encoder.layer.") for k in keys) and not any(
             k.startswith(tower + ".encoder.layer.0.crossattention.") for k in keys
         ):
-            raise ValueError(f"BLIP {tower} has no cross-attention layers (text_config.is_decoder=False?); "
-                             "vlkit's BLIP needs them in every layer")
+            raise ValueError(
+                f"BLIP {tower} has no cross-attention layers (text_config.is_decoder=False?); "
+                "vlkit's BLIP needs them in every layer"
+            )
     return dict(
         vision=dict(
-            image_size=vc["image_size"], patch_size=vc["patch_size"], width=vc["hidden_size"],
-            depth=vc["num_hidden_layers"], num_heads=vc["num_attention_heads"], mlp_dim=vc["intermediate_size"],
-            act="gelu", norm_eps=vc["layer_norm_eps"], qkv_bias=True, patch_bias=True, pre_norm=False,
-            image_mean=CLIP_MEAN, image_std=CLIP_STD, resize_mode="squash", interpolation="bicubic",
+            image_size=vc["image_size"],
+            patch_size=vc["patch_size"],
+            width=vc["hidden_size"],
+            depth=vc["num_hidden_layers"],
+            num_heads=vc["num_attention_heads"],
+            mlp_dim=vc["intermediate_size"],
+            act="gelu",
+            norm_eps=vc["layer_norm_eps"],
+            qkv_bias=True,
+            patch_bias=True,
+            pre_norm=False,
+            image_mean=CLIP_MEAN,
+            image_std=CLIP_STD,
+            resize_mode="squash",
+            interpolation="bicubic",
         ),
         text=dict(
-            vocab_size=tc["vocab_size"], hidden_size=tc["hidden_size"], num_layers=tc["num_hidden_layers"],
-            num_heads=tc["num_attention_heads"], intermediate_size=tc["intermediate_size"],
-            max_positions=tc["max_position_embeddings"], norm_eps=tc["layer_norm_eps"], act="gelu",
-            dropout=tc["hidden_dropout_prob"], attn_dropout=tc["attention_probs_dropout_prob"],
-            pad_token_id=tc["pad_token_id"], bos_token_id=tc["bos_token_id"], sep_token_id=tc["sep_token_id"],
+            vocab_size=tc["vocab_size"],
+            hidden_size=tc["hidden_size"],
+            num_layers=tc["num_hidden_layers"],
+            num_heads=tc["num_attention_heads"],
+            intermediate_size=tc["intermediate_size"],
+            max_positions=tc["max_position_embeddings"],
+            norm_eps=tc["layer_norm_eps"],
+            act="gelu",
+            dropout=tc["hidden_dropout_prob"],
+            attn_dropout=tc["attention_probs_dropout_prob"],
+            pad_token_id=tc["pad_token_id"],
+            bos_token_id=tc["bos_token_id"],
+            sep_token_id=tc["sep_token_id"],
             enc_token_id=tc["bos_token_id"] + 1 if tc["bos_token_id"] + 1 < tc["vocab_size"] else tc["bos_token_id"],
         ),
         embed_dim=hf.get("image_text_hidden_size", 256),
@@ -123,35 +176,66 @@ def hf_parts(config) -> dict[str, object]:
 def config_to_hf(config) -> dict:
     """vlkit BlipConfig -> an HF BLIP config.json dict for :func:`architecture`'s class."""
     v, t = config.vision, config.text
-    unsupported = [name for name, bad in (
-        ("vision.pre_norm=True", v.pre_norm), ("vision.patch_bias=False", not v.patch_bias),
-        ("vision.qkv_bias=False", not v.qkv_bias), ("vision.pooler=True", v.pooler),
-        (f"vision.act={v.act!r}", v.act != "gelu"), (f"text.act={t.act!r}", t.act != "gelu"),
-        ("a VQA decoder whose question width differs from the image width (HF sizes its cross-attention for the "
-         "image)", config.decoder_context == "question" and t.hidden_size != v.width),
-    ) if bad]
+    unsupported = [
+        name
+        for name, bad in (
+            ("vision.pre_norm=True", v.pre_norm),
+            ("vision.patch_bias=False", not v.patch_bias),
+            ("vision.qkv_bias=False", not v.qkv_bias),
+            ("vision.pooler=True", v.pooler),
+            (f"vision.act={v.act!r}", v.act != "gelu"),
+            (f"text.act={t.act!r}", t.act != "gelu"),
+            (
+                "a VQA decoder whose question width differs from the image width (HF sizes its cross-attention for the "
+                "image)",
+                config.decoder_context == "question" and t.hidden_size != v.width,
+            ),
+        )
+        if bad
+    ]
     if unsupported:
         raise ValueError(f"HF BLIP cannot represent {', '.join(unsupported)}")
     return {
-        "architectures": [architecture(config)], "model_type": "blip", "image_text_hidden_size": config.embed_dim,
+        "architectures": [architecture(config)],
+        "model_type": "blip",
+        "image_text_hidden_size": config.embed_dim,
         "text_config": {
-            "vocab_size": t.vocab_size, "hidden_size": t.hidden_size, "intermediate_size": t.intermediate_size,
-            "num_hidden_layers": t.num_layers, "num_attention_heads": t.num_heads,
-            "max_position_embeddings": t.max_positions, "layer_norm_eps": t.norm_eps, "hidden_act": "gelu",
-            "hidden_dropout_prob": t.dropout, "attention_probs_dropout_prob": t.attn_dropout,
-            "pad_token_id": t.pad_token_id, "bos_token_id": t.bos_token_id, "sep_token_id": t.sep_token_id,
-            "eos_token_id": t.sep_token_id, "encoder_hidden_size": v.width, "is_decoder": True,
+            "vocab_size": t.vocab_size,
+            "hidden_size": t.hidden_size,
+            "intermediate_size": t.intermediate_size,
+            "num_hidden_layers": t.num_layers,
+            "num_attention_heads": t.num_heads,
+            "max_position_embeddings": t.max_positions,
+            "layer_norm_eps": t.norm_eps,
+            "hidden_act": "gelu",
+            "hidden_dropout_prob": t.dropout,
+            "attention_probs_dropout_prob": t.attn_dropout,
+            "pad_token_id": t.pad_token_id,
+            "bos_token_id": t.bos_token_id,
+            "sep_token_id": t.sep_token_id,
+            "eos_token_id": t.sep_token_id,
+            "encoder_hidden_size": v.width,
+            "is_decoder": True,
         },
         "vision_config": {
-            "hidden_size": v.width, "intermediate_size": v.mlp_dim, "num_hidden_layers": v.depth,
-            "num_attention_heads": v.num_heads, "image_size": v.image_size, "patch_size": v.patch_size,
-            "num_channels": v.in_channels, "hidden_act": "gelu", "layer_norm_eps": v.norm_eps,
+            "hidden_size": v.width,
+            "intermediate_size": v.mlp_dim,
+            "num_hidden_layers": v.depth,
+            "num_attention_heads": v.num_heads,
+            "image_size": v.image_size,
+            "patch_size": v.patch_size,
+            "num_channels": v.in_channels,
+            "hidden_act": "gelu",
+            "layer_norm_eps": v.norm_eps,
         },
     }
 
 
-_PART_KEYS = {"text_encoder": ("text_encoder.",), "text_decoder": ("text_decoder.", "lm_head."),
-              "retrieval_heads": ("vision_proj.", "text_proj.", "itm_head.")}
+_PART_KEYS = {
+    "text_encoder": ("text_encoder.",),
+    "text_decoder": ("text_decoder.", "lm_head."),
+    "retrieval_heads": ("vision_proj.", "text_proj.", "itm_head."),
+}
 
 
 def state_dict_to_hf(state_dict: StateDict, config) -> StateDict:
@@ -167,8 +251,10 @@ def state_dict_to_hf(state_dict: StateDict, config) -> StateDict:
 
 def image_processor_config(config) -> dict:
     if config.vision.resize_mode != "squash":
-        raise ValueError(f"HF's BlipImageProcessor squashes images to a square; this BLIP was trained with "
-                         f"resize_mode={config.vision.resize_mode!r}")
+        raise ValueError(
+            f"HF's BlipImageProcessor squashes images to a square; this BLIP was trained with "
+            f"resize_mode={config.vision.resize_mode!r}"
+        )
     return image_processor_to_hf(config.vision, "BlipImageProcessor")
 
 
@@ -184,11 +270,17 @@ def hf_tokenizer(tok, config):
     if not isinstance(tok, WordPieceTokenizer):
         raise ValueError(f"HF BLIP reads a BERT WordPiece tokenizer; got {type(tok).__name__}")
     if (t.bos_token_id, t.enc_token_id) != (t.vocab_size - 2, t.vocab_size - 1):
-        raise ValueError(f"this BLIP's bos/enc token ids {t.bos_token_id}, {t.enc_token_id} are not the two ids after "
-                         f"the tokenizer's {tok.vocab_size} tokens")
+        raise ValueError(
+            f"this BLIP's bos/enc token ids {t.bos_token_id}, {t.enc_token_id} are not the two ids after "
+            f"the tokenizer's {tok.vocab_size} tokens"
+        )
     tokens = [tok.id_to_token(i) for i in range(tok.vocab_size)]
     return WordPieceTokenizer(
-        [*tokens, *DECODER_TOKENS], {**tok.special_tokens, "bos": DECODER_TOKENS[0]},
-        extra_special_tokens=[*tok.extra_special_tokens, DECODER_TOKENS[1]], prefix=tok.prefix, suffix=tok.suffix,
-        context_length=tok.context_length, **tok._config(),
+        [*tokens, *DECODER_TOKENS],
+        {**tok.special_tokens, "bos": DECODER_TOKENS[0]},
+        extra_special_tokens=[*tok.extra_special_tokens, DECODER_TOKENS[1]],
+        prefix=tok.prefix,
+        suffix=tok.suffix,
+        context_length=tok.context_length,
+        **tok._config(),
     )

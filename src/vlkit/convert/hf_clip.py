@@ -5,6 +5,7 @@ as (C,) and position embeddings as an ``nn.Embedding`` (vlkit: (1, 1, C) and (1,
 and pools text at the end-of-text token: at the first ``eos_token_id``, or at the largest id
 when ``eos_token_id == 2`` (the value old configs carry, kept by HF as an "argmax" switch).
 """
+
 from __future__ import annotations
 
 from ..constants import CLIP_MEAN, CLIP_STD
@@ -43,8 +44,13 @@ for _hf, _vl in (("text_model", "text"), ("vision_model", "visual")):
     ]
 
 
-_ACT_FROM_HF = {"quick_gelu": "quick_gelu", "gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
-                "relu": "relu"}
+_ACT_FROM_HF = {
+    "quick_gelu": "quick_gelu",
+    "gelu": "gelu",
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "relu": "relu",
+}
 _ACT_TO_HF = {"quick_gelu": "quick_gelu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}
 
 
@@ -70,18 +76,32 @@ def config_from_hf(hf: dict, state_dict: StateDict) -> dict:
         raise ValueError(f"CLIP text eos_token_id must be one id, got {eos}")
     return dict(
         vision=dict(
-            image_size=image_size, patch_size=patch_size, in_channels=v.get("num_channels", 3),
-            width=v.get("hidden_size", 768), depth=v.get("num_hidden_layers", 12),
-            num_heads=v.get("num_attention_heads", 12), mlp_dim=v.get("intermediate_size", 3072),
-            act=_act(v.get("hidden_act", "quick_gelu"), "vision"), norm_eps=v.get("layer_norm_eps", 1e-5),
-            qkv_bias=True, patch_bias=False, pre_norm=True, image_mean=CLIP_MEAN, image_std=CLIP_STD,
-            resize_mode="shortest", interpolation="bicubic",
+            image_size=image_size,
+            patch_size=patch_size,
+            in_channels=v.get("num_channels", 3),
+            width=v.get("hidden_size", 768),
+            depth=v.get("num_hidden_layers", 12),
+            num_heads=v.get("num_attention_heads", 12),
+            mlp_dim=v.get("intermediate_size", 3072),
+            act=_act(v.get("hidden_act", "quick_gelu"), "vision"),
+            norm_eps=v.get("layer_norm_eps", 1e-5),
+            qkv_bias=True,
+            patch_bias=False,
+            pre_norm=True,
+            image_mean=CLIP_MEAN,
+            image_std=CLIP_STD,
+            resize_mode="shortest",
+            interpolation="bicubic",
         ),
         text=dict(
-            vocab_size=t.get("vocab_size", 49408), context_length=t.get("max_position_embeddings", 77),
-            width=t.get("hidden_size", 512), depth=t.get("num_hidden_layers", 12),
-            num_heads=t.get("num_attention_heads", 8), mlp_dim=t.get("intermediate_size", 2048),
-            act=_act(t.get("hidden_act", "quick_gelu"), "text"), norm_eps=t.get("layer_norm_eps", 1e-5),
+            vocab_size=t.get("vocab_size", 49408),
+            context_length=t.get("max_position_embeddings", 77),
+            width=t.get("hidden_size", 512),
+            depth=t.get("num_hidden_layers", 12),
+            num_heads=t.get("num_attention_heads", 8),
+            mlp_dim=t.get("intermediate_size", 2048),
+            act=_act(t.get("hidden_act", "quick_gelu"), "text"),
+            norm_eps=t.get("layer_norm_eps", 1e-5),
             eos_token_id=None if eos == _HF_ARGMAX_EOS else eos,
         ),
         embed_dim=hf.get("projection_dim", 512),
@@ -103,35 +123,51 @@ def config_to_hf(config) -> dict:
     """vlkit CLIPConfig -> an HF CLIPModel config.json dict."""
     v, t = config.vision, config.text
     unsupported = [
-        name for name, bad in (
-            ("vision.pre_norm=False", not v.pre_norm), ("vision.patch_bias=True", v.patch_bias),
-            ("vision.qkv_bias=False", not v.qkv_bias), ("vision.pooler=True", v.pooler),
+        name
+        for name, bad in (
+            ("vision.pre_norm=False", not v.pre_norm),
+            ("vision.patch_bias=True", v.patch_bias),
+            ("vision.qkv_bias=False", not v.qkv_bias),
+            ("vision.pooler=True", v.pooler),
             ("text.eos_token_id=2 (HF reads 2 as 'pool at the largest id')", t.eos_token_id == _HF_ARGMAX_EOS),
-        ) if bad
+        )
+        if bad
     ]
     if unsupported:
         raise ValueError(f"HF CLIPModel cannot represent {', '.join(unsupported)}")
     for tower, act in (("vision", v.act), ("text", t.act)):
         if act not in _ACT_TO_HF:
             raise ValueError(f"CLIP {tower} activation {act!r} has no HF equivalent")
-    in_vocab = lambda i: i if i < t.vocab_size else None  # noqa: E731
+    in_vocab = lambda i: i if i < t.vocab_size else None
     return {
         "architectures": list(ARCHITECTURES),
         "model_type": "clip",
         "projection_dim": config.embed_dim,
         "logit_scale_init_value": config.init_logit_scale,
         "text_config": {
-            "vocab_size": t.vocab_size, "hidden_size": t.width, "intermediate_size": t.mlp_dim,
-            "num_hidden_layers": t.depth, "num_attention_heads": t.num_heads,
-            "max_position_embeddings": t.context_length, "hidden_act": _ACT_TO_HF[t.act],
-            "layer_norm_eps": t.norm_eps, "projection_dim": config.embed_dim,
+            "vocab_size": t.vocab_size,
+            "hidden_size": t.width,
+            "intermediate_size": t.mlp_dim,
+            "num_hidden_layers": t.depth,
+            "num_attention_heads": t.num_heads,
+            "max_position_embeddings": t.context_length,
+            "hidden_act": _ACT_TO_HF[t.act],
+            "layer_norm_eps": t.norm_eps,
+            "projection_dim": config.embed_dim,
             "eos_token_id": _HF_ARGMAX_EOS if t.eos_token_id is None else t.eos_token_id,
-            "bos_token_id": in_vocab(49406), "pad_token_id": in_vocab(1),
+            "bos_token_id": in_vocab(49406),
+            "pad_token_id": in_vocab(1),
         },
         "vision_config": {
-            "image_size": v.image_size, "patch_size": v.patch_size, "num_channels": v.in_channels,
-            "hidden_size": v.width, "intermediate_size": v.mlp_dim, "num_hidden_layers": v.depth,
-            "num_attention_heads": v.num_heads, "hidden_act": _ACT_TO_HF[v.act], "layer_norm_eps": v.norm_eps,
+            "image_size": v.image_size,
+            "patch_size": v.patch_size,
+            "num_channels": v.in_channels,
+            "hidden_size": v.width,
+            "intermediate_size": v.mlp_dim,
+            "num_hidden_layers": v.depth,
+            "num_attention_heads": v.num_heads,
+            "hidden_act": _ACT_TO_HF[v.act],
+            "layer_norm_eps": v.norm_eps,
             "projection_dim": config.embed_dim,
         },
     }

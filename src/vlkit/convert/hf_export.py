@@ -6,6 +6,7 @@ the tokenizer files (``tokenizer.json``, the vocabulary files, ``tokenizer_confi
 A folder that could not be complete is refused before anything is written: a text model needs
 a tokenizer whose vocabulary is the model's.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,9 @@ _META = {"format": "pt"}  # what transformers expects in a safetensors header
 def hf_writer(model_type: str):
     """The converter module that can write ``model_type`` as an HF checkpoint."""
     if model_type not in HF_WRITERS:
-        raise ValueError(f"converting a {model_type!r} model to HF is not supported; supported families: "
-                         f"{sorted(HF_WRITERS)}")
+        raise ValueError(
+            f"converting a {model_type!r} model to HF is not supported; supported families: {sorted(HF_WRITERS)}"
+        )
     return HF_WRITERS[model_type]
 
 
@@ -44,14 +46,18 @@ def hf_tokenizer(model, tokenizer=None):
         return None
     tok = tokenizer if tokenizer is not None else model.tokenizer
     if tok is None:
-        raise ValueError(f"this {model.model_type} model has no tokenizer, and an HF folder without one builds an "
-                         "empty tokenizer in transformers; give one (vlkit convert --tokenizer NAME_OR_FOLDER, or "
-                         "save_hf(model, out, tokenizer=...))")
+        raise ValueError(
+            f"this {model.model_type} model has no tokenizer, and an HF folder without one builds an "
+            "empty tokenizer in transformers; give one (vlkit convert --tokenizer NAME_OR_FOLDER, or "
+            "save_hf(model, out, tokenizer=...))"
+        )
     if hasattr(conv, "hf_tokenizer"):
         tok = conv.hf_tokenizer(tok, model.config)
     if tok.vocab_size != _vocab_size(model.config):
-        raise ValueError(f"the tokenizer has {tok.vocab_size} tokens but the {model.model_type} model's vocabulary has "
-                         f"{_vocab_size(model.config)}; give the tokenizer the model was trained with")
+        raise ValueError(
+            f"the tokenizer has {tok.vocab_size} tokens but the {model.model_type} model's vocabulary has "
+            f"{_vocab_size(model.config)}; give the tokenizer the model was trained with"
+        )
     return tok
 
 
@@ -92,8 +98,13 @@ def save_hf(model, out: str | os.PathLike, tokenizer=None) -> Path:
         _write_json(folder / "config.json", configs[sub])
         write_file(folder / "model.safetensors", partial(save_file, state, metadata=_META))
         if tok is not None:
-            save_hf_tokenizer(tok, folder, tokenizer_class=conv.TOKENIZER_CLASS, processor_class=processor,
-                              model_max_length=_max_length(model.config))
+            save_hf_tokenizer(
+                tok,
+                folder,
+                tokenizer_class=conv.TOKENIZER_CLASS,
+                processor_class=processor,
+                model_max_length=_max_length(model.config),
+            )
         if image is not None:
             named = {"processor_class": processor} if processor else {}
             _write_json(folder / "preprocessor_config.json", {**image, **named})

@@ -5,6 +5,7 @@ vlkit's preprocessing (``vlkit.image_transform``) is HF's PIL path: resize with 
 [0, 1], normalise. HF's processors that center-crop take ``size={"shortest_edge": S}``; the others
 ``size={"height": S, "width": S}``.
 """
+
 from __future__ import annotations
 
 _RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}  # PIL.Image.Resampling values

@@ -1,4 +1,5 @@
 """HF transformers ViTModel <-> vlkit ViT, both ways."""
+
 from __future__ import annotations
 
 from .hf_image_processor import image_processor_to_hf
@@ -8,10 +9,16 @@ MODEL_TYPE = "vit"  # the vlkit family it loads into
 ARCHITECTURES = ("ViTModel",)
 TOKENIZER_CLASS = None  # an image model: no tokenizer
 
-_LAYER = [("attention.attention.query", "attn.qkv.q"), ("attention.attention.key", "attn.qkv.k"),
-          ("attention.attention.value", "attn.qkv.v"), ("attention.output.dense", "attn.proj"),
-          ("layernorm_before", "norm1"), ("layernorm_after", "norm2"), ("intermediate.dense", "mlp.fc1"),
-          ("output.dense", "mlp.fc2")]
+_LAYER = [
+    ("attention.attention.query", "attn.qkv.q"),
+    ("attention.attention.key", "attn.qkv.k"),
+    ("attention.attention.value", "attn.qkv.v"),
+    ("attention.output.dense", "attn.proj"),
+    ("layernorm_before", "norm1"),
+    ("layernorm_after", "norm2"),
+    ("intermediate.dense", "mlp.fc1"),
+    ("output.dense", "mlp.fc2"),
+]
 _PAIRS = [
     ("embeddings.cls_token", "cls_token"),
     ("embeddings.position_embeddings", "pos_embed"),
@@ -54,17 +61,29 @@ def state_dict_from_hf(state_dict: StateDict) -> StateDict:
 def config_to_hf(config) -> dict:
     """vlkit ViTConfig -> an HF ViTModel config.json dict. HF's ViTModel adds a pooler of its own
     when the model has none (``pooler=False``); ``last_hidden_state`` is the model's."""
-    checks = (("pre_norm=True", config.pre_norm), ("patch_bias=False", not config.patch_bias),
-              (f"act={config.act!r}", config.act not in _ACT_TO_HF))
+    checks = (
+        ("pre_norm=True", config.pre_norm),
+        ("patch_bias=False", not config.patch_bias),
+        (f"act={config.act!r}", config.act not in _ACT_TO_HF),
+    )
     unsupported = [name for name, bad in checks if bad]
     if unsupported:
         raise ValueError(f"HF ViTModel cannot represent a ViT with {', '.join(unsupported)}")
     return {
-        "architectures": list(ARCHITECTURES), "model_type": "vit", "image_size": config.image_size,
-        "patch_size": config.patch_size, "num_channels": config.in_channels, "hidden_size": config.width,
-        "num_hidden_layers": config.depth, "num_attention_heads": config.num_heads, "intermediate_size": config.mlp_dim,
-        "hidden_act": _ACT_TO_HF[config.act], "layer_norm_eps": config.norm_eps, "qkv_bias": config.qkv_bias,
-        "hidden_dropout_prob": config.dropout, "attention_probs_dropout_prob": 0.0,
+        "architectures": list(ARCHITECTURES),
+        "model_type": "vit",
+        "image_size": config.image_size,
+        "patch_size": config.patch_size,
+        "num_channels": config.in_channels,
+        "hidden_size": config.width,
+        "num_hidden_layers": config.depth,
+        "num_attention_heads": config.num_heads,
+        "intermediate_size": config.mlp_dim,
+        "hidden_act": _ACT_TO_HF[config.act],
+        "layer_norm_eps": config.norm_eps,
+        "qkv_bias": config.qkv_bias,
+        "hidden_dropout_prob": config.dropout,
+        "attention_probs_dropout_prob": 0.0,
     }
 
 

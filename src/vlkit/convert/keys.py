@@ -1,5 +1,6 @@
 """Small, declarative tools for mapping checkpoint keys: name tables that work both ways, regex
 renames, fusing and splitting projections that one layout stores apart and the other together."""
+
 from __future__ import annotations
 
 import re
@@ -98,4 +99,4 @@ def add_prefix(state_dict: StateDict, prefix: str, keep: tuple[str, ...] = ()) -
 
 def strip_prefix(state_dict: StateDict, prefix: str) -> StateDict:
     """Inverse of :func:`add_prefix`: ``prefix`` taken off the keys that have it."""
-    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state_dict.items()}
+    return {(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in state_dict.items()}

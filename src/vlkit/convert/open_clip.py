@@ -8,6 +8,7 @@ matrices used as ``x @ proj`` (vlkit: ``nn.Linear`` weights, transposed), and th
 the top level (``CLIP``) or under ``text.`` (``CustomTextCLIP``). vlkit writes the ``CLIP``
 layout, which ``open_clip.create_model_and_transforms("local-dir:FOLDER")`` loads.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,15 @@ MODEL_TYPE = "clip"
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
 
-_BLOCK = [("ln_1", "norm1"), ("attn.in_proj_weight", "attn.qkv.weight"), ("attn.in_proj_bias", "attn.qkv.bias"),
-          ("attn.out_proj", "attn.proj"), ("ln_2", "norm2"), ("mlp.c_fc", "mlp.fc1"), ("mlp.c_proj", "mlp.fc2")]
+_BLOCK = [
+    ("ln_1", "norm1"),
+    ("attn.in_proj_weight", "attn.qkv.weight"),
+    ("attn.in_proj_bias", "attn.qkv.bias"),
+    ("attn.out_proj", "attn.proj"),
+    ("ln_2", "norm2"),
+    ("mlp.c_fc", "mlp.fc1"),
+    ("mlp.c_proj", "mlp.fc2"),
+]
 _PAIRS = [
     ("visual.conv1.weight", "visual.patch_embed.proj.weight"),
     ("visual.class_embedding", "visual.cls_token"),
@@ -42,19 +50,40 @@ _PAIRS += prefixed([(f"transformer.resblocks.#.{a}", f"encoder.blocks.#.{b}") fo
 
 # open_clip options vlkit's CLIP does not have; a checkpoint using one is refused by name.
 _VISION_DEFAULTS = dict(
-    ls_init_value=None, attentional_pool=False, pos_embed_type="learnable", pool_type="tok", block_type=None,
-    qk_norm=False, scaled_cosine_attn=False, scale_heads=False, scale_attn_inner=False, scale_attn=False,
-    scale_fc=False, timm_model_name=None, act_kwargs=None,
+    ls_init_value=None,
+    attentional_pool=False,
+    pos_embed_type="learnable",
+    pool_type="tok",
+    block_type=None,
+    qk_norm=False,
+    scaled_cosine_attn=False,
+    scale_heads=False,
+    scale_attn_inner=False,
+    scale_attn=False,
+    scale_fc=False,
+    timm_model_name=None,
+    act_kwargs=None,
 )
 _TEXT_DEFAULTS = dict(
-    hf_model_name=None, ls_init_value=None, embed_cls=False, no_causal_mask=False, proj_bias=False,
-    proj_type="linear", block_type=None, qk_norm=False, scaled_cosine_attn=False, scale_heads=False,
-    scale_attn_inner=False, scale_attn=False, scale_fc=False, act_kwargs=None,
+    hf_model_name=None,
+    ls_init_value=None,
+    embed_cls=False,
+    no_causal_mask=False,
+    proj_bias=False,
+    proj_type="linear",
+    block_type=None,
+    qk_norm=False,
+    scaled_cosine_attn=False,
+    scale_heads=False,
+    scale_attn_inner=False,
+    scale_attn=False,
+    scale_fc=False,
+    act_kwargs=None,
 )
 
 
 def _check(cfg: dict, defaults: dict, tower: str) -> None:
-    same = lambda k: cfg[k] in (defaults[k], None) or (k == "block_type" and cfg[k] == "default")  # noqa: E731
+    same = lambda k: cfg[k] in (defaults[k], None) or (k == "block_type" and cfg[k] == "default")
     bad = {k: cfg[k] for k in defaults if k in cfg and not same(k)}
     if bad:
         raise ValueError(f"open_clip {tower} options {bad} are not supported by vlkit's CLIP")
@@ -99,17 +128,32 @@ def config_from_open_clip(cfg: dict, state: StateDict) -> dict:
     width, t_width = v.get("width", 768), t.get("width", 512)
     return dict(
         vision=dict(
-            image_size=_square(v.get("image_size", 224), "images"), patch_size=_square(v.get("patch_size", 16), "patches"),
-            width=width, depth=v.get("layers", 12), num_heads=width // v.get("head_width", 64),
-            mlp_dim=int(width * v.get("mlp_ratio", 4.0)), act=act, norm_eps=_norm_eps(v, "vision"),
-            qkv_bias=True, patch_bias=False, pre_norm=not v.get("no_ln_pre", False),
-            image_mean=tuple(pre.get("mean", CLIP_MEAN)), image_std=tuple(pre.get("std", CLIP_STD)),
-            resize_mode=resize_mode, interpolation=pre.get("interpolation", "bicubic"),
+            image_size=_square(v.get("image_size", 224), "images"),
+            patch_size=_square(v.get("patch_size", 16), "patches"),
+            width=width,
+            depth=v.get("layers", 12),
+            num_heads=width // v.get("head_width", 64),
+            mlp_dim=int(width * v.get("mlp_ratio", 4.0)),
+            act=act,
+            norm_eps=_norm_eps(v, "vision"),
+            qkv_bias=True,
+            patch_bias=False,
+            pre_norm=not v.get("no_ln_pre", False),
+            image_mean=tuple(pre.get("mean", CLIP_MEAN)),
+            image_std=tuple(pre.get("std", CLIP_STD)),
+            resize_mode=resize_mode,
+            interpolation=pre.get("interpolation", "bicubic"),
         ),
         text=dict(
-            vocab_size=t.get("vocab_size", 49408), context_length=t.get("context_length", 77), width=t_width,
-            depth=t.get("layers", 12), num_heads=t.get("heads", 8), mlp_dim=int(t_width * t.get("mlp_ratio", 4.0)),
-            act=act, norm_eps=_norm_eps(t, "text"), eos_token_id=t.get("eos_id", 2) if pool == "eos" else None,
+            vocab_size=t.get("vocab_size", 49408),
+            context_length=t.get("context_length", 77),
+            width=t_width,
+            depth=t.get("layers", 12),
+            num_heads=t.get("heads", 8),
+            mlp_dim=int(t_width * t.get("mlp_ratio", 4.0)),
+            act=act,
+            norm_eps=_norm_eps(t, "text"),
+            eos_token_id=t.get("eos_id", 2) if pool == "eos" else None,
         ),
         embed_dim=model_cfg["embed_dim"],
         init_logit_scale=model_cfg.get("init_logit_scale", math.log(1 / 0.07)),
@@ -134,29 +178,64 @@ def config_to_open_clip(config) -> dict:
     """vlkit CLIPConfig -> ``open_clip_config.json`` (``model_cfg`` and ``preprocess_cfg``)."""
     v, t = config.vision, config.text
     acts = {v.act, t.act}
-    unsupported = [name for name, bad in (
-        ("vision.patch_bias=True", v.patch_bias), ("vision.qkv_bias=False", not v.qkv_bias),
-        ("vision.pooler=True", v.pooler), (f"activations {sorted(acts)} (one of gelu, quick_gelu for both towers)",
-                                           len(acts) > 1 or not acts <= {"gelu", "quick_gelu"}),
-        (f"interpolation={v.interpolation!r}", v.interpolation not in ("bicubic", "bilinear")),
-        ("mlp sizes that are no multiple of the width", int(v.width * (v.mlp_dim / v.width)) != v.mlp_dim
-         or int(t.width * (t.mlp_dim / t.width)) != t.mlp_dim),
-    ) if bad]
+    unsupported = [
+        name
+        for name, bad in (
+            ("vision.patch_bias=True", v.patch_bias),
+            ("vision.qkv_bias=False", not v.qkv_bias),
+            ("vision.pooler=True", v.pooler),
+            (
+                f"activations {sorted(acts)} (one of gelu, quick_gelu for both towers)",
+                len(acts) > 1 or not acts <= {"gelu", "quick_gelu"},
+            ),
+            (f"interpolation={v.interpolation!r}", v.interpolation not in ("bicubic", "bilinear")),
+            (
+                "mlp sizes that are no multiple of the width",
+                int(v.width * (v.mlp_dim / v.width)) != v.mlp_dim or int(t.width * (t.mlp_dim / t.width)) != t.mlp_dim,
+            ),
+        )
+        if bad
+    ]
     if unsupported:
         raise ValueError(f"open_clip's CLIP cannot represent {', '.join(unsupported)}")
-    vision = dict(image_size=v.image_size, patch_size=v.patch_size, width=v.width, layers=v.depth,
-                  head_width=v.width // v.num_heads, mlp_ratio=v.mlp_dim / v.width, no_ln_pre=not v.pre_norm)
-    text = dict(context_length=t.context_length, vocab_size=t.vocab_size, width=t.width, heads=t.num_heads,
-                layers=t.depth, mlp_ratio=t.mlp_dim / t.width, pool_type="argmax" if t.eos_token_id is None else "eos")
+    vision = dict(
+        image_size=v.image_size,
+        patch_size=v.patch_size,
+        width=v.width,
+        layers=v.depth,
+        head_width=v.width // v.num_heads,
+        mlp_ratio=v.mlp_dim / v.width,
+        no_ln_pre=not v.pre_norm,
+    )
+    text = dict(
+        context_length=t.context_length,
+        vocab_size=t.vocab_size,
+        width=t.width,
+        heads=t.num_heads,
+        layers=t.depth,
+        mlp_ratio=t.mlp_dim / t.width,
+        pool_type="argmax" if t.eos_token_id is None else "eos",
+    )
     if t.eos_token_id is not None:
         text["eos_id"] = t.eos_token_id
     for cfg, eps in ((vision, v.norm_eps), (text, t.norm_eps)):
         if eps != 1e-5:  # open_clip's LayerNorm default
             cfg["norm_kwargs"] = {"eps": eps}
-    model_cfg = dict(embed_dim=config.embed_dim, quick_gelu=v.act == "quick_gelu", vision_cfg=vision, text_cfg=text,
-                     init_logit_scale=config.init_logit_scale)
-    preprocess = dict(size=v.image_size, mode="RGB", mean=list(v.image_mean), std=list(v.image_std),
-                      interpolation=v.interpolation, resize_mode=v.resize_mode)
+    model_cfg = dict(
+        embed_dim=config.embed_dim,
+        quick_gelu=v.act == "quick_gelu",
+        vision_cfg=vision,
+        text_cfg=text,
+        init_logit_scale=config.init_logit_scale,
+    )
+    preprocess = dict(
+        size=v.image_size,
+        mode="RGB",
+        mean=list(v.image_mean),
+        std=list(v.image_std),
+        interpolation=v.interpolation,
+        resize_mode=v.resize_mode,
+    )
     return {"model_cfg": model_cfg, "preprocess_cfg": preprocess}
 
 
@@ -180,11 +259,18 @@ def check_tokenizer(tok) -> None:
 
     clip = get_tokenizer("clip")
     assert isinstance(clip, CLIPTokenizer)
-    same = (isinstance(tok, CLIPTokenizer) and tok.get_vocab() == clip.get_vocab() and tok.merges == clip.merges
-            and tok.clean == clip.clean and tok.pad_id == clip.pad_id)
+    same = (
+        isinstance(tok, CLIPTokenizer)
+        and tok.get_vocab() == clip.get_vocab()
+        and tok.merges == clip.merges
+        and tok.clean == clip.clean
+        and tok.pad_id == clip.pad_id
+    )
     if not same:
-        raise ValueError("open_clip tokenizes with CLIP's own BPE, and this model's tokenizer is another one; "
-                         "export it with --to hf, which writes the tokenizer")
+        raise ValueError(
+            "open_clip tokenizes with CLIP's own BPE, and this model's tokenizer is another one; "
+            "export it with --to hf, which writes the tokenizer"
+        )
 
 
 def save_open_clip(model, out: str | os.PathLike, tokenizer=None) -> Path:

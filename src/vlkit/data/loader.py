@@ -6,10 +6,11 @@ step ``s`` starts the sampler at the exact sample it would have reached, without
 skipped ones. Together with datasets that are pure functions of their index this makes a resumed
 run see the same batches as an uninterrupted one.
 """
+
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Sampler
@@ -39,7 +40,9 @@ class ImageTextCollator:
         if not items:
             return batch
         if "pixel_values" not in items[0]:
-            raise TypeError("dataset items have no 'pixel_values': give the dataset a transform (vlkit.image_transform)")
+            raise TypeError(
+                "dataset items have no 'pixel_values': give the dataset a transform (vlkit.image_transform)"
+            )
         batch["pixel_values"] = torch.stack([it["pixel_values"] for it in items])  # (B, 3, H, W)
         tokens = self.tokenizer(batch["captions"], padding=self.padding)
         batch["input_ids"] = tokens["input_ids"]  # (B, T)
@@ -58,7 +61,13 @@ class ResumableSampler(Sampler[int]):
     """
 
     def __init__(
-        self, num_samples: int, *, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
+        self,
+        num_samples: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
         drop_last: bool = True,
     ) -> None:
         if not 0 <= rank < world_size:
@@ -97,8 +106,16 @@ class StepLoader:
     """
 
     def __init__(
-        self, dataset, collate: Callable, batch_size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1,
-        num_workers: int = 0, pin_memory: bool = False,
+        self,
+        dataset,
+        collate: Callable,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        num_workers: int = 0,
+        pin_memory: bool = False,
     ) -> None:
         self.dataset, self.batch_size = dataset, batch_size
         self.sampler = ResumableSampler(len(dataset), shuffle=True, seed=seed, rank=rank, world_size=world_size)
@@ -112,9 +129,15 @@ class StepLoader:
     def _loader(self) -> DataLoader:
         # A private generator: creating the iterator must not consume the global RNG (resume).
         return DataLoader(
-            self.dataset, batch_size=self.batch_size, sampler=self.sampler, collate_fn=self.collate,
-            num_workers=self.num_workers, drop_last=True, pin_memory=self.pin_memory,
-            generator=torch.Generator().manual_seed(0), persistent_workers=False,
+            self.dataset,
+            batch_size=self.batch_size,
+            sampler=self.sampler,
+            collate_fn=self.collate,
+            num_workers=self.num_workers,
+            drop_last=True,
+            pin_memory=self.pin_memory,
+            generator=torch.Generator().manual_seed(0),
+            persistent_workers=False,
         )
 
     def batches(self, start_step: int = 0, on_epoch_end: Callable[[int], None] | None = None):
@@ -133,6 +156,10 @@ class StepLoader:
 def eval_loader(dataset, collate: Callable, batch_size: int, num_workers: int = 0) -> DataLoader:
     """Every sample once, in order (evaluation, embedding)."""
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers,
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        collate_fn=collate,
+        num_workers=num_workers,
         generator=torch.Generator().manual_seed(0),
     )

@@ -9,6 +9,7 @@ Inputs are either parallel sequences (``hypotheses[i]`` is scored against ``refe
 mappings from an image id to its captions, as pycocoevalcap takes them (``{id: [hyp]}`` and
 ``{id: [ref, ref, ...]}``).
 """
+
 from __future__ import annotations
 
 import math
@@ -19,8 +20,25 @@ from collections.abc import Mapping, Sequence
 Ngram = tuple[str, ...]
 
 # tokens pycocoevalcap's PTB tokenizer wrapper drops after tokenizing
-_PTB_PUNCTUATION = {"''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--",
-                    "...", ";"}
+_PTB_PUNCTUATION = {
+    "''",
+    "'",
+    "``",
+    "`",
+    "-LRB-",
+    "-RRB-",
+    "-LCB-",
+    "-RCB-",
+    ".",
+    "?",
+    "!",
+    ",",
+    ":",
+    "-",
+    "--",
+    "...",
+    ";",
+}
 _TOKEN = re.compile(r"\.\.\.|--|``|''|[A-Za-z0-9]+(?:'[A-Za-z]+)?|[^\sA-Za-z0-9]")
 
 
@@ -41,9 +59,11 @@ def _pairs(hypotheses, references) -> list[tuple[str, list[str]]]:
     if isinstance(hypotheses, Mapping):
         if set(hypotheses) != set(references):
             missing, extra = set(references) - set(hypotheses), set(hypotheses) - set(references)
-            raise ValueError(f"hypotheses and references must have the same image ids; "
-                             f"without a hypothesis: {sorted(map(str, missing))[:5]}, "
-                             f"without references: {sorted(map(str, extra))[:5]}")
+            raise ValueError(
+                f"hypotheses and references must have the same image ids; "
+                f"without a hypothesis: {sorted(map(str, missing))[:5]}, "
+                f"without references: {sorted(map(str, extra))[:5]}"
+            )
         keys = list(references)
         hyps = []
         for k in keys:
@@ -75,7 +95,7 @@ def ngram_counts(tokens: Sequence[str], max_n: int) -> Counter[Ngram]:
     counts: Counter[Ngram] = Counter()
     for k in range(1, max_n + 1):
         for i in range(len(tokens) - k + 1):
-            counts[tuple(tokens[i:i + k])] += 1
+            counts[tuple(tokens[i : i + k])] += 1
     return counts
 
 
@@ -150,6 +170,7 @@ def bleu(hypotheses, references, max_n: int = 4) -> tuple[list[float], list[list
 # CIDEr-D
 # ---------------------------------------------------------------------------------------------
 
+
 def _tfidf(counts: Counter[Ngram], doc_freq: Counter[Ngram], log_num_images: float, n: int):
     """tf-idf vectors per n-gram order, their norms, and the caption's length as COCO counts it."""
     vec: list[dict[Ngram, float]] = [{} for _ in range(n)]
@@ -191,7 +212,7 @@ def cider_d(hypotheses, references, n: int = 4, sigma: float = 6.0) -> tuple[flo
         total = [0.0] * n
         for ref in refs:
             vec_r, norm_r, len_r = _tfidf(ref, doc_freq, log_num_images, n)
-            penalty = math.exp(-float(len_h - len_r) ** 2 / penalty_denominator)
+            penalty = math.exp(-(float(len_h - len_r) ** 2) / penalty_denominator)
             for k in range(n):
                 val = sum(min(w, vec_r[k].get(g, 0.0)) * vec_r[k].get(g, 0.0) for g, w in vec_h[k].items())
                 if norm_h[k] != 0 and norm_r[k] != 0:

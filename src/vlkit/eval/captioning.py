@@ -9,6 +9,7 @@ Captions and references are compared after :func:`vlkit.eval.caption_metrics.sim
 (lower-cased, punctuation dropped). ``exact_match`` is the percentage of images whose caption
 equals one of their references.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -31,8 +32,9 @@ def decode_generated(tokenizer, ids: torch.Tensor | Sequence[int], text_config, 
     if t.sep_token_id in ids:
         ids = ids[: ids.index(t.sep_token_id)]
     drop = {t.pad_token_id, t.bos_token_id, t.enc_token_id}
-    return tokenizer.decode([i for i in ids if i not in drop and i < tokenizer.vocab_size],
-                            skip_special_tokens=True).strip()
+    return tokenizer.decode(
+        [i for i in ids if i not in drop and i < tokenizer.vocab_size], skip_special_tokens=True
+    ).strip()
 
 
 def prompt_ids(tokenizer, prompt: str | None) -> torch.Tensor | None:
@@ -44,9 +46,17 @@ def prompt_ids(tokenizer, prompt: str | None) -> torch.Tensor | None:
 
 @torch.no_grad()
 def generate_captions(
-    model, tokenizer, batches: Iterable[torch.Tensor], *, prompt: str | None = None,
-    device: torch.device | str = "cpu", precision: str = "auto", progress: bool = False, total: int | None = None,
-    generation_config: GenerationConfig | None = None, **overrides,
+    model,
+    tokenizer,
+    batches: Iterable[torch.Tensor],
+    *,
+    prompt: str | None = None,
+    device: torch.device | str = "cpu",
+    precision: str = "auto",
+    progress: bool = False,
+    total: int | None = None,
+    generation_config: GenerationConfig | None = None,
+    **overrides,
 ) -> list[str]:
     """One caption per image of ``batches`` (pixel values (B, 3, H, W)), without the prompt.
 
@@ -62,8 +72,9 @@ def generate_captions(
     with eval_mode(model):
         for pixels in tqdm(batches, desc="captions", total=total, disable=not progress, leave=False):
             with autocast(device, precision):
-                out = model.generate(pixels.to(device), prompt_t, generation_config=generation_config,
-                                     **overrides)  # (B, L)
+                out = model.generate(
+                    pixels.to(device), prompt_t, generation_config=generation_config, **overrides
+                )  # (B, L)
             captions += [decode_generated(tokenizer, row, model.config.text, skip) for row in out.cpu()]
     return captions
 

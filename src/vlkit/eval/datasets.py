@@ -12,6 +12,7 @@ Images are preprocessed as ``model`` expects (:func:`vlkit.image_transform`). Wh
 an image (several captions per image), the image dataset holds each image once; unreadable
 images found while reading the annotations are listed in the dataset's ``skipped_at_load``.
 """
+
 from __future__ import annotations
 
 import os
@@ -51,20 +52,33 @@ def shapes_image_size(model: nn.Module) -> int:
     """The image size the built-in shapes are rendered at for ``model`` (its vision tower's)."""
     vision = getattr(getattr(model, "config", None), "vision", None)
     if vision is None:
-        raise ValueError(f"a {type(model).__name__} has no vision tower; image evaluations need a vision-language model")
+        raise ValueError(
+            f"a {type(model).__name__} has no vision tower; image evaluations need a vision-language model"
+        )
     return vision.image_size
 
 
 def _shapes(model: nn.Module, source: DataSource, **kwargs) -> ShapesDataset:
     if source.size < 1:
         raise ValueError(f"the number of shapes images must be >= 1, got {source.size}")
-    return ShapesDataset("validation", size=source.size, seed=source.seed, image_size=shapes_image_size(model),
-                         transform=image_transform(model), **kwargs)
+    return ShapesDataset(
+        "validation",
+        size=source.size,
+        seed=source.seed,
+        image_size=shapes_image_size(model),
+        transform=image_transform(model),
+        **kwargs,
+    )
 
 
 def _pairs(model: nn.Module, source: DataSource, caption_key: str | None) -> ImageTextFolder:
-    return ImageTextFolder(source.annotations, root=source.root, transform=image_transform(model),
-                           image_key=source.image_key, caption_key=caption_key)
+    return ImageTextFolder(
+        source.annotations,
+        root=source.root,
+        transform=image_transform(model),
+        image_key=source.image_key,
+        caption_key=caption_key,
+    )
 
 
 def _one_item_per_image(pairs: ImageTextFolder) -> tuple[Dataset, dict[Path, list[int]]]:
@@ -90,7 +104,11 @@ def parse_classes(classes: str | None) -> list[str] | None:
 
 
 def zeroshot_data(
-    model: nn.Module, source: DataSource, *, label_key: str = "label", classes: Sequence[str] | None = None,
+    model: nn.Module,
+    source: DataSource,
+    *,
+    label_key: str = "label",
+    classes: Sequence[str] | None = None,
     templates: Sequence[str] | None = None,
 ) -> tuple[Dataset, dict[str, ZeroShotTask]]:
     """(images, {task name: ZeroShotTask}). Shapes: two tasks (shape, colour); a file: one task
@@ -118,7 +136,10 @@ def zeroshot_data(
 
 
 def retrieval_data(
-    model: nn.Module, source: DataSource, *, caption_key: str | None = None,
+    model: nn.Module,
+    source: DataSource,
+    *,
+    caption_key: str | None = None,
 ) -> tuple[Dataset, list[str], torch.Tensor]:
     """(images, texts, positives (N_img, N_txt)). Shapes: each image's full caption (images that
     share a caption all match it); a file: every row's caption matches the row's image."""
@@ -135,7 +156,10 @@ def retrieval_data(
 
 
 def captioning_data(
-    model: nn.Module, source: DataSource, *, caption_key: str | None = None,
+    model: nn.Module,
+    source: DataSource,
+    *,
+    caption_key: str | None = None,
 ) -> tuple[Dataset, list[list[str]]]:
     """(images, reference captions per image)."""
     if source.annotations is None:
@@ -147,7 +171,11 @@ def captioning_data(
 
 
 def vqa_data(
-    model: nn.Module, source: DataSource, *, question_key: str | None = None, answer_key: str | None = None,
+    model: nn.Module,
+    source: DataSource,
+    *,
+    question_key: str | None = None,
+    answer_key: str | None = None,
 ) -> tuple[Dataset, list[list[str]], list[str] | None, list[str]]:
     """(items with pixel_values and question, human answers per item, question types or None,
     every distinct answer: the closed answer set)."""
@@ -155,8 +183,14 @@ def vqa_data(
         ds = _shapes(model, source, captions="full")
         qs = [ds.question(i) for i in range(len(ds))]
         return ds, [[q.answer] for q in qs], [q.type for q in qs], list(ds.answer_list())
-    ds = VQAFolder(source.annotations, root=source.root, transform=image_transform(model), image_key=source.image_key,
-                   question_key=question_key, answer_key=answer_key)
+    ds = VQAFolder(
+        source.annotations,
+        root=source.root,
+        transform=image_transform(model),
+        image_key=source.image_key,
+        question_key=question_key,
+        answer_key=answer_key,
+    )
     answers = ds.answer_lists()
     return ds, answers, None, list(dict.fromkeys(a for rows in answers for a in rows))
 

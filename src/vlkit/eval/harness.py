@@ -15,6 +15,7 @@ device)`` and returns an (N_img, N_txt) score matrix (``-inf`` where it did not 
 ranked again, or a pair ``(i2t (N_img, N_txt), t2i (N_txt, N_img))`` when image and text queries
 are scored apart.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
@@ -94,8 +95,14 @@ class ImageBatches:
 
 
 def evaluate_zeroshot(
-    model: nn.Module, tokenizer, images: Dataset, tasks: dict[str, ZeroShotTask], *, batch_size: int = 256,
-    device: torch.device | str = "cpu", progress: bool = False,
+    model: nn.Module,
+    tokenizer,
+    images: Dataset,
+    tasks: dict[str, ZeroShotTask],
+    *,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
 ) -> Evaluation:
     """Top-1/top-5 accuracy (percent) of every task: ``<task>_top1``, ``<task>_top5``, ``<task>_classes``."""
     batches = ImageBatches(images, batch_size)
@@ -104,7 +111,9 @@ def evaluate_zeroshot(
     for name, task in tasks.items():
         labels = [task.labels[i] for i in batches.kept]
         acc = zeroshot_accuracy(model, tokenizer, feats, labels, task.classnames, task.templates, device=device)
-        metrics.update({f"{name}_top1": acc["top1"], f"{name}_top5": acc["top5"], f"{name}_classes": len(task.classnames)})
+        metrics.update(
+            {f"{name}_top1": acc["top1"], f"{name}_top5": acc["top5"], f"{name}_classes": len(task.classnames)}
+        )
     return Evaluation(metrics, batches.skip_report())
 
 
@@ -121,8 +130,16 @@ RERANKERS: dict[str, Callable[..., Any]] = {"itm": _itm_reranker}
 
 
 def evaluate_retrieval(
-    model: nn.Module, tokenizer, images: Dataset, texts: Sequence[str], positives: torch.Tensor, *,
-    batch_size: int = 256, device: torch.device | str = "cpu", rerank: str | None = None, rerank_k: int = 16,
+    model: nn.Module,
+    tokenizer,
+    images: Dataset,
+    texts: Sequence[str],
+    positives: torch.Tensor,
+    *,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    rerank: str | None = None,
+    rerank_k: int = 16,
     progress: bool = False,
 ) -> Evaluation:
     """Recall@1/5/10 both ways of ITC similarity, or (``rerank``) of a re-ranker's scores on
@@ -159,23 +176,47 @@ def evaluate_retrieval(
 
 
 def evaluate_captioning(
-    model: nn.Module, tokenizer, images: Dataset, references: Sequence[Sequence[str]], *, batch_size: int = 64,
-    device: torch.device | str = "cpu", prompt: str | None = None, progress: bool = False, **generate_options,
+    model: nn.Module,
+    tokenizer,
+    images: Dataset,
+    references: Sequence[Sequence[str]],
+    *,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    prompt: str | None = None,
+    progress: bool = False,
+    **generate_options,
 ) -> Evaluation:
     """BLEU-1..4, CIDEr-D and exact match of one generated caption per image (``generate_options``
     go to ``model.generate``); ``examples`` are (caption, first reference) pairs."""
     batches = ImageBatches(images, batch_size)
-    captions = generate_captions(model, tokenizer, batches, prompt=prompt, device=device, progress=progress,
-                                 total=len(batches), **generate_options)
+    captions = generate_captions(
+        model,
+        tokenizer,
+        batches,
+        prompt=prompt,
+        device=device,
+        progress=progress,
+        total=len(batches),
+        **generate_options,
+    )
     references = [references[i] for i in batches.kept]
     metrics: dict[str, Any] = {"images": len(batches.kept), **captioning_scores(captions, references)}
     return Evaluation(metrics, batches.skip_report(), [(c, refs[0]) for c, refs in zip(captions, references)])
 
 
 def evaluate_vqa(
-    model: nn.Module, tokenizer, items: Dataset, answer_lists: Sequence[Sequence[str]],
-    types: Sequence[str] | None = None, *, candidates: Sequence[str] | None = None, k: int = 128,
-    batch_size: int = 64, device: torch.device | str = "cpu", **generate_options,
+    model: nn.Module,
+    tokenizer,
+    items: Dataset,
+    answer_lists: Sequence[Sequence[str]],
+    types: Sequence[str] | None = None,
+    *,
+    candidates: Sequence[str] | None = None,
+    k: int = 128,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    **generate_options,
 ) -> Evaluation:
     """VQA accuracy and exact match (per question type when ``types`` are given) of generated
     answers, or of the best of ``candidates`` (a closed answer set, ranked as BLIP does)."""
@@ -185,14 +226,21 @@ def evaluate_vqa(
         pixels = torch.stack([it["pixel_values"] for it in batch])  # (B, 3, H, W)
         questions = [it["question"] for it in batch]
         if candidates is None:
-            predictions += answer_questions(model, tokenizer, pixels, questions, device=device, batch_size=batch_size,
-                                            **generate_options)
+            predictions += answer_questions(
+                model, tokenizer, pixels, questions, device=device, batch_size=batch_size, **generate_options
+            )
         else:
-            predictions += rank_answer_list(model, tokenizer, pixels, questions, list(candidates), k=k, device=device,
-                                            batch_size=batch_size)
+            predictions += rank_answer_list(
+                model, tokenizer, pixels, questions, list(candidates), k=k, device=device, batch_size=batch_size
+            )
     if not batches.kept:
         raise ValueError("no question could be answered (every image was skipped)")
     metrics: dict[str, Any] = {"questions": len(batches.kept)}
-    metrics.update(vqa_scores(predictions, [answer_lists[i] for i in batches.kept],
-                              None if types is None else [types[i] for i in batches.kept]))
+    metrics.update(
+        vqa_scores(
+            predictions,
+            [answer_lists[i] for i in batches.kept],
+            None if types is None else [types[i] for i in batches.kept],
+        )
+    )
     return Evaluation(metrics, batches.skip_report())

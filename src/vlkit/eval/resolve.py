@@ -15,6 +15,7 @@ A ``blip-vqa`` run holds two BLIPs (a captioner and a VQA model sharing its enco
 folder is the captioner with the VQA model in a ``vqa/`` sub-folder. :func:`captioner` and
 :func:`vqa_model` pick the one a command needs.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,8 +50,10 @@ def model_source(source: str | os.PathLike) -> Path:
             return path / RUN_MODEL_FOLDER
         if newest is not None:
             return newest
-        raise FileNotFoundError(f"{path} is neither a model folder (config.json) nor a run folder of `vlkit train` "
-                                f"({RUN_MODEL_FOLDER}/ or checkpoints/step-*.pt)")
+        raise FileNotFoundError(
+            f"{path} is neither a model folder (config.json) nor a run folder of `vlkit train` "
+            f"({RUN_MODEL_FOLDER}/ or checkpoints/step-*.pt)"
+        )
     return path
 
 
@@ -114,7 +117,9 @@ def load_model_and_tokenizer(source: str | os.PathLike, tokenizer: str | None = 
     path = model_source(source)
     if path.is_file() and path.suffix == ".pt":
         recipe, state = _checkpoint_recipe(path)
-        return _checkpoint_model(recipe, state, path), (load_named_tokenizer(tokenizer) if tokenizer else recipe.tokenizer)
+        return _checkpoint_model(recipe, state, path), (
+            load_named_tokenizer(tokenizer) if tokenizer else recipe.tokenizer
+        )
     model = load_model(source)
     return model, load_tokenizer(source, model, tokenizer)
 
@@ -131,8 +136,11 @@ def require_captioner(model: nn.Module, source: str | os.PathLike) -> Blip:
     model = captioner(model)
     if isinstance(model, Blip) and model.config.text_decoder and model.config.decoder_context == "image":
         return model
-    hint = " (for questions: `vlkit vqa` or `vlkit eval vqa`)" if isinstance(model, Blip) and \
-        model.config.decoder_context == "question" else ""
+    hint = (
+        " (for questions: `vlkit vqa` or `vlkit eval vqa`)"
+        if isinstance(model, Blip) and model.config.decoder_context == "question"
+        else ""
+    )
     raise ValueError(f"{source} holds {_describe(model)}, not a captioning BLIP (a decoder reading the image){hint}")
 
 
@@ -147,16 +155,22 @@ def vqa_model(model: nn.Module, source: str | os.PathLike) -> Blip:
     if path.is_dir() and (path / VQA_FOLDER / "config.json").is_file():
         return vqa_model(from_pretrained(path / VQA_FOLDER), path / VQA_FOLDER)
     if isinstance(model, Blip) and model.config.text_decoder:
-        raise ValueError(f"{source} holds a captioning BLIP (its decoder reads the image, not a question) and has no "
-                         f"{VQA_FOLDER}/ sub-folder: give the VQA model (e.g. RUN/model/{VQA_FOLDER} of a blip-vqa run) "
-                         "or caption the image with `vlkit caption`")
-    raise ValueError(f"{source} holds {_describe(model)}; VQA needs a BLIP VQA model (a decoder reading the question), "
-                     f"e.g. RUN/model/{VQA_FOLDER} of a blip-vqa run")
+        raise ValueError(
+            f"{source} holds a captioning BLIP (its decoder reads the image, not a question) and has no "
+            f"{VQA_FOLDER}/ sub-folder: give the VQA model (e.g. RUN/model/{VQA_FOLDER} of a blip-vqa run) "
+            "or caption the image with `vlkit caption`"
+        )
+    raise ValueError(
+        f"{source} holds {_describe(model)}; VQA needs a BLIP VQA model (a decoder reading the question), "
+        f"e.g. RUN/model/{VQA_FOLDER} of a blip-vqa run"
+    )
 
 
 def require_embedder(model: nn.Module, source: str | os.PathLike) -> nn.Module:
     """``model`` if it embeds both images and texts (``encode_image``/``encode_text``), else a ValueError."""
     if hasattr(model, "encode_image") and hasattr(model, "encode_text"):
         return model
-    raise ValueError(f"{source} holds {_describe(model)}, which has no encode_image/encode_text; embedding needs a "
-                     "two-tower model (CLIP, ALBEF, or a BLIP with a text encoder)")
+    raise ValueError(
+        f"{source} holds {_describe(model)}, which has no encode_image/encode_text; embedding needs a "
+        "two-tower model (CLIP, ALBEF, or a BLIP with a text encoder)"
+    )

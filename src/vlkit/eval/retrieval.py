@@ -11,6 +11,7 @@ can take the top-k candidates of :func:`rank` and hand its own scores back to
 Ground truth is a boolean ``positives`` matrix (N_img, N_txt): COCO-style data (several captions
 per image) and data where several images share one caption both fit.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -26,8 +27,14 @@ from ..runtime import autocast
 # ---------------------------------------------------------------------------------- embedding
 @torch.no_grad()
 def encode_images(
-    model, batches: Iterable[torch.Tensor], *, device: torch.device | str = "cpu", normalize: bool = True,
-    precision: str = "auto", progress: bool = False, total: int | None = None,
+    model,
+    batches: Iterable[torch.Tensor],
+    *,
+    device: torch.device | str = "cpu",
+    normalize: bool = True,
+    precision: str = "auto",
+    progress: bool = False,
+    total: int | None = None,
 ) -> torch.Tensor:
     """Image features (N, D), float32 on the CPU, from batches of pixel values (B, 3, H, W)."""
     device = torch.device(device)
@@ -43,8 +50,15 @@ def encode_images(
 
 @torch.no_grad()
 def encode_texts(
-    model, tokenizer, texts: Sequence[str], *, batch_size: int = 256, device: torch.device | str = "cpu",
-    normalize: bool = True, precision: str = "auto", progress: bool = False,
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    normalize: bool = True,
+    precision: str = "auto",
+    progress: bool = False,
 ) -> torch.Tensor:
     """Text features (N, D), float32 on the CPU, tokenized in batches (padded to each batch's longest)."""
     if len(texts) == 0:

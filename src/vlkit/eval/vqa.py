@@ -9,6 +9,7 @@ Generation runs the questions of one length together: ``Blip.answer`` lets the d
 to every question position (as BLIP and transformers generate), so padding must not reach it;
 grouping by tokenized length means no row is ever padded.
 """
+
 from __future__ import annotations
 
 from collections import Counter, defaultdict
@@ -38,8 +39,16 @@ def _decode_answer(tokenizer, row: torch.Tensor, text_config) -> str:
 
 @torch.no_grad()
 def answer_questions(
-    model, tokenizer, pixel_values: torch.Tensor, questions: Sequence[str], *, device: torch.device | str = "cpu",
-    precision: str = "auto", batch_size: int = 256, generation_config: GenerationConfig | None = None, **overrides,
+    model,
+    tokenizer,
+    pixel_values: torch.Tensor,
+    questions: Sequence[str],
+    *,
+    device: torch.device | str = "cpu",
+    precision: str = "auto",
+    batch_size: int = 256,
+    generation_config: GenerationConfig | None = None,
+    **overrides,
 ) -> list[str]:
     """The generated answer to ``questions[i]`` about image ``pixel_values[i]`` (N, 3, H, W).
 
@@ -62,8 +71,9 @@ def answer_questions(
                 part = index[s : s + batch_size]
                 ids = torch.stack([encoded[i] for i in part]).to(device)  # (b, T), no padding
                 with autocast(device, precision):
-                    out = model.answer(pixel_values[part].to(device), ids, torch.ones_like(ids),
-                                       generation_config=config)  # (b, L)
+                    out = model.answer(
+                        pixel_values[part].to(device), ids, torch.ones_like(ids), generation_config=config
+                    )  # (b, L)
                 for i, row in zip(part, out.cpu()):
                     answers[i] = _decode_answer(tokenizer, row, model.config.text)
     return answers
@@ -71,8 +81,16 @@ def answer_questions(
 
 @torch.no_grad()
 def rank_answer_list(
-    model, tokenizer, pixel_values: torch.Tensor, questions: Sequence[str], candidates: Sequence[str], *,
-    k: int = 128, device: torch.device | str = "cpu", precision: str = "auto", batch_size: int = 64,
+    model,
+    tokenizer,
+    pixel_values: torch.Tensor,
+    questions: Sequence[str],
+    candidates: Sequence[str],
+    *,
+    k: int = 128,
+    device: torch.device | str = "cpu",
+    precision: str = "auto",
+    batch_size: int = 64,
 ) -> list[str]:
     """BLIP's closed-set VQA: for each question the candidate answer with the highest likelihood
     among the ``k`` whose first token is most likely (:meth:`vlkit.models.Blip.rank_answers`)."""
@@ -87,14 +105,21 @@ def rank_answer_list(
         for s in range(0, len(questions), batch_size):
             q = tokenizer(list(questions[s : s + batch_size]), padding="longest")
             with autocast(device, precision):
-                best = model.rank_answers(pixel_values[s : s + batch_size].to(device), q["input_ids"].to(device),
-                                          q["attention_mask"].to(device), a_ids, a_mask, k=k)  # (b,)
+                best = model.rank_answers(
+                    pixel_values[s : s + batch_size].to(device),
+                    q["input_ids"].to(device),
+                    q["attention_mask"].to(device),
+                    a_ids,
+                    a_mask,
+                    k=k,
+                )  # (b,)
             out += [candidates[i] for i in best.tolist()]
     return out
 
 
-def vqa_scores(predictions: Sequence[str], answer_lists: Sequence[Sequence[str]],
-               types: Sequence[str] | None = None) -> dict[str, float]:
+def vqa_scores(
+    predictions: Sequence[str], answer_lists: Sequence[Sequence[str]], types: Sequence[str] | None = None
+) -> dict[str, float]:
     """Percentages: ``vqa_accuracy`` (the official VQA formula over each question's human answers;
     a question with a single answer counts it as given by ten agreeing annotators, so it scores 1
     or 0), ``exact_match`` (the normalised prediction equals the normalised most common answer)

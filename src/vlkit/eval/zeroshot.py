@@ -4,6 +4,7 @@ Each class becomes one classifier weight: its name is put into every prompt temp
 prompts are encoded, L2-normalised, averaged, and normalised again. An image is assigned the
 class whose weight has the highest cosine similarity with its (normalised) feature.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -24,14 +25,17 @@ def check_templates(templates: Sequence[str]) -> None:
         try:
             fields = [name for _, name, _, _ in Formatter().parse(t) if name is not None]
         except ValueError as e:  # a lone brace
-            raise ValueError(f"prompt template {t!r} is not a format string ({e}); write {{{{ and }}}} for "
-                             "literal braces and {} where the class name goes") from None
+            raise ValueError(
+                f"prompt template {t!r} is not a format string ({e}); write {{{{ and }}}} for "
+                "literal braces and {} where the class name goes"
+            ) from None
         named = [f"{{{name}}}" for name in fields if name]
         if named:
             raise ValueError(f"prompt template {t!r} has the fields {named}; write {{}} where the class name goes")
         if len(fields) != 1:
-            raise ValueError(f"prompt template {t!r} must hold exactly one '{{}}' where the class name goes, "
-                             f"found {len(fields)}")
+            raise ValueError(
+                f"prompt template {t!r} must hold exactly one '{{}}' where the class name goes, found {len(fields)}"
+            )
 
 
 def class_prompts(classnames: Sequence[str], templates: Sequence[str]) -> list[str]:
@@ -44,12 +48,20 @@ def class_prompts(classnames: Sequence[str], templates: Sequence[str]) -> list[s
 
 @torch.no_grad()
 def zeroshot_classifier(
-    model, tokenizer, classnames: Sequence[str], templates: Sequence[str], *, device: torch.device | str = "cpu",
-    batch_size: int = 256, precision: str = "auto",
+    model,
+    tokenizer,
+    classnames: Sequence[str],
+    templates: Sequence[str],
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 256,
+    precision: str = "auto",
 ) -> torch.Tensor:
     """Class weights (C, D): mean of each class's normalised prompt embeddings, renormalised."""
     prompts = class_prompts(classnames, templates)
-    feats = encode_texts(model, tokenizer, prompts, batch_size=batch_size, device=device, normalize=True, precision=precision)
+    feats = encode_texts(
+        model, tokenizer, prompts, batch_size=batch_size, device=device, normalize=True, precision=precision
+    )
     feats = feats.view(len(classnames), len(templates), -1).mean(1)  # (C, D)
     return F.normalize(feats, dim=-1)
 
@@ -59,7 +71,9 @@ def zeroshot_logits(image_features: torch.Tensor, classifier: torch.Tensor) -> t
     return F.normalize(image_features.float(), dim=-1) @ classifier.float().t()
 
 
-def topk_accuracy(logits: torch.Tensor, labels: Sequence[int] | torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
+def topk_accuracy(
+    logits: torch.Tensor, labels: Sequence[int] | torch.Tensor, ks: Sequence[int] = (1, 5)
+) -> dict[str, float]:
     """Top-k accuracy in percent for each k (k capped at the number of classes)."""
     labels = torch.as_tensor(labels, dtype=torch.long)
     if logits.shape[0] != labels.shape[0]:
@@ -72,8 +86,16 @@ def topk_accuracy(logits: torch.Tensor, labels: Sequence[int] | torch.Tensor, ks
 
 
 def zeroshot_accuracy(
-    model, tokenizer, image_features: torch.Tensor, labels: Sequence[int], classnames: Sequence[str],
-    templates: Sequence[str], *, device: torch.device | str = "cpu", ks: Sequence[int] = (1, 5), precision: str = "auto",
+    model,
+    tokenizer,
+    image_features: torch.Tensor,
+    labels: Sequence[int],
+    classnames: Sequence[str],
+    templates: Sequence[str],
+    *,
+    device: torch.device | str = "cpu",
+    ks: Sequence[int] = (1, 5),
+    precision: str = "auto",
 ) -> dict[str, float]:
     """Top-k zero-shot accuracy (percent) of precomputed image features against class prompts."""
     classifier = zeroshot_classifier(model, tokenizer, classnames, templates, device=device, precision=precision)

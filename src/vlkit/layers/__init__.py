@@ -1,4 +1,5 @@
 """Shared transformer layers. Every argument is explicit; no config objects here."""
+
 from .attention import Attention, KVCache, LayerCache, build_attention_mask
 from .block import Block, Transformer
 from .embeddings import (
@@ -12,8 +13,21 @@ from .mlp import GELU, Mlp, QuickGELU, make_activation
 from .patch_embed import PatchEmbed, resize_position_embedding
 
 __all__ = [
-    "Attention", "KVCache", "LayerCache", "build_attention_mask", "Block", "Transformer",
-    "LearnedPositionEmbedding", "SegmentEmbedding", "TokenEmbedding",
-    "sincos_2d_position_encoding", "sinusoidal_position_encoding", "GELU", "Mlp", "QuickGELU",
-    "make_activation", "PatchEmbed", "resize_position_embedding",
+    "Attention",
+    "KVCache",
+    "LayerCache",
+    "build_attention_mask",
+    "Block",
+    "Transformer",
+    "LearnedPositionEmbedding",
+    "SegmentEmbedding",
+    "TokenEmbedding",
+    "sincos_2d_position_encoding",
+    "sinusoidal_position_encoding",
+    "GELU",
+    "Mlp",
+    "QuickGELU",
+    "make_activation",
+    "PatchEmbed",
+    "resize_position_embedding",
 ]

@@ -1,5 +1,6 @@
 """Multi-head attention through ``scaled_dot_product_attention``: self or cross, padding and
 causal masks, and a KV cache for incremental decoding."""
+
 from __future__ import annotations
 
 import torch
@@ -148,7 +149,9 @@ class Attention(nn.Module):
             if cache is not None:
                 k, v = cache.append(k, v)
         y = F.scaled_dot_product_attention(
-            q, k, v,
+            q,
+            k,
+            v,
             attn_mask=attn_mask,
             dropout_p=self.attn_drop if self.training else 0.0,
             is_causal=is_causal and attn_mask is None,

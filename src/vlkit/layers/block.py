@@ -1,4 +1,5 @@
 """The one transformer ``Block`` every family is built from, and the ``Transformer`` stack."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -43,8 +44,12 @@ class Block(nn.Module):
         self.norm_cross: nn.LayerNorm | None = None
         if cross_attention:
             self.cross_attn = Attention(
-                dim, num_heads, context_dim=context_dim or dim, qkv_bias=qkv_bias,
-                attn_drop=attn_drop, proj_drop=drop,
+                dim,
+                num_heads,
+                context_dim=context_dim or dim,
+                qkv_bias=qkv_bias,
+                attn_drop=attn_drop,
+                proj_drop=drop,
             )
             self.norm_cross = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, mlp_dim or 4 * dim, act=act, drop=drop)
@@ -113,7 +118,11 @@ class Transformer(nn.Module):
     ) -> torch.Tensor:
         for i, block in enumerate(self.blocks):
             x = block(
-                x, attn_mask=attn_mask, is_causal=is_causal, context=context, context_mask=context_mask,
+                x,
+                attn_mask=attn_mask,
+                is_causal=is_causal,
+                context=context,
+                context_mask=context_mask,
                 cache=None if cache is None else cache[i],
             )
         return x

@@ -1,4 +1,5 @@
 """Token, segment and position embeddings: learned, 1-D sinusoidal and 2-D sin-cos."""
+
 from __future__ import annotations
 
 import math
@@ -37,7 +38,7 @@ class LearnedPositionEmbedding(nn.Module):
 
 
 def sinusoidal_position_encoding(num_positions: int, dim: int, base: float = 10000.0) -> torch.Tensor:
-    """"Attention Is All You Need": PE[pos, 2i] = sin(pos / base^(2i/d)), PE[pos, 2i+1] = cos(...).
+    """ "Attention Is All You Need": PE[pos, 2i] = sin(pos / base^(2i/d)), PE[pos, 2i+1] = cos(...).
 
     Returns (num_positions, dim) in float32.
     """

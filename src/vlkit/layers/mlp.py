@@ -1,4 +1,5 @@
 """Position-wise feed-forward network and the activations the model families use."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

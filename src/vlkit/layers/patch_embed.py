@@ -1,4 +1,5 @@
 """Image to patch tokens, and resizing of learned patch position embeddings."""
+
 from __future__ import annotations
 
 import math

@@ -12,6 +12,7 @@ the other ranks' features *with gradients* (:func:`gather_features`) and scores 
 against the whole global batch, so with equal per-rank batches and gradients averaged over ranks
 (as DDP does) the loss and gradients equal those of one process on the global batch.
 """
+
 from __future__ import annotations
 
 import torch
@@ -50,7 +51,11 @@ def info_nce(
     B = query.shape[0]
     if negatives is None:
         return _key_nce(query, positive, torch.arange(B, device=query.device), 1.0 / temperature)
-    if negatives.shape[-1] != query.shape[-1] or negatives.dim() not in (2, 3) or (negatives.dim() == 3 and negatives.shape[0] != B):
+    if (
+        negatives.shape[-1] != query.shape[-1]
+        or negatives.dim() not in (2, 3)
+        or (negatives.dim() == 3 and negatives.shape[0] != B)
+    ):
         raise ValueError(
             f"negatives must be (B, K, D) or (K, D) with B={B}, D={query.shape[-1]}; got {tuple(negatives.shape)}"
         )

@@ -1,5 +1,6 @@
 """Momentum distillation (ALBEF): soft targets mixed from a momentum (EMA) teacher's predictions,
 and the image-text contrastive loss against the momentum features and their queues."""
+
 from __future__ import annotations
 
 import torch
@@ -67,8 +68,10 @@ def itc_distillation_loss(
     """
     B, D = image_features.shape
     if text_features.shape != (B, D) or image_features_m.shape != (B, D) or text_features_m.shape != (B, D):
-        raise ValueError("image/text features and their momentum versions must all be (B, D); got "
-                         f"{[tuple(t.shape) for t in (image_features, text_features, image_features_m, text_features_m)]}")
+        raise ValueError(
+            "image/text features and their momentum versions must all be (B, D); got "
+            f"{[tuple(t.shape) for t in (image_features, text_features, image_features_m, text_features_m)]}"
+        )
     image_queue = image_features_m.new_zeros(0, D) if image_queue is None else image_queue
     text_queue = text_features_m.new_zeros(0, D) if text_queue is None else text_queue
     if image_queue.shape != text_queue.shape or image_queue.shape[1:] != (D,):

@@ -10,6 +10,7 @@ Across ranks the candidates are the features of the whole global batch (gathered
 with :func:`vlkit.losses.contrastive.gather_features`); row i of rank r is global sample
 ``r * B + i``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -40,9 +41,11 @@ def positive_mask(
     mask = cols[None, :] == rows[:, None]  # (R, N)
     if ids is not None or column_ids is not None:
         if ids is None or column_ids is None or ids.shape != (num_rows,) or column_ids.shape != (num_columns,):
-            raise ValueError(f"ids must be ({num_rows},) and column_ids ({num_columns},), got "
-                             f"{None if ids is None else tuple(ids.shape)} and "
-                             f"{None if column_ids is None else tuple(column_ids.shape)}")
+            raise ValueError(
+                f"ids must be ({num_rows},) and column_ids ({num_columns},), got "
+                f"{None if ids is None else tuple(ids.shape)} and "
+                f"{None if column_ids is None else tuple(column_ids.shape)}"
+            )
         mask = mask | (ids.to(device)[:, None] == column_ids.to(device)[None, :])
     return mask
 
@@ -62,8 +65,10 @@ def sample_negatives(
         no_candidate = positives.all(dim=1)
         if bool(no_candidate.any()):
             row = int(no_candidate.nonzero()[0, 0])
-            raise ValueError(f"row {row} has no negative to sample: all {positives.shape[1]} candidates are its "
-                             "positives (same pair or same id); use a larger batch or more distinct ids")
+            raise ValueError(
+                f"row {row} has no negative to sample: all {positives.shape[1]} candidates are its "
+                "positives (same pair or same id); use a larger batch or more distinct ids"
+            )
         probs = F.softmax(similarity.detach().float().masked_fill(positives, float("-inf")), dim=1)  # (R, N)
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
@@ -95,10 +100,12 @@ def sample_itm_negatives(
 def itm_labels(batch_size: int, device: torch.device | None = None) -> torch.Tensor:
     """Labels of the (3B,) ITM logits: B matched pairs, then 2B negatives (images with a sampled
     text, then texts with a sampled image)."""
-    return torch.cat([
-        torch.full((batch_size,), MATCHED, dtype=torch.long, device=device),
-        torch.full((2 * batch_size,), NOT_MATCHED, dtype=torch.long, device=device),
-    ])
+    return torch.cat(
+        [
+            torch.full((batch_size,), MATCHED, dtype=torch.long, device=device),
+            torch.full((2 * batch_size,), NOT_MATCHED, dtype=torch.long, device=device),
+        ]
+    )
 
 
 def itm_loss(logits: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -107,8 +114,9 @@ def itm_loss(logits: torch.Tensor, labels: torch.Tensor | None = None) -> torch.
         raise ValueError(f"ITM logits must be (N, 2), got {tuple(logits.shape)}")
     if labels is None:
         if logits.shape[0] % 3:
-            raise ValueError(f"without labels the ITM logits must be 3B rows (B positives, 2B negatives), "
-                             f"got {logits.shape[0]}")
+            raise ValueError(
+                f"without labels the ITM logits must be 3B rows (B positives, 2B negatives), got {logits.shape[0]}"
+            )
         labels = itm_labels(logits.shape[0] // 3, logits.device)
     return F.cross_entropy(logits.float(), labels)
 
@@ -174,8 +182,9 @@ def hard_negatives(
         s = scale.detach() if torch.is_tensor(scale) else scale
         sim_i2t = s * image_features.detach() @ all_text_features.t()  # (B, W * B)
         sim_t2i = s * text_features.detach() @ all_image_features.t()  # (B, W * B)
-        text_idx, image_idx = sample_itm_negatives(sim_i2t, sim_t2i, rank * B if world > 1 else 0, ids, all_ids,
-                                                   generator)
+        text_idx, image_idx = sample_itm_negatives(
+            sim_i2t, sim_t2i, rank * B if world > 1 else 0, ids, all_ids, generator
+        )
     negative_images = gather_side(image_side)[image_idx]  # (B, S, C)
     negative_texts = {name: gather_side(t, pads.get(name, 0))[text_idx] for name, t in text_side.items()}
     return negative_images, negative_texts

@@ -1,6 +1,7 @@
 """Language-modelling losses: next-token cross-entropy with label smoothing for captioning
 decoders (BLIP; padding and the prompt ignored), and the masked-LM loss with optional momentum
 distillation (ALBEF)."""
+
 from __future__ import annotations
 
 import torch
@@ -47,14 +48,18 @@ def lm_loss(
     dtype. Returns 0 (with a gradient path) when no token is predicted.
     """
     if logits.dim() != 3 or labels.shape != logits.shape[:2]:
-        raise ValueError(f"logits must be (B, T, V) and labels (B, T); got {tuple(logits.shape)} and {tuple(labels.shape)}")
+        raise ValueError(
+            f"logits must be (B, T, V) and labels (B, T); got {tuple(logits.shape)} and {tuple(labels.shape)}"
+        )
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
     V = logits.shape[-1]
     shifted = logits[:, :-1].reshape(-1, V).float()  # (B * (T-1), V)
     targets = labels[:, 1:].reshape(-1)  # (B * (T-1),)
     count = (targets != ignore_index).sum().clamp(min=1)  # no host sync, no NaN when nothing is predicted
-    total = F.cross_entropy(shifted, targets, ignore_index=ignore_index, label_smoothing=label_smoothing, reduction="sum")
+    total = F.cross_entropy(
+        shifted, targets, ignore_index=ignore_index, label_smoothing=label_smoothing, reduction="sum"
+    )
     return total / count
 
 
@@ -73,7 +78,9 @@ def mlm_loss(
     when no position is predicted.
     """
     if logits.dim() != 3 or labels.shape != logits.shape[:2]:
-        raise ValueError(f"logits must be (B, T, V) and labels (B, T); got {tuple(logits.shape)} and {tuple(labels.shape)}")
+        raise ValueError(
+            f"logits must be (B, T, V) and labels (B, T); got {tuple(logits.shape)} and {tuple(labels.shape)}"
+        )
     predicted = labels != ignore_index  # (B, T)
     pred_logits = logits[predicted].float()  # (M, V): only the ~15% predicted positions
     count = predicted.sum().clamp(min=1)

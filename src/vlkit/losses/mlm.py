@@ -1,5 +1,6 @@
 """BERT's masked-language-model corruption: choose 15% of the real tokens; of those, 80% become
 [MASK], 10% a random token, 10% stay; labels are -100 everywhere else."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -56,8 +57,14 @@ class MLMCollator:
     ``input_ids``; the special ids come from the tokenizer (cls/sep/pad/mask/...).
     """
 
-    def __init__(self, vocab_size: int, mask_token_id: int, special_ids: Iterable[int],
-                 mlm_probability: float = 0.15, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        vocab_size: int,
+        mask_token_id: int,
+        special_ids: Iterable[int],
+        mlm_probability: float = 0.15,
+        generator: torch.Generator | None = None,
+    ):
         self.vocab_size = vocab_size
         self.mask_token_id = mask_token_id
         self.special_ids = sorted(set(special_ids))
@@ -65,8 +72,14 @@ class MLMCollator:
         self.generator = generator
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        ids, labels = mask_tokens(batch["input_ids"], self.vocab_size, self.mask_token_id, self.special_ids,
-                                  self.mlm_probability, self.generator)
+        ids, labels = mask_tokens(
+            batch["input_ids"],
+            self.vocab_size,
+            self.mask_token_id,
+            self.special_ids,
+            self.mlm_probability,
+            self.generator,
+        )
         if "attention_mask" in batch:  # padding is never a target, even if pad is not listed as special
             labels = labels.masked_fill(batch["attention_mask"] == 0, IGNORE_INDEX)
         return {**batch, "input_ids": ids, "labels": labels}

@@ -1,4 +1,5 @@
 """Model families: one file each, a frozen config dataclass, modules and presets."""
+
 from . import albef, bert, blip, clip, gpt, vit  # noqa: F401  (register the families and presets)
 from .albef import ALBEF, ALBEFConfig, ALBEFTextConfig
 from .base import CheckpointError, Model
@@ -12,9 +13,27 @@ from .registry import create_model, list_models, register
 from .vit import ViT, ViTConfig
 
 __all__ = [
-    "CheckpointError", "Model", "GenerationConfig", "BertConfig", "BertModel", "GPT", "GPTConfig", "ViT", "ViTConfig",
-    "CLIP", "CLIPConfig", "CLIPTextConfig",
-    "Blip", "BlipConfig", "BlipTextConfig", "itm_rerank",
-    "ALBEF", "ALBEFConfig", "ALBEFTextConfig",
-    "from_pretrained", "create_model", "list_models", "register",
+    "CheckpointError",
+    "Model",
+    "GenerationConfig",
+    "BertConfig",
+    "BertModel",
+    "GPT",
+    "GPTConfig",
+    "ViT",
+    "ViTConfig",
+    "CLIP",
+    "CLIPConfig",
+    "CLIPTextConfig",
+    "Blip",
+    "BlipConfig",
+    "BlipTextConfig",
+    "itm_rerank",
+    "ALBEF",
+    "ALBEFConfig",
+    "ALBEFTextConfig",
+    "from_pretrained",
+    "create_model",
+    "list_models",
+    "register",
 ]

@@ -13,6 +13,7 @@ The model computes features; the losses are in :mod:`vlkit.losses` and their com
 :mod:`vlkit.tasks.albef`. ALBEF has no transformers checkpoint format: its checkpoints are vlkit
 folders (``save_pretrained``), momentum copy and queues included so that training can resume.
 """
+
 from __future__ import annotations
 
 import copy
@@ -30,8 +31,6 @@ from .base import Model
 from .bert import BertEmbeddings, BertTextFields, MLMHead, init_weights
 from .registry import register, register_family
 from .vit import ViT, ViTConfig
-
-
 
 # ALBEF's image encoder: a timm-style ViT-B/16 (LayerNorm eps 1e-6) at 256 px, images squashed bicubically.
 albef_vision_config = partial(
@@ -51,8 +50,10 @@ class ALBEFTextConfig(BertTextFields):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.text_layers < 1 or self.fusion_layers < 1:
-            raise ValueError(f"ALBEF needs at least one text and one fusion layer, got "
-                             f"text_layers={self.text_layers}, fusion_layers={self.fusion_layers}")
+            raise ValueError(
+                f"ALBEF needs at least one text and one fusion layer, got "
+                f"text_layers={self.text_layers}, fusion_layers={self.fusion_layers}"
+            )
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,10 @@ class ALBEFConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.vision, ViTConfig) or not isinstance(self.text, ALBEFTextConfig):
-            raise TypeError(f"ALBEFConfig takes vision: ViTConfig and text: ALBEFTextConfig, got "
-                            f"{type(self.vision).__name__} and {type(self.text).__name__}")
+            raise TypeError(
+                f"ALBEFConfig takes vision: ViTConfig and text: ALBEFTextConfig, got "
+                f"{type(self.vision).__name__} and {type(self.text).__name__}"
+            )
         if self.max_logit_scale < 2.0:
             raise ValueError(f"max_logit_scale must be >= 2 (temperature <= 0.5), got {self.max_logit_scale}")
         if not 0.0 <= self.momentum < 1.0:
@@ -100,12 +103,22 @@ class ALBEFEncoders(nn.Module):
         )
         depth = t.text_layers + t.fusion_layers
         self.text_encoder = Transformer(
-            t.hidden_size, depth, t.num_heads, t.intermediate_size,
-            cross_attention_layers=range(t.text_layers, depth), context_dim=v.width,
-            norm_first=False, act=t.act, norm_eps=t.norm_eps, drop=t.dropout, attn_drop=t.attn_dropout,
+            t.hidden_size,
+            depth,
+            t.num_heads,
+            t.intermediate_size,
+            cross_attention_layers=range(t.text_layers, depth),
+            context_dim=v.width,
+            norm_first=False,
+            act=t.act,
+            norm_eps=t.norm_eps,
+            drop=t.dropout,
+            attn_drop=t.attn_dropout,
         )
         self.text_proj = nn.Linear(t.hidden_size, config.embed_dim)
-        self.mlm_head = MLMHead(t.hidden_size, t.vocab_size, act=t.act, norm_eps=t.norm_eps) if config.mlm_head else None
+        self.mlm_head = (
+            MLMHead(t.hidden_size, t.vocab_size, act=t.act, norm_eps=t.norm_eps) if config.mlm_head else None
+        )
         for name, module in self.named_children():
             if name != "visual" or config.init_std != 0.02:  # the ViT initialises itself with 0.02
                 module.apply(lambda m: init_weights(m, std=config.init_std))
@@ -140,7 +153,7 @@ class ALBEFEncoders(nn.Module):
         mask = None if attention_mask is None else build_attention_mask(attention_mask, T, T)
         context_mask = None if image_mask is None else build_attention_mask(image_mask, T, S)
         x = text_hidden
-        for block in self.text_encoder.blocks[self.num_text_layers:]:
+        for block in self.text_encoder.blocks[self.num_text_layers :]:
             x = block(x, attn_mask=mask, context=image_embeds, context_mask=context_mask)
         return x
 
@@ -220,7 +233,10 @@ class ALBEF(Model[ALBEFConfig]):
         return F.normalize(f, dim=-1) if normalize else f
 
     def encode_text(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, normalize: bool = False,
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        normalize: bool = False,
         momentum: bool = False,
     ) -> torch.Tensor:
         """(B, T) ids -> ITC text feature (B, D), the projected text-only [CLS] state."""
@@ -239,14 +255,16 @@ class ALBEF(Model[ALBEFConfig]):
         """Image-text matching logits of B pairs (B, 2): (not matched, matched), the signature
         every fusion model shares (BLIP, ALBEF)."""
         if pixel_values.shape[0] != input_ids.shape[0]:
-            raise ValueError(f"itm_logits scores pairs: got {pixel_values.shape[0]} images and "
-                             f"{input_ids.shape[0]} texts")
+            raise ValueError(
+                f"itm_logits scores pairs: got {pixel_values.shape[0]} images and {input_ids.shape[0]} texts"
+            )
         e = self.encoders
         text_hidden = e.text_embeds(input_ids, attention_mask)  # (B, T, H)
         return self.match_logits(e.fuse(text_hidden, attention_mask, e.image_embeds(pixel_values)))
 
-    def match(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
-              attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def match(
+        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Probability (B,) that image i and text i match."""
         return self.itm_logits(pixel_values, input_ids, attention_mask).softmax(-1)[:, 1]
 
@@ -306,7 +324,9 @@ class ALBEF(Model[ALBEFConfig]):
         torch._foreach_lerp_(target, source, 1.0 - m)  # p_m + (1 - m) (p - p_m)
 
     @torch.no_grad()
-    def enqueue(self, image_features: torch.Tensor, text_features: torch.Tensor, ids: torch.Tensor | None = None) -> None:
+    def enqueue(
+        self, image_features: torch.Tensor, text_features: torch.Tensor, ids: torch.Tensor | None = None
+    ) -> None:
         """Write a batch of momentum features (B, D) (gathered over all ranks, so that every rank
         keeps the same queues) at the queue pointer, wrapping around; the oldest entries go.
         ``ids`` (B,) are the image ids the features belong to (-100 when not given)."""
@@ -342,7 +362,17 @@ def albef_tiny() -> ALBEFConfig:
     from scratch within a few dozen steps."""
     return ALBEFConfig(
         vision=albef_vision_config(image_size=32, patch_size=8, width=32, depth=2, num_heads=2, mlp_dim=64),
-        text=ALBEFTextConfig(hidden_size=32, text_layers=1, fusion_layers=1, num_heads=2, intermediate_size=64,
-                             max_positions=64, dropout=0.0, attn_dropout=0.0),
-        embed_dim=32, queue_size=256, init_std=0.1,
+        text=ALBEFTextConfig(
+            hidden_size=32,
+            text_layers=1,
+            fusion_layers=1,
+            num_heads=2,
+            intermediate_size=64,
+            max_positions=64,
+            dropout=0.0,
+            attn_dropout=0.0,
+        ),
+        embed_dim=32,
+        queue_size=256,
+        init_std=0.1,
     )

@@ -1,4 +1,5 @@
 """What every vlkit model shares: its config, saving and weight loading with clear errors."""
+
 from __future__ import annotations
 
 import json

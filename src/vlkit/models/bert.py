@@ -1,4 +1,5 @@
 """BERT: token + segment + position embeddings, a post-norm encoder, pooler, MLM and NSP heads."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,7 +52,9 @@ class BertConfig(BertTextFields):
 class BertEmbeddings(nn.Module):
     """Sum of token, segment and learned position embeddings, then LayerNorm and dropout."""
 
-    def __init__(self, vocab_size: int, type_vocab_size: int, max_positions: int, dim: int, *, norm_eps: float, dropout: float):
+    def __init__(
+        self, vocab_size: int, type_vocab_size: int, max_positions: int, dim: int, *, norm_eps: float, dropout: float
+    ):
         super().__init__()
         self.tokens = TokenEmbedding(vocab_size, dim)
         self.segments = TokenEmbedding(type_vocab_size, dim) if type_vocab_size else None
@@ -59,7 +62,9 @@ class BertEmbeddings(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=norm_eps)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None, offset: int = 0) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None, offset: int = 0
+    ) -> torch.Tensor:
         B, T = input_ids.shape
         x = self.tokens(input_ids) + self.positions(T, offset)  # (B, T, C)
         if self.segments is not None:
@@ -93,8 +98,15 @@ class BertModel(Model[BertConfig]):
             c.vocab_size, c.type_vocab_size, c.max_positions, c.hidden_size, norm_eps=c.norm_eps, dropout=c.dropout
         )
         self.encoder = Transformer(
-            c.hidden_size, c.num_layers, c.num_heads, c.intermediate_size,
-            norm_first=False, act=c.act, norm_eps=c.norm_eps, drop=c.dropout, attn_drop=c.attn_dropout,
+            c.hidden_size,
+            c.num_layers,
+            c.num_heads,
+            c.intermediate_size,
+            norm_first=False,
+            act=c.act,
+            norm_eps=c.norm_eps,
+            drop=c.dropout,
+            attn_drop=c.attn_dropout,
         )
         self.pooler = nn.Linear(c.hidden_size, c.hidden_size) if c.pooler else None
         self.mlm_head = MLMHead(c.hidden_size, c.vocab_size, act=c.act, norm_eps=c.norm_eps) if c.mlm_head else None
@@ -161,5 +173,13 @@ def bert_large() -> BertConfig:
 
 @register("bert-tiny")
 def bert_tiny() -> BertConfig:
-    return BertConfig(vocab_size=1000, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
-                      max_positions=128, mlm_head=True, nsp_head=True)
+    return BertConfig(
+        vocab_size=1000,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=64,
+        max_positions=128,
+        mlm_head=True,
+        nsp_head=True,
+    )

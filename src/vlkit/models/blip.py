@@ -17,6 +17,7 @@ As in BLIP's pre-training, ``share_encoder_decoder=True`` makes encoder and deco
 weight except the self-attention sub-layers. HF checkpoints store ``text_encoder`` and
 ``text_decoder`` apart, so loaded models have two unshared towers.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -36,7 +37,6 @@ from .generation import CachedStep, generate_tokens
 from .generation_config import GenerationConfig, resolve_generation_config
 from .registry import register, register_family
 from .vit import ViT, ViTConfig
-
 
 # BLIP's image encoder: ViT-B/16 at 384 px unless overridden: patch bias, no pre-norm, final
 # LayerNorm over all tokens; images squashed bicubically, CLIP mean/std.
@@ -99,7 +99,9 @@ class BlipConfig:
         if self.decoder_context == "question" and not self.text_encoder:
             raise ValueError("decoder_context='question' reads the text encoder: set text_encoder=True")
         if self.decoder_context == "question" and self.share_encoder_decoder:
-            raise ValueError("share_encoder_decoder shares the cross-attention to the image: use decoder_context='image'")
+            raise ValueError(
+                "share_encoder_decoder shares the cross-attention to the image: use decoder_context='image'"
+            )
 
 
 class BlipTextTransformer(nn.Module):
@@ -112,8 +114,16 @@ class BlipTextTransformer(nn.Module):
             c.vocab_size, 0, c.max_positions, c.hidden_size, norm_eps=c.norm_eps, dropout=c.dropout
         )
         self.transformer = Transformer(
-            c.hidden_size, c.num_layers, c.num_heads, c.intermediate_size, cross_attention_layers=True,
-            norm_first=False, context_dim=context_dim, act=c.act, norm_eps=c.norm_eps, drop=c.dropout,
+            c.hidden_size,
+            c.num_layers,
+            c.num_heads,
+            c.intermediate_size,
+            cross_attention_layers=True,
+            norm_first=False,
+            context_dim=context_dim,
+            act=c.act,
+            norm_eps=c.norm_eps,
+            drop=c.dropout,
             attn_drop=c.attn_dropout,
         )
 
@@ -148,7 +158,9 @@ class BlipTextTransformer(nn.Module):
         cmask = None
         if context is not None and context_mask is not None:
             cmask = build_attention_mask(context_mask, T, context.shape[1])  # (B, 1, 1, S)
-        return self.transformer(x, attn_mask=mask, is_causal=is_causal, context=context, context_mask=cmask, cache=cache)
+        return self.transformer(
+            x, attn_mask=mask, is_causal=is_causal, context=context, context_mask=cmask, cache=cache
+        )
 
 
 @register_family
@@ -182,7 +194,14 @@ class Blip(Model[BlipConfig]):
             self.temp = nn.Parameter(torch.tensor(float(c.init_temperature)))
         else:
             self.vision_proj = self.text_proj = self.itm_head = self.temp = None
-        for part in (self.text_encoder, self.text_decoder, self.lm_head, self.vision_proj, self.text_proj, self.itm_head):
+        for part in (
+            self.text_encoder,
+            self.text_decoder,
+            self.lm_head,
+            self.vision_proj,
+            self.text_proj,
+            self.itm_head,
+        ):
             if part is not None:
                 part.apply(init_weights)
         enc, dec = self.text_encoder, self.text_decoder
@@ -197,8 +216,10 @@ class Blip(Model[BlipConfig]):
     def _require(self, part: str) -> Any:  # the part (typed by its annotation above), never None
         module = getattr(self, part)
         if module is None:
-            raise ValueError(f"this BLIP has no {part} (config: text_encoder={self.config.text_encoder}, "
-                             f"text_decoder={self.config.text_decoder}, retrieval_heads={self.config.retrieval_heads})")
+            raise ValueError(
+                f"this BLIP has no {part} (config: text_encoder={self.config.text_encoder}, "
+                f"text_decoder={self.config.text_decoder}, retrieval_heads={self.config.retrieval_heads})"
+            )
         return module
 
     def _require_vqa(self) -> None:
@@ -233,8 +254,9 @@ class Blip(Model[BlipConfig]):
         context_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Mode 4, image-grounded causal decoder: ids (B, T), context (B, S, Cc) -> (B, T, H)."""
-        return self._require("text_decoder")(input_ids, attention_mask, context=context, context_mask=context_mask,
-                                             causal=True)
+        return self._require("text_decoder")(
+            input_ids, attention_mask, context=context, context_mask=context_mask, causal=True
+        )
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Decoder states (..., H) -> next-token logits (..., V); the head is tied to the decoder's
@@ -295,8 +317,9 @@ class Blip(Model[BlipConfig]):
         """Image-text matching logits of B pairs (B, 2): (not matched, matched). The ids are used
         as given (transformers does not swap [CLS] for [ENC]; BLIP's own code does)."""
         if pixel_values.shape[0] != input_ids.shape[0]:
-            raise ValueError(f"itm_logits scores pairs: got {pixel_values.shape[0]} images and "
-                             f"{input_ids.shape[0]} texts")
+            raise ValueError(
+                f"itm_logits scores pairs: got {pixel_values.shape[0]} images and {input_ids.shape[0]} texts"
+            )
         return self.match_logits(self.fused_hidden(input_ids, attention_mask, self.image_embeds(pixel_values)))
 
     def forward(
@@ -321,33 +344,58 @@ class Blip(Model[BlipConfig]):
                 out["lm_logits"] = self.decoder_logits(decoder_input_ids, decoder_attention_mask, image)
             else:  # VQA: input_ids is the question, decoder_input_ids the answer
                 question = self.fused_hidden(input_ids, attention_mask, image)
-                out["lm_logits"] = self.decoder_logits(decoder_input_ids, decoder_attention_mask, question, attention_mask)
+                out["lm_logits"] = self.decoder_logits(
+                    decoder_input_ids, decoder_attention_mask, question, attention_mask
+                )
         return out
 
     # --- inference --------------------------------------------------------------------------
-    def _next_logits(self, new_ids: torch.Tensor, *, attention_mask: torch.Tensor | None,
-                     position_ids: torch.Tensor | None, cache: KVCache, context: torch.Tensor,
-                     context_mask: torch.Tensor | None) -> torch.Tensor:
+    def _next_logits(
+        self,
+        new_ids: torch.Tensor,
+        *,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        cache: KVCache,
+        context: torch.Tensor,
+        context_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
         """The decoding step: new ids (N, t) on the decoder's cache -> logits of the last position
         (N, V). Cross-attention K/V over ``context`` are computed at the first step, then read
         from the cache (which reorders them with the beams)."""
-        hidden = self._require("text_decoder")(new_ids, attention_mask, context=context, context_mask=context_mask, causal=True,
-                                   cache=cache, position_ids=position_ids)  # (N, t, H)
+        hidden = self._require("text_decoder")(
+            new_ids,
+            attention_mask,
+            context=context,
+            context_mask=context_mask,
+            causal=True,
+            cache=cache,
+            position_ids=position_ids,
+        )  # (N, t, H)
         return self.lm_logits(hidden[:, -1])  # (N, V)
 
-    def _decode(self, ids: torch.Tensor, mask: torch.Tensor | None, context: torch.Tensor,
-                config: GenerationConfig, generator: torch.Generator | None) -> torch.Tensor:
+    def _decode(
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor | None,
+        context: torch.Tensor,
+        config: GenerationConfig,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
         """Decode after ``ids`` (B, T) ([DEC] and any prompt), cross-attending to ``context`` (B, S, Cc)."""
         t = self.config.text
-        step = CachedStep(self._next_logits, KVCache(t.num_layers), attention_mask=mask, context=context,
-                          context_mask=None)
+        step = CachedStep(
+            self._next_logits, KVCache(t.num_layers), attention_mask=mask, context=context, context_mask=None
+        )
         return generate_tokens(step, ids, config, generator=generator, max_positions=t.max_positions)
 
-    def _generation_config(self, generation_config: GenerationConfig | None, overrides: dict,
-                           default: GenerationConfig) -> GenerationConfig:
+    def _generation_config(
+        self, generation_config: GenerationConfig | None, overrides: dict, default: GenerationConfig
+    ) -> GenerationConfig:
         t = self.config.text  # captions and answers end with [SEP] and are padded with [PAD]
-        return resolve_generation_config(generation_config, overrides, default=default,
-                                         eos_token_id=t.sep_token_id, pad_token_id=t.pad_token_id)
+        return resolve_generation_config(
+            generation_config, overrides, default=default, eos_token_id=t.sep_token_id, pad_token_id=t.pad_token_id
+        )
 
     @torch.no_grad()
     def generate(
@@ -379,15 +427,17 @@ class Blip(Model[BlipConfig]):
             ids, mask = self._caption_prompt(image.shape[0], input_ids, attention_mask, image.device)
             return self._decode(ids, mask, image, config, generator)
 
-    def _caption_prompt(self, B: int, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
-                        device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _caption_prompt(
+        self, B: int, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The decoder's first ids (B, T) and mask: [DEC] alone, or [DEC] and the prompt's words."""
         t = self.config.text
         if input_ids is None:
             return torch.full((B, 1), t.bos_token_id, dtype=torch.long, device=device), None
         if input_ids.dim() != 2 or input_ids.shape[1] < 2 or input_ids.shape[0] not in (1, B):
-            raise ValueError(f"prompt input_ids must be (1 or {B}, T >= 2) ([CLS] ... [SEP]), "
-                             f"got {tuple(input_ids.shape)}")
+            raise ValueError(
+                f"prompt input_ids must be (1 or {B}, T >= 2) ([CLS] ... [SEP]), got {tuple(input_ids.shape)}"
+            )
         ids = input_ids.expand(B, -1).clone()
         if attention_mask is None:
             ids[:, 0] = t.bos_token_id
@@ -416,8 +466,9 @@ class Blip(Model[BlipConfig]):
         self._require_vqa()
         with eval_mode(self):
             question = self.fused_hidden(question_ids, question_mask, self.image_embeds(pixel_values))  # (B, T, H)
-            ids = torch.full((question.shape[0], 1), self.config.text.bos_token_id, dtype=torch.long,
-                             device=question.device)
+            ids = torch.full(
+                (question.shape[0], 1), self.config.text.bos_token_id, dtype=torch.long, device=question.device
+            )
             return self._decode(ids, None, question, config, generator)
 
     @torch.no_grad()
@@ -439,8 +490,10 @@ class Blip(Model[BlipConfig]):
         self._require_vqa()
         t = self.config.text
         if answer_ids.dim() != 2 or answer_ids.shape[1] < 2 or answer_mask.shape != answer_ids.shape:
-            raise ValueError(f"answer_ids and answer_mask must both be (A, L >= 2), got "
-                             f"{tuple(answer_ids.shape)} and {tuple(answer_mask.shape)}")
+            raise ValueError(
+                f"answer_ids and answer_mask must both be (A, L >= 2), got "
+                f"{tuple(answer_ids.shape)} and {tuple(answer_mask.shape)}"
+            )
         question = self.fused_hidden(question_ids, question_mask, self.image_embeds(pixel_values))  # (B, T, H)
         B, A = question.shape[0], answer_ids.shape[0]
         k = min(k, A)
@@ -485,8 +538,9 @@ def itm_rerank(
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     with eval_mode(model):
-        image = torch.cat([model.image_embeds(pixel_values[i : i + batch_size])
-                           for i in range(0, n_img, batch_size)])  # (N_img, 1 + N, Cv)
+        image = torch.cat(
+            [model.image_embeds(pixel_values[i : i + batch_size]) for i in range(0, n_img, batch_size)]
+        )  # (N_img, 1 + N, Cv)
         sims = sims.to(image.device, torch.float32)
 
         def scores(img_idx: torch.Tensor, txt_idx: torch.Tensor) -> torch.Tensor:  # pairs (P,) -> (P,)

@@ -7,6 +7,7 @@ reads token + learned position embeddings through a causal pre-norm encoder and 
 end-of-text token. A learnable ``logit_scale`` (log of the inverse temperature) scales the
 cosine similarities in the contrastive loss.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,13 +25,19 @@ from .base import Model
 from .registry import register, register_family
 from .vit import ViT, ViTConfig
 
-
-
 # CLIP's image tower (OpenAI's ViT-B/32 unless overridden): ln_pre, no patch bias, QuickGELU;
 # the short side resized bicubically, then a center crop.
 clip_vision_config = partial(
-    ViTConfig, patch_size=32, act="quick_gelu", norm_eps=1e-5, patch_bias=False, pre_norm=True,
-    image_mean=CLIP_MEAN, image_std=CLIP_STD, resize_mode="shortest", interpolation="bicubic",
+    ViTConfig,
+    patch_size=32,
+    act="quick_gelu",
+    norm_eps=1e-5,
+    patch_bias=False,
+    pre_norm=True,
+    image_mean=CLIP_MEAN,
+    image_std=CLIP_STD,
+    resize_mode="shortest",
+    interpolation="bicubic",
 )
 
 
@@ -82,7 +89,14 @@ class CLIPTextTransformer(nn.Module):
         self.pos_embed = LearnedPositionEmbedding(c.context_length, c.width)
         self.drop = nn.Dropout(c.dropout)
         self.encoder = Transformer(
-            c.width, c.depth, c.num_heads, c.mlp_dim, norm_first=True, act=c.act, norm_eps=c.norm_eps, drop=c.dropout,
+            c.width,
+            c.depth,
+            c.num_heads,
+            c.mlp_dim,
+            norm_first=True,
+            act=c.act,
+            norm_eps=c.norm_eps,
+            drop=c.dropout,
         )
         self.norm = nn.LayerNorm(c.width, eps=c.norm_eps)
 

@@ -13,6 +13,7 @@ is that step for every vlkit decoder (GPT, BLIP's text decoder): the model suppl
 transformers' ``generate`` (same logits processing order, same beam bookkeeping), so equal
 models give equal tokens.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -40,8 +41,14 @@ class CachedStep:
     beams, e.g. ``context=image_embeds, context_mask=None``.
     """
 
-    def __init__(self, forward: Callable[..., torch.Tensor], cache: KVCache, *,
-                 attention_mask: torch.Tensor | None = None, **rows: torch.Tensor | None):
+    def __init__(
+        self,
+        forward: Callable[..., torch.Tensor],
+        cache: KVCache,
+        *,
+        attention_mask: torch.Tensor | None = None,
+        **rows: torch.Tensor | None,
+    ):
         self.forward, self.cache = forward, cache
         self.attention_mask = attention_mask
         self.rows = rows
@@ -54,8 +61,9 @@ class CachedStep:
                 ones = self.attention_mask.new_ones(new_ids.shape[0], new_ids.shape[1])
                 self.attention_mask = torch.cat([self.attention_mask, ones], dim=1)  # (N, past + t)
             position_ids = (self.attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]  # (N, t)
-        return self.forward(new_ids, attention_mask=self.attention_mask, position_ids=position_ids,
-                            cache=self.cache, **self.rows)  # (N, V)
+        return self.forward(
+            new_ids, attention_mask=self.attention_mask, position_ids=position_ids, cache=self.cache, **self.rows
+        )  # (N, V)
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep rows ``index`` (N',) of the cache, the mask and the row tensors; before the first
@@ -70,8 +78,9 @@ def _special_tokens(config: GenerationConfig) -> tuple[int | None, int | None]:
     """(eos, pad) of a config whose special tokens are ids or None."""
     eos, pad = config.eos_token_id, config.pad_token_id
     if isinstance(eos, str) or isinstance(pad, str):
-        raise ValueError(f"decoding needs the model's eos/pad ids, got {eos!r}/{pad!r}: "
-                         "call config.with_model_tokens(eos, pad)")
+        raise ValueError(
+            f"decoding needs the model's eos/pad ids, got {eos!r}/{pad!r}: call config.with_model_tokens(eos, pad)"
+        )
     return eos, pad
 
 
@@ -123,8 +132,10 @@ def generate_tokens(
     if input_ids.dim() != 2 or input_ids.shape[1] == 0:
         raise ValueError(f"input_ids must be a non-empty (B, T) tensor, got shape {tuple(input_ids.shape)}")
     if max_positions is not None and input_ids.shape[1] + config.max_new_tokens > max_positions:
-        raise ValueError(f"{input_ids.shape[1]} prompt + {config.max_new_tokens} new tokens exceed the "
-                         f"{max_positions} positions of the model")
+        raise ValueError(
+            f"{input_ids.shape[1]} prompt + {config.max_new_tokens} new tokens exceed the "
+            f"{max_positions} positions of the model"
+        )
     if config.num_beams == 1:
         return decode(step, input_ids, config, generator=generator)
     B, nb = input_ids.shape[0], config.num_beams

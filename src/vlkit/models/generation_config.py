@@ -13,6 +13,7 @@ Two defaults differ from transformers': ``top_k=0`` (no top-k filter; transforme
 model's own end and padding tokens (GPT's ``eos_token_id``, BLIP's [SEP] and [PAD]). ``None``
 means none: ``eos_token_id=None`` never stops early.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -93,8 +94,10 @@ class GenerationConfig:
         if self.repetition_penalty <= 0:
             raise ValueError(f"repetition_penalty must be > 0 (1: none), got {self.repetition_penalty}")
         if self.do_sample and self.num_beams > 1:
-            raise ValueError(f"do_sample=True with num_beams={self.num_beams}: beam search does not sample; "
-                             "use num_beams=1 to sample")
+            raise ValueError(
+                f"do_sample=True with num_beams={self.num_beams}: beam search does not sample; "
+                "use num_beams=1 to sample"
+            )
 
     def replace(self, **overrides) -> GenerationConfig:
         """A copy with some options changed (validated again); an unknown name is a TypeError."""

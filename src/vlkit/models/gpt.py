@@ -1,5 +1,6 @@
 """GPT: token + learned position embeddings, a pre-norm causal decoder, LM head tied to the
 token embedding; generation on a KV cache."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -48,8 +49,15 @@ class GPT(Model[GPTConfig]):
         self.positions = LearnedPositionEmbedding(c.max_positions, c.hidden_size)
         self.drop = nn.Dropout(c.dropout)
         self.decoder = Transformer(
-            c.hidden_size, c.num_layers, c.num_heads, c.intermediate_size,
-            norm_first=True, act=c.act, norm_eps=c.norm_eps, drop=c.dropout, attn_drop=c.dropout,
+            c.hidden_size,
+            c.num_layers,
+            c.num_heads,
+            c.intermediate_size,
+            norm_first=True,
+            act=c.act,
+            norm_eps=c.norm_eps,
+            drop=c.dropout,
+            attn_drop=c.dropout,
         )
         self.norm = nn.LayerNorm(c.hidden_size, eps=c.norm_eps)
         self.apply(init_weights)
@@ -84,8 +92,14 @@ class GPT(Model[GPTConfig]):
         """input_ids (B, T) -> next-token logits (B, T, V)."""
         return self.logits(self.hidden_states(input_ids, attention_mask))
 
-    def _next_logits(self, new_ids: torch.Tensor, *, attention_mask: torch.Tensor | None,
-                     position_ids: torch.Tensor | None, cache: KVCache) -> torch.Tensor:
+    def _next_logits(
+        self,
+        new_ids: torch.Tensor,
+        *,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        cache: KVCache,
+    ) -> torch.Tensor:
         """The decoding step: new ids (N, t) on the cache -> logits of the last position (N, V)."""
         hidden = self.hidden_states(new_ids, attention_mask=attention_mask, cache=cache, position_ids=position_ids)
         return self.logits(hidden[:, -1])
@@ -110,12 +124,18 @@ class GPT(Model[GPTConfig]):
         """
         if max_new_tokens is not None:
             overrides["max_new_tokens"] = max_new_tokens
-        config = resolve_generation_config(generation_config, overrides, default=GenerationConfig(),
-                                           eos_token_id=self.config.eos_token_id, pad_token_id=None)
+        config = resolve_generation_config(
+            generation_config,
+            overrides,
+            default=GenerationConfig(),
+            eos_token_id=self.config.eos_token_id,
+            pad_token_id=None,
+        )
         with eval_mode(self):
             step = CachedStep(self._next_logits, KVCache(self.config.num_layers), attention_mask=attention_mask)
-            return generate_tokens(step, input_ids, config, generator=generator,
-                                   max_positions=self.config.max_positions)
+            return generate_tokens(
+                step, input_ids, config, generator=generator, max_positions=self.config.max_positions
+            )
 
 
 @register("gpt2")
@@ -130,5 +150,13 @@ def gpt2_medium() -> GPTConfig:
 
 @register("gpt-tiny")
 def gpt_tiny() -> GPTConfig:
-    return GPTConfig(vocab_size=1000, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=128,
-                     max_positions=128, bos_token_id=0, eos_token_id=0)
+    return GPTConfig(
+        vocab_size=1000,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=128,
+        max_positions=128,
+        bos_token_id=0,
+        eos_token_id=0,
+    )

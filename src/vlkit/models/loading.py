@@ -4,6 +4,7 @@ Every fault of a checkpoint a user can meet (a truncated weights file, a pickle 
 a config.json of another shape) raises a :class:`CheckpointError` that names the file and what
 was expected.
 """
+
 from __future__ import annotations
 
 import json
@@ -105,9 +106,13 @@ def _resolve(source: str | os.PathLike) -> Path:
         except ImportError as e:  # pragma: no cover - huggingface_hub is a dependency
             raise FileNotFoundError(f"{source!r} is not a folder and huggingface_hub is not installed") from e
         try:
-            return Path(snapshot_download(text, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.txt", "*.model"]))
+            return Path(
+                snapshot_download(text, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.txt", "*.model"])
+            )
         except Exception as e:
-            raise FileNotFoundError(f"{source!r} is not a local folder and could not be downloaded from the hub: {e}") from e
+            raise FileNotFoundError(
+                f"{source!r} is not a local folder and could not be downloaded from the hub: {e}"
+            ) from e
     raise FileNotFoundError(f"checkpoint folder {source!r} does not exist")
 
 
@@ -148,8 +153,10 @@ def _read_vlkit(folder: Path, cfg: dict) -> tuple[str, dict, dict]:
     path = folder / CONFIG_FILE
     model_type, fields = cfg["vlkit_model_type"], cfg.get("config")
     if not isinstance(fields, dict):
-        raise CheckpointError(f"{path}: a vlkit config.json holds 'vlkit_model_type' and 'config' (an object of the "
-                              f"model's fields); 'config' is {'missing' if fields is None else repr(fields)}")
+        raise CheckpointError(
+            f"{path}: a vlkit config.json holds 'vlkit_model_type' and 'config' (an object of the "
+            f"model's fields); 'config' is {'missing' if fields is None else repr(fields)}"
+        )
     return model_type, fields, read_weights(folder)
 
 

@@ -3,12 +3,14 @@
 A family is a model class with a frozen config dataclass and a ``model_type`` string; a preset is
 a named function returning a config (``@register("bert-base")``). Dispatch is by exact key only.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import types
 import typing
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 FAMILIES: dict[str, Any] = {}  # model_type -> model class (a vlkit.models.base.Model subclass)
 PRESETS: dict[str, Callable[[], Any]] = {}  # preset name -> config factory
@@ -102,8 +104,9 @@ def config_from_dict(config_cls: type, data: dict) -> Any:
         sub = hints.get(key)
         if isinstance(sub, type) and dataclasses.is_dataclass(sub) and not dataclasses.is_dataclass(value):
             if not isinstance(value, dict):
-                raise ValueError(f"{config_cls.__name__}.{key} must be a mapping of {sub.__name__} fields, "
-                                 f"got {value!r}")
+                raise ValueError(
+                    f"{config_cls.__name__}.{key} must be a mapping of {sub.__name__} fields, got {value!r}"
+                )
             value = config_from_dict(sub, value)
         else:
             value = _checked(config_cls, key, value, sub)

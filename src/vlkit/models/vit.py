@@ -3,6 +3,7 @@
 The same tower is CLIP's and BLIP's image encoder: ``pre_norm`` adds CLIP's LayerNorm before the
 encoder, ``patch_bias=False`` drops the patch projection's bias as CLIP does.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -67,8 +68,15 @@ class ViT(Model[ViTConfig]):
         self.norm_pre = nn.LayerNorm(c.width, eps=c.norm_eps) if c.pre_norm else None
         self.drop = nn.Dropout(c.dropout)
         self.encoder = Transformer(
-            c.width, c.depth, c.num_heads, c.mlp_dim, norm_first=True, act=c.act, norm_eps=c.norm_eps,
-            qkv_bias=c.qkv_bias, drop=c.dropout,
+            c.width,
+            c.depth,
+            c.num_heads,
+            c.mlp_dim,
+            norm_first=True,
+            act=c.act,
+            norm_eps=c.norm_eps,
+            qkv_bias=c.qkv_bias,
+            drop=c.dropout,
         )
         self.norm = nn.LayerNorm(c.width, eps=c.norm_eps)
         self.pooler = nn.Linear(c.width, c.width) if c.pooler else None
@@ -82,7 +90,7 @@ class ViT(Model[ViTConfig]):
         x = self.patch_embed(pixel_values)  # (B, N, C)
         B, N, _ = x.shape
         pos: torch.Tensor = self.pos_embed
-        if N != self.config.num_patches:
+        if self.config.num_patches != N:
             p = self.config.patch_size
             pos = resize_position_embedding(pos, (pixel_values.shape[2] // p, pixel_values.shape[3] // p))
         x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1) + pos

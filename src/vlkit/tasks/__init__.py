@@ -6,6 +6,7 @@ models/ and losses/; building models, batches and evaluation is the training rec
 (:mod:`vlkit.train.recipes`). ``model`` may be wrapped in DistributedDataParallel: the first
 forward goes through the wrapper (that is what DDP hooks), later passes use the inner model.
 """
+
 from .albef import ALBEFTask, caption_ids
 from .blip import BLIPTask
 from .clip import CLIPTask

@@ -20,6 +20,7 @@ positives of each other in ITC and never sampled as ITM negatives.
 
 Unlike ALBEF's code, ``alpha`` is constant (ALBEF ramps it from 0 over the first epoch).
 """
+
 from __future__ import annotations
 
 import zlib
@@ -70,8 +71,9 @@ class ALBEFTask:
     def losses(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         albef = unwrap(model)
         pixels, ids, mask = batch["pixel_values"], batch["input_ids"], batch["attention_mask"]
-        mlm_ids, mlm_labels = mask_tokens(ids, albef.config.text.vocab_size, self.mask_token_id, self.special_ids,
-                                          self.mlm_probability)
+        mlm_ids, mlm_labels = mask_tokens(
+            ids, albef.config.text.vocab_size, self.mask_token_id, self.special_ids, self.mlm_probability
+        )
         mlm_labels = mlm_labels.masked_fill(mask == 0, IGNORE_INDEX)  # padding is never a target
         pair_ids = caption_ids(batch["captions"], ids.device) if self.same_caption_is_positive else None
 
@@ -83,16 +85,31 @@ class ALBEFTask:
                 albef.momentum_update()
             m = albef.momentum_features(pixels, ids, mask, mlm_ids)
             itc = itc_distillation_loss(
-                out["image_features"], out["text_features"], m["image_features"], m["text_features"], scale,
-                albef.image_queue, albef.text_queue, alpha=self.alpha, ids=pair_ids, queue_ids=albef.id_queue,
+                out["image_features"],
+                out["text_features"],
+                m["image_features"],
+                m["text_features"],
+                scale,
+                albef.image_queue,
+                albef.text_queue,
+                alpha=self.alpha,
+                ids=pair_ids,
+                queue_ids=albef.id_queue,
             )["itc_loss"]
         else:
             m = {}
             itc = clip_loss(out["image_features"], out["text_features"], scale)["contrastive_loss"]
 
         text_side = {"hidden": out["text_hidden"], "attention_mask": mask}
-        neg_images, neg_texts = hard_negatives(out["image_features"], out["text_features"], scale, out["image_embeds"],
-                                               text_side, ids=pair_ids, all_ranks=self.negatives_all_ranks)
+        neg_images, neg_texts = hard_negatives(
+            out["image_features"],
+            out["text_features"],
+            scale,
+            out["image_embeds"],
+            text_side,
+            ids=pair_ids,
+            all_ranks=self.negatives_all_ranks,
+        )
         images, texts = itm_pairs(out["image_embeds"], text_side, neg_images, neg_texts)  # 3B pairs
         fused = albef.encoders.fuse(texts["hidden"], texts["attention_mask"], images)  # (3B, T, H)
         itm = itm_loss(albef.match_logits(fused))
@@ -100,8 +117,11 @@ class ALBEFTask:
         mlm = mlm_loss(out["mlm_logits"], mlm_labels, m.get("mlm_logits"), self.alpha)
 
         if has_momentum and albef.training:
-            albef.enqueue(gather_features(m["image_features"]), gather_features(m["text_features"]),
-                          None if pair_ids is None else gather_features(pair_ids))
+            albef.enqueue(
+                gather_features(m["image_features"]),
+                gather_features(m["text_features"]),
+                None if pair_ids is None else gather_features(pair_ids),
+            )
         return {"itc_loss": itc, "itm_loss": itm, "mlm_loss": mlm}
 
     def log_values(self, model: nn.Module) -> dict[str, float]:

@@ -16,6 +16,7 @@ has parts for (retrieval heads: ITC and ITM; a decoder: LM):
 BLIP's own pre-training adds momentum encoders with queues to ITC; this task uses in-batch
 (all-rank) negatives instead, as BLIP's models in transformers have no momentum copy.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -69,8 +70,13 @@ class BLIPTask:
         (default: ``model`` unwrapped; a container whose forward is its BLIP's passes that one)."""
         blip = unwrap(model) if blip is None else blip
         dec_ids, dec_mask = self.decoder_inputs(blip, batch) if blip.config.text_decoder else (None, None)
-        return model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"],
-                     decoder_input_ids=dec_ids, decoder_attention_mask=dec_mask)
+        return model(
+            batch["pixel_values"],
+            batch["input_ids"],
+            batch["attention_mask"],
+            decoder_input_ids=dec_ids,
+            decoder_attention_mask=dec_mask,
+        )
 
     def losses_from(
         self, blip: nn.Module, batch: dict[str, Any], out: dict[str, torch.Tensor]
@@ -89,8 +95,16 @@ class BLIPTask:
             text_side = {"input_ids": enc_ids, "attention_mask": mask}
             pads = {"input_ids": c.text.pad_token_id, "attention_mask": 0}
             pair_ids = caption_ids(batch["captions"], ids.device) if self.same_caption_is_positive else None
-            neg_images, neg_texts = hard_negatives(image_f, text_f, scale, out["image_embeds"], text_side, pads,
-                                                   ids=pair_ids, all_ranks=self.negatives_all_ranks)
+            neg_images, neg_texts = hard_negatives(
+                image_f,
+                text_f,
+                scale,
+                out["image_embeds"],
+                text_side,
+                pads,
+                ids=pair_ids,
+                all_ranks=self.negatives_all_ranks,
+            )
             images, texts = itm_pairs(out["image_embeds"], text_side, neg_images, neg_texts, pads)  # 3B pairs
             fused = blip.fused_hidden(texts["input_ids"], texts["attention_mask"], images)  # (3B, T, H)
             losses["itm_loss"] = itm_loss(blip.match_logits(fused))

@@ -1,4 +1,5 @@
 """The CLIP task: a two-tower model trained with the symmetric image-text contrastive loss."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -14,6 +14,7 @@ a caption for the pre-training losses (:class:`BLIPVQATask`):
 The decoder's cross-attention sees only the real question tokens (the question mask), as in
 BLIP's training and :meth:`vlkit.models.Blip.rank_answers`; label smoothing 0.1 as in BLIP.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -31,8 +32,10 @@ VQA_KEYS = ("question_input_ids", "question_attention_mask", "answer_input_ids",
 def _check_vqa_model(model: nn.Module) -> None:
     c = getattr(model, "config", None)
     if c is None or getattr(c, "decoder_context", None) != "question" or not c.text_decoder:
-        raise ValueError("VQA needs a BLIP whose decoder reads the encoded question (decoder_context='question'); "
-                         f"got {type(model).__name__}")
+        raise ValueError(
+            "VQA needs a BLIP whose decoder reads the encoded question (decoder_context='question'); "
+            f"got {type(model).__name__}"
+        )
 
 
 class VQATask:
@@ -57,8 +60,13 @@ class VQATask:
         vqa = unwrap(model)
         _check_vqa_model(vqa)
         ids, mask = self.answer_inputs(vqa, batch)
-        out = model(batch["pixel_values"], batch["question_input_ids"], batch["question_attention_mask"],
-                    decoder_input_ids=ids, decoder_attention_mask=mask)  # through DDP
+        out = model(
+            batch["pixel_values"],
+            batch["question_input_ids"],
+            batch["question_attention_mask"],
+            decoder_input_ids=ids,
+            decoder_attention_mask=mask,
+        )  # through DDP
         return {"vqa_loss": lm_loss(out["lm_logits"], lm_labels(ids, mask), label_smoothing=self.label_smoothing)}
 
     def losses_from_image(
@@ -101,8 +109,9 @@ class BLIPVQATask:
         pair = unwrap(model)
         out = self.blip.forward(model, batch, pair.captioner)  # through DDP: the captioner's forward
         if pair.vqa.vision is not pair.captioner.vision:
-            raise ValueError("BLIPVQATask reuses the captioner's image tokens: "
-                             "the VQA model must share its vision encoder")
+            raise ValueError(
+                "BLIPVQATask reuses the captioner's image tokens: the VQA model must share its vision encoder"
+            )
         losses = self.blip.losses_from(pair.captioner, batch, out)
         vqa = self.vqa.losses_from_image(pair.vqa, batch, out["image_embeds"])["vqa_loss"]
         losses["vqa_loss"] = vqa * self.vqa_weight if self.vqa_weight != 1.0 else vqa

@@ -9,6 +9,7 @@ Each algorithm trains from a corpus (``BPETokenizer.train(texts, vocab_size)``, 
 folder (``tok.save(folder)``: vlkit's files plus an HF ``tokenizer.json``) and loads back with
 ``get_tokenizer(folder)``.
 """
+
 from .base import Tokenizer
 from .bpe import GPT2_PATTERN, BPETokenizer
 from .bpe_core import bytes_to_unicode

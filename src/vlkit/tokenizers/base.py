@@ -5,13 +5,15 @@ string) and ``self._token_to_id`` and implements ``_encode_piece(text) -> list[i
 of text that holds no special token, ``_decode_tokens(tokens) -> str`` and the save hooks.
 Everything else (``encode``, ``decode``, ``tokenize``, the batch call, ``save``/``load``) lives here.
 """
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import regex
@@ -22,7 +24,7 @@ CONFIG_FILE = "vlkit_tokenizer.json"
 FORMAT_VERSION = 1
 
 # algorithm name -> Tokenizer subclass; filled by ``register_algorithm``.
-ALGORITHMS: dict[str, type["Tokenizer"]] = {}
+ALGORITHMS: dict[str, type[Tokenizer]] = {}
 
 
 @contextmanager
@@ -294,7 +296,9 @@ class Tokenizer:
                 raise ValueError("padding='max_length' needs a context_length")
             if longest > length:
                 i = lengths.index(longest)
-                raise ValueError(f"text {i} has {longest} tokens, more than context_length {length}; pass truncation=True")
+                raise ValueError(
+                    f"text {i} has {longest} tokens, more than context_length {length}; pass truncation=True"
+                )
             width = length
         elif padding == "longest":
             width = longest
@@ -333,7 +337,7 @@ class Tokenizer:
         raise NotImplementedError
 
     @classmethod
-    def _from_folder(cls, folder: Path, config: dict) -> "Tokenizer":
+    def _from_folder(cls, folder: Path, config: dict) -> Tokenizer:
         raise NotImplementedError
 
     def save(self, folder: str | os.PathLike) -> Path:
@@ -357,7 +361,7 @@ class Tokenizer:
         return folder
 
     @staticmethod
-    def load(folder: str | os.PathLike) -> "Tokenizer":
+    def load(folder: str | os.PathLike) -> Tokenizer:
         """Load a folder written by ``save``."""
         folder = Path(folder)
         path = folder / CONFIG_FILE

@@ -7,6 +7,7 @@ characters (Cc, Cf, Co, Cn) but tab/newline/CR, map whitespace to a space, put s
 CJK ideographs, strip accents (NFD, drop Mn), lowercase character by character; then split on
 whitespace and isolate each punctuation character (ASCII punctuation or Unicode P*).
 """
+
 from __future__ import annotations
 
 import unicodedata

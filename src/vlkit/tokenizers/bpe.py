@@ -4,11 +4,12 @@ Text is split by GPT-2's pattern into pre-tokens; each pre-token's UTF-8 bytes a
 printable characters (``bytes_to_unicode``) and merged by rank. Every string encodes (there are
 no unknown bytes) and ``decode(encode(s)) == s``.
 """
+
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import regex
 
@@ -126,7 +127,7 @@ class BPETokenizer(Tokenizer):
         pattern: str = GPT2_PATTERN,
         lowercase: bool = False,
         progress: bool | Callable[[int], None] = False,
-    ) -> "BPETokenizer":
+    ) -> BPETokenizer:
         """Learn a byte-level BPE vocabulary of ``vocab_size`` tokens from ``texts``.
 
         Ids: the special tokens first, then the 256 byte symbols, then one token per merge (the
@@ -166,7 +167,11 @@ class BPETokenizer(Tokenizer):
             merges = train_merges(words, counts, num_merges, new_token, min_frequency, step)
         merge_strs = [(tokens[a], tokens[b]) for a, b, _ in merges]
         return cls(
-            tokens, merge_strs, special_tokens, extra_special_tokens=extra_special_tokens, pattern=pattern,
+            tokens,
+            merge_strs,
+            special_tokens,
+            extra_special_tokens=extra_special_tokens,
+            pattern=pattern,
             normalizer=normalizer,
         )
 
@@ -184,7 +189,7 @@ class BPETokenizer(Tokenizer):
         write_merges_txt(folder / "merges.txt", self.merges)
 
     @classmethod
-    def _from_folder(cls, folder: Path, config: dict) -> "BPETokenizer":
+    def _from_folder(cls, folder: Path, config: dict) -> BPETokenizer:
         tokens = read_vocab_json(folder / "vocab.json")
         merges = read_merges_txt(folder / "merges.txt")
         return cls(
@@ -201,13 +206,23 @@ class BPETokenizer(Tokenizer):
         from .hf import hf_document
 
         if self.pattern == GPT2_PATTERN:
-            pre = {"type": "ByteLevel", "add_prefix_space": self.add_prefix_space, "trim_offsets": True, "use_regex": True}
+            pre = {
+                "type": "ByteLevel",
+                "add_prefix_space": self.add_prefix_space,
+                "trim_offsets": True,
+                "use_regex": True,
+            }
         else:
             pre = {
                 "type": "Sequence",
                 "pretokenizers": [
                     {"type": "Split", "pattern": {"Regex": self.pattern}, "behavior": "Isolated", "invert": False},
-                    {"type": "ByteLevel", "add_prefix_space": self.add_prefix_space, "trim_offsets": True, "use_regex": False},
+                    {
+                        "type": "ByteLevel",
+                        "add_prefix_space": self.add_prefix_space,
+                        "trim_offsets": True,
+                        "use_regex": False,
+                    },
                 ],
             }
         model = {

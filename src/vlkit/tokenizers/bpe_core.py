@@ -6,14 +6,15 @@
 * ``train_merges``: learns merges from word counts; each step merges the most frequent adjacent
   pair, and only the words holding that pair are re-counted.
 """
+
 from __future__ import annotations
 
 import heapq
-from functools import lru_cache
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from functools import cache
 
 
-@lru_cache(maxsize=None)
+@cache
 def bytes_to_unicode() -> dict[int, str]:
     """Byte -> printable character: printable Latin-1 bytes map to themselves, the 68 others
     (control, space, soft hyphen, ...) to U+0100 onwards, in byte order (GPT-2's table)."""

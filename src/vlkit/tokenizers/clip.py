@@ -6,12 +6,13 @@ end-of-word ``</w>`` on the last symbol. A sequence is ``<start_of_text> ... <en
 padded with 0 to 77 tokens, truncated so that it still ends with the end token: the ids of
 ``open_clip.tokenize``.
 """
+
 from __future__ import annotations
 
 import gzip
 import unicodedata
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import regex
 
@@ -97,12 +98,14 @@ class CLIPTokenizer(Tokenizer):
         self._untranslate = {ord(c): chr(b) for b, c in byte_map.items()}
         # Special tokens are part of CLIP's word pattern, matched after cleaning (as in open_clip).
         specials = "|".join(regex.escape(t) for t in self.all_special_tokens)
-        self._findall = regex.compile((specials + "|" if specials else "") + CLIP_WORD_PATTERN, regex.IGNORECASE).findall
+        self._findall = regex.compile(
+            (specials + "|" if specials else "") + CLIP_WORD_PATTERN, regex.IGNORECASE
+        ).findall
         self._word_cache: dict[str, list[int]] = {t: [self._token_to_id[t]] for t in self.all_special_tokens}
         self._cache: dict[str, list[int]] = {}
 
     @classmethod
-    def from_bpe_file(cls, path: str | Path, **kwargs) -> "CLIPTokenizer":
+    def from_bpe_file(cls, path: str | Path, **kwargs) -> CLIPTokenizer:
         """CLIP's tokenizer from the original ``bpe_simple_vocab_16e6.txt.gz``."""
         tokens, merges = read_clip_bpe_file(path)
         return cls(tokens + ["<start_of_text>", "<end_of_text>"], merges, **kwargs)
@@ -162,7 +165,7 @@ class CLIPTokenizer(Tokenizer):
         write_merges_txt(folder / "merges.txt", self.merges)
 
     @classmethod
-    def _from_folder(cls, folder: Path, config: dict) -> "CLIPTokenizer":
+    def _from_folder(cls, folder: Path, config: dict) -> CLIPTokenizer:
         return cls(
             read_vocab_json(folder / "vocab.json"),
             read_merges_txt(folder / "merges.txt"),

@@ -9,6 +9,7 @@ fixer left out is mojibake repair (``fix_encoding``: guessing that text was deco
 codec and re-decoding it), a statistical heuristic that is a no-op on correctly decoded text.
 Plain printable ASCII without '&' skips all of it (the common case for captions).
 """
+
 from __future__ import annotations
 
 import html

@@ -6,6 +6,7 @@ WordPiece (BERT normalizer and pre-tokenizer) and WordLevel (as vlkit writes it)
 processors TemplateProcessing, BertProcessing, RobertaProcessing and ByteLevel. Anything else
 raises a ValueError naming the file and the component.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,7 +42,9 @@ def hf_document(tok: Tokenizer, model: dict, *, normalizer=None, pre_tokenizer=N
             "type": "TemplateProcessing",
             "single": single,
             "pair": pair,
-            "special_tokens": {t: {"id": t, "ids": [to_id[t]], "tokens": [t]} for t in dict.fromkeys(tok.prefix + tok.suffix)},
+            "special_tokens": {
+                t: {"id": t, "ids": [to_id[t]], "tokens": [t]} for t in dict.fromkeys(tok.prefix + tok.suffix)
+            },
         }
     return {
         "version": "1.0",
@@ -168,7 +171,12 @@ def tokenizer_from_hf_json(path: str | Path, context_length: int | None = None) 
         if pre_types != ["BertPreTokenizer"]:
             raise ValueError(f"{where}: WordPiece needs the BertPreTokenizer, got {pre_types}")
         if normalizer is None:
-            normalizer = {"clean_text": False, "handle_chinese_chars": False, "strip_accents": False, "lowercase": False}
+            normalizer = {
+                "clean_text": False,
+                "handle_chinese_chars": False,
+                "strip_accents": False,
+                "lowercase": False,
+            }
         elif normalizer.get("type") != "BertNormalizer":
             raise ValueError(f"{where}: WordPiece needs the BertNormalizer, got {normalizer.get('type')!r}")
         roles.setdefault("unk", model.get("unk_token", "[UNK]"))
@@ -186,7 +194,9 @@ def tokenizer_from_hf_json(path: str | Path, context_length: int | None = None) 
 
     if kind == "WordLevel":
         patterns = [p.get("pattern", {}).get("Regex") for p in pres if p.get("type") == "Split"]
-        cls = {WORD_PATTERN: WordTokenizer, CHAR_PATTERN: CharTokenizer}.get(patterns[0] if len(patterns) == 1 else None)
+        cls = {WORD_PATTERN: WordTokenizer, CHAR_PATTERN: CharTokenizer}.get(
+            patterns[0] if len(patterns) == 1 else None
+        )
         if cls is None or len(pres) != 1:
             raise ValueError(f"{where}: WordLevel is supported with vlkit's word or character split only, got {pres}")
         if normalizer not in (None, {"type": "Lowercase"}):
@@ -220,7 +230,9 @@ def tokenizer_from_hf_json(path: str | Path, context_length: int | None = None) 
             context_length=context_length or 77,
         )
     if model.get("end_of_word_suffix") or model.get("continuing_subword_prefix"):
-        raise ValueError(f"{where}: BPE with subword prefix/suffix is not supported by vlkit (only byte-level and CLIP)")
+        raise ValueError(
+            f"{where}: BPE with subword prefix/suffix is not supported by vlkit (only byte-level and CLIP)"
+        )
     if "ByteLevel" not in pre_types:
         raise ValueError(f"{where}: only byte-level BPE is supported by vlkit; pre-tokenizers {pre_types}")
     byte_level = pres[pre_types.index("ByteLevel")]
@@ -262,12 +274,23 @@ def hf_tokenizer_class(tok: Tokenizer, preferred: str | None) -> str:
     if preferred == "CLIPTokenizer":
         fits = isinstance(tok, CLIPTokenizer)
     elif preferred == "BertTokenizer":
-        fits = (isinstance(tok, WordPieceTokenizer) and tok.continuing_prefix == "##" and tok.pre_tokenizer.clean_text
-                and tok.max_input_chars_per_word == 100 and tok.prefix == [roles.get("cls")]
-                and tok.suffix == [roles.get("sep")])
+        fits = (
+            isinstance(tok, WordPieceTokenizer)
+            and tok.continuing_prefix == "##"
+            and tok.pre_tokenizer.clean_text
+            and tok.max_input_chars_per_word == 100
+            and tok.prefix == [roles.get("cls")]
+            and tok.suffix == [roles.get("sep")]
+        )
     elif preferred == "GPT2Tokenizer":
-        fits = (type(tok) is BPETokenizer and tok.pattern == GPT2_PATTERN and tok.normalizer is None
-                and not tok.ignore_merges and not tok.prefix and not tok.suffix)
+        fits = (
+            type(tok) is BPETokenizer
+            and tok.pattern == GPT2_PATTERN
+            and tok.normalizer is None
+            and not tok.ignore_merges
+            and not tok.prefix
+            and not tok.suffix
+        )
     else:
         fits = False
     return preferred if fits and preferred is not None else HF_GENERIC_CLASS
@@ -287,15 +310,22 @@ def _hf_special_tokens(tok: Tokenizer, tokenizer_class: str) -> dict:
 def _hf_class_settings(tok: Tokenizer, tokenizer_class: str) -> dict:
     if tokenizer_class == "BertTokenizer":
         p = tok.pre_tokenizer  # type: ignore[attr-defined]
-        return {"do_lower_case": p.lowercase, "strip_accents": p.strip_accents_setting,
-                "tokenize_chinese_chars": p.handle_chinese_chars}
+        return {
+            "do_lower_case": p.lowercase,
+            "strip_accents": p.strip_accents_setting,
+            "tokenize_chinese_chars": p.handle_chinese_chars,
+        }
     if tokenizer_class == "GPT2Tokenizer":
         return {"add_prefix_space": tok.add_prefix_space}  # type: ignore[attr-defined]
     return {}
 
 
 def save_hf_tokenizer(
-    tok: Tokenizer, folder: str | Path, *, tokenizer_class: str | None = None, model_max_length: int | None = None,
+    tok: Tokenizer,
+    folder: str | Path,
+    *,
+    tokenizer_class: str | None = None,
+    model_max_length: int | None = None,
     processor_class: str | None = None,
 ) -> str:
     """Write ``tok`` so that ``transformers.AutoTokenizer.from_pretrained(folder)`` gives the same
@@ -313,7 +343,9 @@ def save_hf_tokenizer(
         **_hf_class_settings(tok, cls),
         **({"processor_class": processor_class} if processor_class else {}),
     }
-    for name, data in (("tokenizer_config.json", config),
-                       ("special_tokens_map.json", {k: v for k, v in special.items() if v is not None})):
+    for name, data in (
+        ("tokenizer_config.json", config),
+        ("special_tokens_map.json", {k: v for k, v in special.items() if v is not None}),
+    ):
         (folder / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return cls

@@ -1,11 +1,12 @@
 """``get_tokenizer(source)``: a registered name, a vlkit or HF folder, or a standard file."""
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 from .base import CONFIG_FILE, Tokenizer, files_named_in_errors
 from .bpe import BPETokenizer
@@ -129,7 +130,9 @@ def _bpe(vocab_path: Path, merges_path: Path, **kwargs) -> Tokenizer:
         roles = {"bos": "<|endoftext|>", "eos": "<|endoftext|>"}
     roles = {r: t for r, t in roles.items() if t in tokens}
     kwargs.setdefault("context_length", _max_length(_hf_config(folder)))
-    return BPETokenizer(tokens, merges, roles, add_prefix_space=bool(_hf_config(folder).get("add_prefix_space")), **kwargs)
+    return BPETokenizer(
+        tokens, merges, roles, add_prefix_space=bool(_hf_config(folder).get("add_prefix_space")), **kwargs
+    )
 
 
 def _from_folder(folder: Path, **kwargs) -> Tokenizer:
@@ -160,7 +163,9 @@ def _from_file(path: Path, **kwargs) -> Tokenizer:
         return _from_folder(path.parent, **kwargs)
     if name.endswith(".txt.gz"):
         return _clip_from_bpe_file(path, **kwargs)
-    if name == "vocab.json" or (name.endswith(".json") and (path.parent / "merges.txt").is_file() and name != "tokenizer.json"):
+    if name == "vocab.json" or (
+        name.endswith(".json") and (path.parent / "merges.txt").is_file() and name != "tokenizer.json"
+    ):
         merges = path.parent / "merges.txt"
         if not merges.is_file():
             raise FileNotFoundError(f"{path} needs merges.txt beside it ({merges} does not exist)")

@@ -4,10 +4,11 @@ vlkit stores a normalizer as the HF JSON spec it came from (so a saved tokenizer
 builds a ``str -> str`` function from it. Supported: NFC, NFD, NFKC, NFKD, Lowercase, StripAccents,
 Strip, Replace (string or regex), Prepend and Sequence of those.
 """
+
 from __future__ import annotations
 
 import unicodedata
-from typing import Callable
+from collections.abc import Callable
 
 import regex
 
@@ -51,7 +52,9 @@ def build_normalizer(spec: dict | None, where: str = "tokenizer.json") -> Normal
         return strip_accents
     if kind == "Strip":
         left, right = spec.get("strip_left", True), spec.get("strip_right", True)
-        return lambda s: s.lstrip() if left and not right else s.rstrip() if right and not left else s.strip() if left else s
+        return lambda s: (
+            s.lstrip() if left and not right else s.rstrip() if right and not left else s.strip() if left else s
+        )
     if kind == "Prepend":
         prepend = spec["prepend"]
         return lambda s: prepend + s if s else s

@@ -1,10 +1,11 @@
 """The two simple granularities: words and characters, each with a vocabulary counted from a
 corpus and an unknown token for everything else."""
+
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import regex
 
@@ -28,7 +29,9 @@ class _TableTokenizer(Tokenizer):
     pattern = ""
     unit = ""
 
-    def __init__(self, tokens: Sequence[str], special_tokens: dict[str, str] | None = None, *, lowercase: bool = False, **kwargs):
+    def __init__(
+        self, tokens: Sequence[str], special_tokens: dict[str, str] | None = None, *, lowercase: bool = False, **kwargs
+    ):
         if special_tokens is None:
             present = set(tokens)
             special_tokens = {role: t for role, t in SIMPLE_SPECIALS.items() if t in present}
@@ -85,7 +88,11 @@ class _TableTokenizer(Tokenizer):
 
     @classmethod
     def _from_folder(cls, folder: Path, config: dict):
-        return cls(read_vocab_json(folder / "vocab.json"), lowercase=config.get("lowercase", False), **cls._kwargs_from_config(config))
+        return cls(
+            read_vocab_json(folder / "vocab.json"),
+            lowercase=config.get("lowercase", False),
+            **cls._kwargs_from_config(config),
+        )
 
     def to_hf_json(self) -> dict:
         from .hf import hf_document

@@ -1,8 +1,9 @@
 """Helpers shared by the trainers: corpus reading and the progress bar."""
+
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 
 def check_corpus_text(text) -> str:

@@ -1,9 +1,10 @@
 """Reading and writing the standard vocabulary files: ``vocab.json``, ``merges.txt``, ``vocab.txt``."""
+
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 
 def _read_text(path: Path) -> str:
@@ -45,7 +46,9 @@ def merges_to_ids(
         try:
             out.append((token_to_id[a], token_to_id[b], token_to_id[merged]))
         except KeyError as e:
-            raise ValueError(f"{where}: merge ({a!r}, {b!r}) uses token {e.args[0]!r} missing from the vocabulary") from None
+            raise ValueError(
+                f"{where}: merge ({a!r}, {b!r}) uses token {e.args[0]!r} missing from the vocabulary"
+            ) from None
     return out
 
 

@@ -8,18 +8,19 @@ Training: start from the characters (``##``-prefixed when not word-initial) and 
 the adjacent pair with the highest score count(ab) / (count(a) * count(b)): the merge that most
 raises the likelihood of the corpus under a unigram model of the pieces.
 """
+
 from __future__ import annotations
 
 import heapq
 from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import regex
 
 from .base import Tokenizer, register_algorithm
-from .bpe_core import merge_pair
 from .bert_text import BertPreTokenizer
+from .bpe_core import merge_pair
 from .training import check_corpus_text, progress_bar
 from .vocab_files import read_vocab_txt, write_vocab_txt
 
@@ -136,7 +137,7 @@ class WordPieceTokenizer(Tokenizer):
         limit_alphabet: int | None = None,
         continuing_prefix: str = "##",
         progress: bool | Callable[[int], None] = False,
-    ) -> "WordPieceTokenizer":
+    ) -> WordPieceTokenizer:
         """Learn a WordPiece vocabulary of (at most) ``vocab_size`` tokens from ``texts``.
 
         Vocabulary: the special tokens, then the alphabet (word-initial characters and their
@@ -189,7 +190,7 @@ class WordPieceTokenizer(Tokenizer):
         write_vocab_txt(folder / "vocab.txt", self._id_to_token)
 
     @classmethod
-    def _from_folder(cls, folder: Path, config: dict) -> "WordPieceTokenizer":
+    def _from_folder(cls, folder: Path, config: dict) -> WordPieceTokenizer:
         return cls(
             read_vocab_txt(folder / "vocab.txt"),
             lowercase=config.get("lowercase", True),

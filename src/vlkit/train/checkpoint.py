@@ -5,6 +5,7 @@ and scheduler states, the step, every process's RNG states and the config. It is
 temporary file in the same folder, flushed to disk, then renamed over the final name, so a
 crash mid-write never leaves a truncated checkpoint behind.
 """
+
 from __future__ import annotations
 
 import os
@@ -90,8 +91,16 @@ def prune_checkpoints(output_dir: str | os.PathLike, keep: int) -> None:
 
 
 def save_checkpoint(
-    output_dir: str | os.PathLike, *, step: int, model: torch.nn.Module, optimizer, scheduler, config: dict,
-    rng_states: list[dict[str, Any]], keep: int = 0, extra: dict | None = None,
+    output_dir: str | os.PathLike,
+    *,
+    step: int,
+    model: torch.nn.Module,
+    optimizer,
+    scheduler,
+    config: dict,
+    rng_states: list[dict[str, Any]],
+    keep: int = 0,
+    extra: dict | None = None,
 ) -> Path:
     """Write the checkpoint of ``step`` (call on the main process only)."""
     state = {

@@ -15,6 +15,7 @@ are dataclasses whose unknown fields are errors. Overrides are
 ``task.prompt="a picture of "``, ``task=blip`` (the recipe, keeping the options given); values are
 converted to the field's type (YAML syntax for lists and dicts).
 """
+
 from __future__ import annotations
 
 import copy
@@ -108,20 +109,22 @@ class TaskConfig:
         if self.options is None:
             self.options = options_class()
         elif not isinstance(self.options, options_class):
-            raise TypeError(f"task {self.name!r} takes {options_class.__name__} options, "
-                            f"got {type(self.options).__name__}")
+            raise TypeError(
+                f"task {self.name!r} takes {options_class.__name__} options, got {type(self.options).__name__}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **dataclasses.asdict(self.options)}
 
     @classmethod
-    def from_value(cls, value: Any, where: str = "task") -> "TaskConfig":
+    def from_value(cls, value: Any, where: str = "task") -> TaskConfig:
         """A recipe name (``"clip"``) or a mapping ``{name: ..., **options}``."""
         if isinstance(value, str):
             value = {"name": value}
         if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected a task name or a mapping (name: and the task's options), "
-                             f"got {type(value).__name__}")
+            raise ValueError(
+                f"{where}: expected a task name or a mapping (name: and the task's options), got {type(value).__name__}"
+            )
         values = dict(value)
         name = str(values.pop("name", "clip"))
         recipes = _recipes()
@@ -140,12 +143,13 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self)
-               if f.name in SECTIONS}
+        out = {
+            f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name in SECTIONS
+        }
         return {"task": self.task.to_dict(), "model": copy.deepcopy(self.model), **out}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "Config":
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> Config:
         if not isinstance(data, dict):
             raise ValueError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
         known = {"task", "model", *SECTIONS}
@@ -156,16 +160,19 @@ class Config:
         task = kwargs["task"] = TaskConfig.from_value(data.get("task", "clip"), f"{source}: task")
         if "model" in data:
             if not isinstance(data["model"], dict):
-                raise ValueError(f"{source}: model must be a mapping "
-                                 "(preset: NAME, or pretrained: FOLDER, and overrides)")
+                raise ValueError(
+                    f"{source}: model must be a mapping (preset: NAME, or pretrained: FOLDER, and overrides)"
+                )
             model = copy.deepcopy(data["model"])
             if "preset" not in model and "pretrained" not in model:
                 model = {**DEFAULT_MODEL, **model}
             moved = sorted(set(model) & {f.name for f in dataclasses.fields(task.options)})
             if moved:
-                raise ValueError(f"{source}: model.{moved[0]} is an option of the {task.name} task: set it in the "
-                                 f"task section (task: {{name: {task.name}, {moved[0]}: ...}}, "
-                                 f"or --set task.{moved[0]}=...)")
+                raise ValueError(
+                    f"{source}: model.{moved[0]} is an option of the {task.name} task: set it in the "
+                    f"task section (task: {{name: {task.name}, {moved[0]}: ...}}, "
+                    f"or --set task.{moved[0]}=...)"
+                )
             kwargs["model"] = model
         for name, section_cls in SECTIONS.items():
             if name in data:
@@ -293,7 +300,8 @@ def config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[
         va, vb = a.get(key), b.get(key)
         if isinstance(va, dict) and isinstance(vb, dict):
             out += config_diff(va, vb, f"{prefix}{key}.")
-        elif va != vb and not (isinstance(va, (list, tuple)) and isinstance(vb, (list, tuple))
-                               and list(va) == list(vb)):
+        elif va != vb and not (
+            isinstance(va, (list, tuple)) and isinstance(vb, (list, tuple)) and list(va) == list(vb)
+        ):
             out.append(f"{prefix}{key}")
     return out

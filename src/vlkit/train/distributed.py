@@ -4,6 +4,7 @@
 process group (NCCL on CUDA, gloo on CPU) and picks this process's device. Without them
 everything here is a no-op for a single process.
 """
+
 from __future__ import annotations
 
 import os

@@ -23,6 +23,7 @@ A resumed run (``resume=True``: the newest readable checkpoint of ``output_dir``
 optimizer, scheduler and RNG states and starts the data at the exact sample the checkpointed
 run would have read next, so its losses equal those of an uninterrupted run.
 """
+
 from __future__ import annotations
 
 import math
@@ -117,7 +118,11 @@ class TrainState:
 
 # ----------------------------------------------------------------- entry point
 def train(
-    cfg: Config, *, recipe=None, resume: bool | str | Path = False, stop_after: int | None = None,
+    cfg: Config,
+    *,
+    recipe=None,
+    resume: bool | str | Path = False,
+    stop_after: int | None = None,
     overwrite: bool = False,
 ) -> TrainResult:
     """Train as ``cfg`` says; see the module docstring.
@@ -137,8 +142,14 @@ def train(
     owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     info = D.setup(cfg.train.device)
     try:
-        run = Run(cfg, recipe or get_recipe(cfg.task, cfg.model), info, Path(cfg.train.output_dir),
-                  MetricsLog(Path(cfg.train.output_dir) / "metrics.jsonl"), stop_after)
+        run = Run(
+            cfg,
+            recipe or get_recipe(cfg.task, cfg.model),
+            info,
+            Path(cfg.train.output_dir),
+            MetricsLog(Path(cfg.train.output_dir) / "metrics.jsonl"),
+            stop_after,
+        )
         return _train(run, resume=resume, overwrite=overwrite, started=started)
     finally:
         if owns_group:
@@ -187,8 +198,7 @@ def _train(run: Run, *, resume, overwrite: bool, started: float) -> TrainResult:
     model_dir = finish(run, state, stopped=stopped)
     seconds = time.perf_counter() - started
     report(run, state, model_dir, seconds)
-    return TrainResult(run.out, state.step, stopped, state.checkpoint, model_dir, state.last_eval, state.plots,
-                       seconds)
+    return TrainResult(run.out, state.step, stopped, state.checkpoint, model_dir, state.last_eval, state.plots, seconds)
 
 
 def _loop(run: Run, state: TrainState, progress: Progress) -> None:
@@ -264,8 +274,10 @@ def _prepare_folder(run: Run, *, resume, overwrite: bool) -> None:
         return
     if holds_run(out):
         if not overwrite:
-            raise FileExistsError(f"{out} holds an earlier run; resume it (--resume) or start over (--overwrite), "
-                                  "or pick another train.output_dir")
+            raise FileExistsError(
+                f"{out} holds an earlier run; resume it (--resume) or start over (--overwrite), "
+                "or pick another train.output_dir"
+            )
         removed = remove_run(out)
         _say(run, f"--overwrite: removed the earlier run in {out} ({len(removed)} files and folders)")
 
@@ -274,9 +286,11 @@ def _check_resumable(run: Run, path: Path, ckpt: dict) -> None:
     changed = config_diff(ckpt["config"], run.cfg.to_dict())
     fatal = [k for k in changed if k == "task" or k.startswith(("task.", "model."))]
     if fatal:
-        raise ValueError(f"cannot resume from {path}: the config differs from the checkpoint's in {', '.join(fatal)}; "
-                         "resume with the checkpoint's model and task, or start a new run (--overwrite or another "
-                         "train.output_dir)")
+        raise ValueError(
+            f"cannot resume from {path}: the config differs from the checkpoint's in {', '.join(fatal)}; "
+            "resume with the checkpoint's model and task, or start a new run (--overwrite or another "
+            "train.output_dir)"
+        )
     if changed:
         _say(run, f"note: the config differs from the checkpoint's in {changed}")
 
@@ -288,8 +302,14 @@ def build_state(run: Run, ckpt_path: Path | None, ckpt: dict | None) -> TrainSta
     model = run.recipe.build_model().to(info.device)
     o = cfg.optim
     optimizer = build_optimizer(model, o.lr, o.weight_decay, o.betas, o.eps)
-    scheduler = build_scheduler(optimizer, lr=o.lr, max_steps=cfg.train.max_steps, warmup_steps=o.warmup_steps,
-                                schedule=o.schedule, min_lr=o.min_lr)
+    scheduler = build_scheduler(
+        optimizer,
+        lr=o.lr,
+        max_steps=cfg.train.max_steps,
+        warmup_steps=o.warmup_steps,
+        schedule=o.schedule,
+        min_lr=o.min_lr,
+    )
     _seed_everything(cfg.train.seed + info.rank)  # per-process streams (dropout, augmentation)
     state = TrainState(model, model, optimizer, scheduler, checkpoint=ckpt_path)
     if ckpt is not None:
@@ -313,7 +333,10 @@ def _restore(run: Run, state: TrainState, ckpt: dict) -> None:
     if len(rngs) == info.world_size:
         set_rng_state(rngs[info.rank])
     else:
-        _say(run, f"note: checkpoint was written by {len(rngs)} processes, now {info.world_size}: RNG streams are reseeded")
+        _say(
+            run,
+            f"note: checkpoint was written by {len(rngs)} processes, now {info.world_size}: RNG streams are reseeded",
+        )
     error = None
     if info.is_main:
         try:
@@ -331,12 +354,20 @@ def load_data(run: Run, state: TrainState) -> None:
     """The datasets and the step loader, positioned at the state's step."""
     cfg, recipe, info, model = run.cfg, run.recipe, run.info, state.model
     run.train_ds, run.val_ds = build_datasets(
-        cfg.data, image_size=recipe.image_size(model), train_transform=recipe.transform(model, train=cfg.data.augment),
+        cfg.data,
+        image_size=recipe.image_size(model),
+        train_transform=recipe.transform(model, train=cfg.data.augment),
         eval_transform=recipe.transform(model, train=False),
     )
     run.loader = StepLoader(
-        run.train_ds, recipe.collate(), cfg.train.batch_size, seed=cfg.train.seed, rank=info.rank,
-        world_size=info.world_size, num_workers=cfg.data.num_workers, pin_memory=info.device.type == "cuda",
+        run.train_ds,
+        recipe.collate(),
+        cfg.train.batch_size,
+        seed=cfg.train.seed,
+        rank=info.rank,
+        world_size=info.world_size,
+        num_workers=cfg.data.num_workers,
+        pin_memory=info.device.type == "cuda",
     )
     state.epoch = state.step // run.loader.steps_per_epoch
     state.epoch_steps = state.step % run.loader.steps_per_epoch
@@ -345,9 +376,12 @@ def load_data(run: Run, state: TrainState) -> None:
     if run.static_skips:
         _say(run, f"training data: {SkipReport(run.static_skips).summary(getattr(run.train_ds, 'rows_read', None))}")
     n_params = sum(p.numel() for p in model.parameters())
-    _say(run, f"{recipe.name}: {n_params / 1e6:.2f}M parameters, {len(run.train_ds)} training samples "
-              f"({run.loader.steps_per_epoch} steps per epoch), batch {cfg.train.batch_size} x {info.world_size} "
-              f"process(es) on {info.device}")
+    _say(
+        run,
+        f"{recipe.name}: {n_params / 1e6:.2f}M parameters, {len(run.train_ds)} training samples "
+        f"({run.loader.steps_per_epoch} steps per epoch), batch {cfg.train.batch_size} x {info.world_size} "
+        f"process(es) on {info.device}",
+    )
 
 
 # ----------------------------------------------------------------- one step
@@ -398,8 +432,10 @@ def _trim(batch: dict[str, Any], n: int, size: int) -> dict[str, Any]:
     """The first ``n`` of a batch's ``size`` samples (tensors and per-sample lists; ``skipped`` is kept)."""
     if n >= size:
         return batch
-    return {k: v[:n] if k != "skipped" and isinstance(v, (torch.Tensor, list)) and len(v) == size else v
-            for k, v in batch.items()}
+    return {
+        k: v[:n] if k != "skipped" and isinstance(v, (torch.Tensor, list)) and len(v) == size else v
+        for k, v in batch.items()
+    }
 
 
 # ----------------------------------------------------------------- log, evaluate, checkpoint, skips
@@ -413,8 +449,15 @@ def log_window(run: Run, state: TrainState) -> dict[str, str]:
     if "loss" in values and not math.isfinite(values["loss"]):
         raise FloatingPointError(f"the loss is {values['loss']} at step {state.step}; try a lower optim.lr")
     samples_per_s = w.samples * info.world_size / max(time.perf_counter() - w.start, 1e-9)
-    record = {"split": "train", "step": state.step, "epoch": state.epoch, **values, "lr": w.lr,
-              "samples_per_s": samples_per_s, **run.recipe.log_values(state.model)}
+    record = {
+        "split": "train",
+        "step": state.step,
+        "epoch": state.epoch,
+        **values,
+        "lr": w.lr,
+        "samples_per_s": samples_per_s,
+        **run.recipe.log_values(state.model),
+    }
     if w.empty:
         record["empty_batches"] = w.empty
     if info.is_main:
@@ -433,7 +476,7 @@ def evaluate(run: Run, state: TrainState) -> None:
     if run.info.is_main and state.eval_step != state.step:
         try:
             _evaluate_main(run, state)
-        except Exception as e:  # noqa: BLE001 -- raised again on every process
+        except Exception as e:
             error = e
     D.raise_if_any(error)
     state.eval_step = state.step
@@ -443,18 +486,31 @@ def _evaluate_main(run: Run, state: TrainState) -> None:
     cfg, step, out = run.cfg, state.step, run.out
     if run.val_ds is not None:
         res = run.recipe.evaluate(
-            state.model, run.val_ds, batch_size=cfg.eval.batch_size, device=run.info.device,
-            precision=cfg.train.precision, zeroshot=cfg.eval.zeroshot, retrieval=cfg.eval.retrieval,
+            state.model,
+            run.val_ds,
+            batch_size=cfg.eval.batch_size,
+            device=run.info.device,
+            precision=cfg.train.precision,
+            zeroshot=cfg.eval.zeroshot,
+            retrieval=cfg.eval.retrieval,
         )
         state.last_eval = res.metrics
         run.log.append({"split": "validation", "step": step, **res.metrics})
         _say(run, f"step {step} validation: {_fmt(res.metrics)}")
         if cfg.train.plots and res.similarity is not None:
-            _add_plot(state, plot_similarity(res.similarity, out / "plots" / "similarity.png", res.texts,
-                                             title=f"validation image-text cosine similarity, step {step}"))
+            _add_plot(
+                state,
+                plot_similarity(
+                    res.similarity,
+                    out / "plots" / "similarity.png",
+                    res.texts,
+                    title=f"validation image-text cosine similarity, step {step}",
+                ),
+            )
     if cfg.train.plots:
-        _add_plot(state, plot_loss(run.log.read(), out / "plots" / "loss.png",
-                                   validation_loss=run.recipe.validation_loss))
+        _add_plot(
+            state, plot_loss(run.log.read(), out / "plots" / "loss.png", validation_loss=run.recipe.validation_loss)
+        )
 
 
 def _add_plot(state: TrainState, path: Path | None) -> None:
@@ -473,8 +529,14 @@ def save(run: Run, state: TrainState) -> None:
     if run.info.is_main:
         try:
             state.checkpoint = save_checkpoint(
-                run.out, step=state.step, model=state.model, optimizer=state.optimizer, scheduler=state.scheduler,
-                config=run.cfg.to_dict(), rng_states=rngs, keep=run.cfg.train.keep_checkpoints,
+                run.out,
+                step=state.step,
+                model=state.model,
+                optimizer=state.optimizer,
+                scheduler=state.scheduler,
+                config=run.cfg.to_dict(),
+                rng_states=rngs,
+                keep=run.cfg.train.keep_checkpoints,
             )
         except OSError as e:
             error = e
@@ -499,10 +561,16 @@ def report_skips(run: Run, state: TrainState, partial: bool = False) -> None:
         return
     when = f"epoch {state.epoch} (so far, at step {state.step})" if partial else f"epoch {state.epoch}"
     _say(run, f"{when}: {found.summary(getattr(run.train_ds, 'rows_read', None))}")
-    run.log.append({
-        "event": "data_skipped", "step": state.step, "epoch": state.epoch, "count": len(found),
-        "reasons": found.counts(), "examples": [s.source for s in found.skipped[:10]],
-    })
+    run.log.append(
+        {
+            "event": "data_skipped",
+            "step": state.step,
+            "epoch": state.epoch,
+            "count": len(found),
+            "reasons": found.counts(),
+            "examples": [s.source for s in found.skipped[:10]],
+        }
+    )
 
 
 # ----------------------------------------------------------------- the end

@@ -9,6 +9,7 @@ A run killed while writing a record leaves a torn last line: reading drops it (a
 rewrites the file without it and says so); a damaged line before the last is an error naming the
 file and the line.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """AdamW with open_clip's weight-decay groups, and the warmup + cosine learning-rate schedule."""
+
 from __future__ import annotations
 
 import math
@@ -50,7 +51,9 @@ def build_optimizer(
     return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas), eps=eps)
 
 
-def lr_factor(step: int, *, max_steps: int, warmup_steps: int, schedule: str = "cosine", min_ratio: float = 0.0) -> float:
+def lr_factor(
+    step: int, *, max_steps: int, warmup_steps: int, schedule: str = "cosine", min_ratio: float = 0.0
+) -> float:
     """Multiplier of the base learning rate after ``step`` optimizer steps.
 
     Linear warmup ``(step + 1) / warmup_steps`` (as open_clip: the first step already moves),
@@ -68,7 +71,12 @@ def lr_factor(step: int, *, max_steps: int, warmup_steps: int, schedule: str = "
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, *, lr: float, max_steps: int, warmup_steps: int, schedule: str = "cosine",
+    optimizer: torch.optim.Optimizer,
+    *,
+    lr: float,
+    max_steps: int,
+    warmup_steps: int,
+    schedule: str = "cosine",
     min_lr: float = 0.0,
 ) -> torch.optim.lr_scheduler.LambdaLR:
     if schedule not in ("cosine", "constant"):

@@ -3,6 +3,7 @@
 matplotlib is an optional dependency (``pip install vlkit[plots]``); without it the plots are
 skipped with one warning and training goes on.
 """
+
 from __future__ import annotations
 
 import os

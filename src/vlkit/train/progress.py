@@ -4,6 +4,7 @@ When stderr is not a terminal (a log file, CI, ``nohup``), a bar would write a `
 step; :class:`Progress` then prints one line per logged step instead, at most every ``every`` steps
 (about 20 lines a run), and always at the last.
 """
+
 from __future__ import annotations
 
 import sys
@@ -16,8 +17,9 @@ class Progress:
     """``update()`` once per step, ``show(step, values)`` at each logged step, ``close()`` at the end.
     Lines of the run's story go to stdout with ``tqdm.write`` (above the bar)."""
 
-    def __init__(self, *, total: int, initial: int, enabled: bool, stream: TextIO | None = None,
-                 lines: int = 20) -> None:
+    def __init__(
+        self, *, total: int, initial: int, enabled: bool, stream: TextIO | None = None, lines: int = 20
+    ) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.total, self.enabled = total, enabled
         self.plain = enabled and not _isatty(self.stream)

@@ -5,6 +5,7 @@ and ``plots/similarity.png``, and the final model into ``model/``. ``--overwrite
 these (and the temporary files of writes a kill interrupted), never anything else a user keeps
 in the folder; ``--resume`` removes the interrupted writes only.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,11 @@ def holds_run(output_dir: str | os.PathLike) -> bool:
 def remove_orphans(output_dir: str | os.PathLike) -> list[Path]:
     """Delete the temporary files of interrupted writes (checkpoints, metrics, plots); the paths."""
     out = Path(output_dir)
-    found = orphaned_files(out) + [p for p in (out / "metrics.jsonl.tmp", out / PLOT_DIR / ".loss.tmp.png",
-                                               out / PLOT_DIR / ".similarity.tmp.png") if p.exists()]
+    found = orphaned_files(out) + [
+        p
+        for p in (out / "metrics.jsonl.tmp", out / PLOT_DIR / ".loss.tmp.png", out / PLOT_DIR / ".similarity.tmp.png")
+        if p.exists()
+    ]
     for p in found:
         p.unlink(missing_ok=True)
     return found

@@ -20,6 +20,7 @@ losses. Recipes are flat classes (shared pieces are functions in :mod:`.common` 
 The config's ``task`` section names the recipe (``task: clip`` or ``task: {name: blip, prompt:
 ...}``). Register a new one by adding it to RECIPES.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -47,5 +48,16 @@ def get_recipe(task: Any, model_spec: dict | None = None):
     return RECIPES[name](model_spec, options)
 
 
-__all__ = ["ALBEFOptions", "ALBEFRecipe", "BLIPOptions", "BLIPRecipe", "BLIPVQAOptions", "BLIPVQARecipe",
-           "CLIPOptions", "CLIPRecipe", "EvalOutput", "RECIPES", "get_recipe"]
+__all__ = [
+    "ALBEFOptions",
+    "ALBEFRecipe",
+    "BLIPOptions",
+    "BLIPRecipe",
+    "BLIPVQAOptions",
+    "BLIPVQARecipe",
+    "CLIPOptions",
+    "CLIPRecipe",
+    "EvalOutput",
+    "RECIPES",
+    "get_recipe",
+]

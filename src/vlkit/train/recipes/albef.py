@@ -6,6 +6,7 @@ Options (the config's ``task:`` section): ``tokenizer`` (default ``bert-base-unc
 for the built-in shapes' WordPiece), ``alpha`` (distillation weight, 0.4), ``mlm_probability``
 (0.15), ``negatives_all_ranks`` and ``same_caption_is_positive`` (see :class:`vlkit.tasks.ALBEFTask`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,8 +21,15 @@ from ...data.loader import ImageTextCollator
 from ...models.albef import ALBEF
 from ...tasks import ALBEFTask
 from .common import (
-    EvalOutput, captions_in, check_model_spec, check_vocabulary, contrastive_evaluate, load_tokenizer,
-    model_from_spec, retrieval_lines, zeroshot_lines,
+    EvalOutput,
+    captions_in,
+    check_model_spec,
+    check_vocabulary,
+    contrastive_evaluate,
+    load_tokenizer,
+    model_from_spec,
+    retrieval_lines,
+    zeroshot_lines,
 )
 
 
@@ -48,15 +56,19 @@ class ALBEFRecipe:
     validation_loss = "itc_loss"  # what the validation "loss" measures (the plots label it so)
     Options = ALBEFOptions
 
-    def __init__(self, model_spec: dict[str, Any] | None = None, options: ALBEFOptions | None = None,
-                 **fields) -> None:
+    def __init__(self, model_spec: dict[str, Any] | None = None, options: ALBEFOptions | None = None, **fields) -> None:
         self.model_spec = dict(model_spec or {"preset": "albef-tiny"})
         o = self.options = dataclasses.replace(options or ALBEFOptions(), **fields)
         check_model_spec(self.model_spec, self.options, self.name)
         self.tokenizer = load_tokenizer(o.tokenizer)
-        self.task = ALBEFTask(self.tokenizer.mask_token_id, self.tokenizer.all_special_ids, alpha=o.alpha,
-                              mlm_probability=o.mlm_probability, negatives_all_ranks=o.negatives_all_ranks,
-                              same_caption_is_positive=o.same_caption_is_positive)
+        self.task = ALBEFTask(
+            self.tokenizer.mask_token_id,
+            self.tokenizer.all_special_ids,
+            alpha=o.alpha,
+            mlm_probability=o.mlm_probability,
+            negatives_all_ranks=o.negatives_all_ranks,
+            same_caption_is_positive=o.same_caption_is_positive,
+        )
 
     def build_model(self) -> nn.Module:
         model = model_from_spec(self.model_spec, expected=ALBEF, task=self.name)

@@ -12,6 +12,7 @@ std; BERT's 0.02 suits width 768, tiny widths learn faster from 0.1, as ``albef-
 from the tokenizer: ``vocab_size`` = the tokenizer's + 2, [DEC] and [ENC] the two ids after it (as
 BLIP adds them), [SEP] and [PAD] the tokenizer's, unless the ``model.text`` section sets them.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,8 +33,15 @@ from ...models.blip import Blip
 from ...runtime import eval_mode
 from ...tasks import BLIPTask
 from .common import (
-    EvalOutput, captions_in, check_model_spec, check_vocabulary, contrastive_evaluate, load_tokenizer,
-    model_from_spec, retrieval_lines, zeroshot_lines,
+    EvalOutput,
+    captions_in,
+    check_model_spec,
+    check_vocabulary,
+    contrastive_evaluate,
+    load_tokenizer,
+    model_from_spec,
+    retrieval_lines,
+    zeroshot_lines,
 )
 
 VQA_FOLDER = "vqa"  # CaptionerAndVQA.save_pretrained puts the VQA model in this sub-folder
@@ -69,10 +77,16 @@ def text_ids(tokenizer) -> dict[str, int]:
     """A BLIP text config's vocabulary fields for ``tokenizer``: its tokens, then [DEC] and [ENC]."""
     V = tokenizer.vocab_size
     if tokenizer.sep_token_id is None or tokenizer.pad_token_id is None:
-        raise ValueError("a BLIP tokenizer needs [SEP] and [PAD] tokens "
-                         "(a WordPiece vocabulary, e.g. bert-base-uncased)")
-    return {"vocab_size": V + 2, "bos_token_id": V, "enc_token_id": V + 1, "sep_token_id": tokenizer.sep_token_id,
-            "pad_token_id": tokenizer.pad_token_id}
+        raise ValueError(
+            "a BLIP tokenizer needs [SEP] and [PAD] tokens (a WordPiece vocabulary, e.g. bert-base-uncased)"
+        )
+    return {
+        "vocab_size": V + 2,
+        "bos_token_id": V,
+        "enc_token_id": V + 1,
+        "sep_token_id": tokenizer.sep_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
 
 
 def reinit_text(model: nn.Module, std: float) -> None:
@@ -103,9 +117,12 @@ def prompt_length(tokenizer, prompt: str) -> int:
 
 
 def blip_task(tokenizer, options: BLIPOptions) -> BLIPTask:
-    return BLIPTask(prompt_length=prompt_length(tokenizer, options.prompt), label_smoothing=options.label_smoothing,
-                    negatives_all_ranks=options.negatives_all_ranks,
-                    same_caption_is_positive=options.same_caption_is_positive)
+    return BLIPTask(
+        prompt_length=prompt_length(tokenizer, options.prompt),
+        label_smoothing=options.label_smoothing,
+        negatives_all_ranks=options.negatives_all_ranks,
+        same_caption_is_positive=options.same_caption_is_positive,
+    )
 
 
 class CaptionCollator:
@@ -122,8 +139,10 @@ class CaptionCollator:
         self.base, self.tokenizer, self.prompt = ImageTextCollator(tokenizer), tokenizer, prompt
 
     def __call__(self, items):
-        items = [it if "skipped" in it or "target_caption" not in it else {**it, "caption": it["target_caption"]}
-                 for it in items]
+        items = [
+            it if "skipped" in it or "target_caption" not in it else {**it, "caption": it["target_caption"]}
+            for it in items
+        ]
         batch = self.base(items)
         if self.prompt and batch["captions"]:
             tokens = self.tokenizer([self.prompt + c for c in batch["captions"]], padding="longest")
@@ -149,52 +168,104 @@ def images_and_captions(dataset, collate: Callable, batch_size: int, limit: int 
 
 
 @torch.no_grad()
-def itm_retrieval_metrics(model: Blip, tokenizer, dataset, collate: Callable, *, k: int, device="cpu",
-                          batch_size: int = 256) -> dict[str, float]:
+def itm_retrieval_metrics(
+    model: Blip, tokenizer, dataset, collate: Callable, *, k: int, device="cpu", batch_size: int = 256
+) -> dict[str, float]:
     """Recall@1/5/10 of the ITC top ``k`` re-ranked by the ITM head (BLIP's retrieval)."""
     device = torch.device(device)
     pixels, captions = images_and_captions(dataset, collate, batch_size)
     texts, positives = unique_captions(captions)
     tokens = tokenizer(texts, padding="longest")
     with eval_mode(model):
-        image_f = torch.cat([model.encode_image(pixels[i : i + batch_size].to(device), normalize=True).float().cpu()
-                             for i in range(0, len(pixels), batch_size)])  # (N_img, D)
-        text_f = model.encode_text(tokens["input_ids"].to(device), tokens["attention_mask"].to(device),
-                                   normalize=True).float().cpu()  # (N_txt, D)
-        i2t, t2i = itm_rerank_scores(model, tokenizer, pixels, texts, similarity_matrix(image_f, text_f), k,
-                                     device=device, batch_size=batch_size)
+        image_f = torch.cat(
+            [
+                model.encode_image(pixels[i : i + batch_size].to(device), normalize=True).float().cpu()
+                for i in range(0, len(pixels), batch_size)
+            ]
+        )  # (N_img, D)
+        text_f = (
+            model.encode_text(tokens["input_ids"].to(device), tokens["attention_mask"].to(device), normalize=True)
+            .float()
+            .cpu()
+        )  # (N_txt, D)
+        i2t, t2i = itm_rerank_scores(
+            model, tokenizer, pixels, texts, similarity_matrix(image_f, text_f), k, device=device, batch_size=batch_size
+        )
     return {f"itm_{name}": v for name, v in reranked_recall(i2t, t2i, positives).items()}
 
 
 @torch.no_grad()
-def caption_metrics(model: Blip, tokenizer, dataset, collate: Callable, options: BLIPOptions, *, device="cpu",
-                    precision: str = "auto", batch_size: int = 64) -> dict[str, float]:
+def caption_metrics(
+    model: Blip,
+    tokenizer,
+    dataset,
+    collate: Callable,
+    options: BLIPOptions,
+    *,
+    device="cpu",
+    precision: str = "auto",
+    batch_size: int = 64,
+) -> dict[str, float]:
     """BLEU-1..4, CIDEr-D and exact match (percent) of greedy captions of the first
     ``options.caption_eval_images`` images, each image's own caption (target) the reference."""
     pixels, references = images_and_captions(dataset, collate, batch_size, options.caption_eval_images)
     batches = [pixels[i : i + batch_size] for i in range(0, len(pixels), batch_size)]
-    captions = generate_captions(model, tokenizer, batches, prompt=options.prompt or None, device=device,
-                                 precision=precision, max_new_tokens=options.max_caption_tokens)
+    captions = generate_captions(
+        model,
+        tokenizer,
+        batches,
+        prompt=options.prompt or None,
+        device=device,
+        precision=precision,
+        max_new_tokens=options.max_caption_tokens,
+    )
     scores = captioning_scores(captions, [[r] for r in references])
     return {"caption_images": float(len(captions)), **{f"caption_{k}": v for k, v in scores.items()}}
 
 
-def blip_evaluate(model: Blip, dataset, tokenizer, collate: Callable, options: BLIPOptions, *, batch_size: int = 256,
-                  device="cpu", precision: str = "auto", zeroshot: bool = True, retrieval: bool = True,
-                  plot_size: int = 12) -> EvalOutput:
+def blip_evaluate(
+    model: Blip,
+    dataset,
+    tokenizer,
+    collate: Callable,
+    options: BLIPOptions,
+    *,
+    batch_size: int = 256,
+    device="cpu",
+    precision: str = "auto",
+    zeroshot: bool = True,
+    retrieval: bool = True,
+    plot_size: int = 12,
+) -> EvalOutput:
     """ITC retrieval metrics and the ITM re-ranked ones (with retrieval heads), caption metrics
     (with a decoder reading the image)."""
     c = model.config
     result = EvalOutput({})
     if c.retrieval_heads:
-        result = contrastive_evaluate(model, dataset, collate, tokenizer, batch_size=batch_size, device=device,
-                                      precision=precision, zeroshot=zeroshot, retrieval=retrieval, plot_size=plot_size)
+        result = contrastive_evaluate(
+            model,
+            dataset,
+            collate,
+            tokenizer,
+            batch_size=batch_size,
+            device=device,
+            precision=precision,
+            zeroshot=zeroshot,
+            retrieval=retrieval,
+            plot_size=plot_size,
+        )
         if retrieval and options.itm_rerank_k > 0:
-            result.metrics.update(itm_retrieval_metrics(model, tokenizer, dataset, collate, k=options.itm_rerank_k,
-                                                        device=device, batch_size=batch_size))
+            result.metrics.update(
+                itm_retrieval_metrics(
+                    model, tokenizer, dataset, collate, k=options.itm_rerank_k, device=device, batch_size=batch_size
+                )
+            )
     if c.text_decoder and c.decoder_context == "image" and options.caption_eval_images > 0:
-        result.metrics.update(caption_metrics(model, tokenizer, dataset, collate, options, device=device,
-                                              precision=precision, batch_size=batch_size))
+        result.metrics.update(
+            caption_metrics(
+                model, tokenizer, dataset, collate, options, device=device, precision=precision, batch_size=batch_size
+            )
+        )
     return result
 
 
@@ -203,16 +274,20 @@ def blip_summary(metrics: dict[str, float], num_images: int | None, options: BLI
     lines = zeroshot_lines(metrics, num_images)
     if "caption_cider" in metrics:
         n = int(metrics.get("caption_images", 0))
-        lines.append(f"captions of {n} held-out images (greedy): CIDEr-D {metrics['caption_cider']:.3f}, "
-                     f"BLEU-4 {metrics['caption_bleu_4']:.3f}, exact match {metrics['caption_exact_match']:.1f}%")
+        lines.append(
+            f"captions of {n} held-out images (greedy): CIDEr-D {metrics['caption_cider']:.3f}, "
+            f"BLEU-4 {metrics['caption_bleu_4']:.3f}, exact match {metrics['caption_exact_match']:.1f}%"
+        )
     return lines + retrieval_lines(metrics, num_images, rerank_k=options.itm_rerank_k)
 
 
 def check_captioner(model: Blip) -> None:
     c = model.config
     if c.text_decoder and c.decoder_context != "image":
-        raise ValueError("the blip task trains captioning: the model's decoder must read the image "
-                         "(decoder_context='image'), not a question")
+        raise ValueError(
+            "the blip task trains captioning: the model's decoder must read the image "
+            "(decoder_context='image'), not a question"
+        )
 
 
 class BLIPRecipe:

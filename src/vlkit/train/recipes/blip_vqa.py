@@ -8,6 +8,7 @@ Options (the config's ``task:`` section, :class:`BLIPVQAOptions`): those of ``bl
 (:class:`vlkit.train.recipes.blip.BLIPOptions`) and ``vqa_weight`` (of the VQA loss, 1.0) and
 ``vqa_eval_questions`` (1000).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,8 +25,18 @@ from ...data.vqa import tokenize_qa
 from ...eval.vqa import answer_questions, vqa_scores
 from ...models.blip import Blip
 from ...tasks.vqa import BLIPVQATask, VQATask
-from .blip import VQA_FOLDER, BLIPOptions, CaptionCollator, blip_evaluate, blip_summary, blip_task, check_captioner, \
-    create_blip, decode_caption, reinit_text
+from .blip import (
+    VQA_FOLDER,
+    BLIPOptions,
+    CaptionCollator,
+    blip_evaluate,
+    blip_summary,
+    blip_task,
+    check_captioner,
+    create_blip,
+    decode_caption,
+    reinit_text,
+)
 from .common import EvalOutput, captions_in, check_model_spec, load_tokenizer
 
 
@@ -37,8 +48,9 @@ class BLIPVQAOptions(BLIPOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.vqa_weight < 0 or self.vqa_eval_questions < 0:
-            raise ValueError(f"vqa_weight and vqa_eval_questions must be >= 0, got {self.vqa_weight} "
-                             f"and {self.vqa_eval_questions}")
+            raise ValueError(
+                f"vqa_weight and vqa_eval_questions must be >= 0, got {self.vqa_weight} and {self.vqa_eval_questions}"
+            )
 
 
 class CaptionerAndVQA(nn.Module):
@@ -66,8 +78,9 @@ class CaptionerAndVQA(nn.Module):
     def encode_image(self, pixel_values: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         return self.captioner.encode_image(pixel_values, normalize)
 
-    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                    normalize: bool = False) -> torch.Tensor:
+    def encode_text(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, normalize: bool = False
+    ) -> torch.Tensor:
         return self.captioner.encode_text(input_ids, attention_mask, normalize)
 
     def scale(self) -> torch.Tensor:
@@ -84,8 +97,14 @@ class CaptionerAndVQA(nn.Module):
 def vqa_model_for(captioner: nn.Module) -> Blip:
     """A BLIP VQA model matching ``captioner`` (same vision and text sizes, no retrieval heads,
     its decoder reading the encoded question), with a freshly initialised answer decoder."""
-    config = dataclasses.replace(captioner.config, retrieval_heads=False, share_encoder_decoder=False,
-                                 text_encoder=True, text_decoder=True, decoder_context="question")
+    config = dataclasses.replace(
+        captioner.config,
+        retrieval_heads=False,
+        share_encoder_decoder=False,
+        text_encoder=True,
+        text_decoder=True,
+        decoder_context="question",
+    )
     return Blip(config)
 
 
@@ -96,8 +115,10 @@ class CaptionQACollator(CaptionCollator):
         batch = super().__call__(items)
         kept = [it for it in items if "skipped" not in it]
         if kept and ("question" not in kept[0] or "answer" not in kept[0]):
-            raise ValueError("the blip-vqa recipe trains on items with a caption, a question and an answer "
-                             "(the built-in shapes, data.kind: shapes)")
+            raise ValueError(
+                "the blip-vqa recipe trains on items with a caption, a question and an answer "
+                "(the built-in shapes, data.kind: shapes)"
+            )
         batch["questions"] = [it["question"] for it in kept]
         batch["answers"] = [it["answer"] for it in kept]
         if kept and "question_type" in kept[0]:
@@ -108,8 +129,17 @@ class CaptionQACollator(CaptionCollator):
 
 
 @torch.no_grad()
-def vqa_metrics(vqa: nn.Module, tokenizer, dataset, collate: Callable, questions_limit: int, *, device="cpu",
-                precision: str = "auto", batch_size: int = 256) -> dict[str, float]:
+def vqa_metrics(
+    vqa: nn.Module,
+    tokenizer,
+    dataset,
+    collate: Callable,
+    questions_limit: int,
+    *,
+    device="cpu",
+    precision: str = "auto",
+    batch_size: int = 256,
+) -> dict[str, float]:
     """VQA accuracy and exact match (percent, overall and per question type) of greedy answers to
     the first ``questions_limit`` validation questions."""
     pixels, questions, answers, types = [], [], [], []
@@ -125,8 +155,9 @@ def vqa_metrics(vqa: nn.Module, tokenizer, dataset, collate: Callable, questions
     n = min(len(questions), questions_limit)
     if n == 0:
         raise ValueError("the validation data has no questions")
-    predictions = answer_questions(vqa, tokenizer, torch.cat(pixels)[:n], questions[:n], device=device,
-                                   precision=precision, batch_size=batch_size)
+    predictions = answer_questions(
+        vqa, tokenizer, torch.cat(pixels)[:n], questions[:n], device=device, precision=precision, batch_size=batch_size
+    )
     typed = all(types[:n])
     scores = vqa_scores(predictions, [[a] for a in answers[:n]], types[:n] if typed else None)
     out = {"vqa_questions": float(n), "vqa_accuracy": scores["vqa_accuracy"], "vqa_exact_match": scores["exact_match"]}
@@ -138,10 +169,12 @@ def vqa_summary(metrics: dict[str, float]) -> list[str]:
     if "vqa_accuracy" not in metrics:
         return []
     n = int(metrics.get("vqa_questions", 0))
-    types = sorted(k[len("vqa_accuracy_"):] for k in metrics if k.startswith("vqa_accuracy_"))
+    types = sorted(k[len("vqa_accuracy_") :] for k in metrics if k.startswith("vqa_accuracy_"))
     parts = ", ".join(f"{t} {metrics['vqa_accuracy_' + t]:.1f}%" for t in types)
-    return [f"VQA accuracy on {n} held-out questions (greedy answers): {metrics['vqa_accuracy']:.1f}%"
-            + (f" ({parts})" if parts else "")]
+    return [
+        f"VQA accuracy on {n} held-out questions (greedy answers): {metrics['vqa_accuracy']:.1f}%"
+        + (f" ({parts})" if parts else "")
+    ]
 
 
 class BLIPVQARecipe:
@@ -156,14 +189,16 @@ class BLIPVQARecipe:
     validation_loss = "itc_loss"  # what the validation "loss" measures (the plots label it so)
     Options = BLIPVQAOptions
 
-    def __init__(self, model_spec: dict[str, Any] | None = None, options: BLIPVQAOptions | None = None,
-                 **fields) -> None:
+    def __init__(
+        self, model_spec: dict[str, Any] | None = None, options: BLIPVQAOptions | None = None, **fields
+    ) -> None:
         self.model_spec = dict(model_spec or {"preset": "blip-tiny"})
         o = self.options = dataclasses.replace(options or BLIPVQAOptions(), **fields)
         check_model_spec(self.model_spec, self.options, self.name)
         self.tokenizer = load_tokenizer(o.tokenizer)
-        self.task = BLIPVQATask(blip_task(self.tokenizer, o), VQATask(label_smoothing=o.label_smoothing),
-                                vqa_weight=o.vqa_weight)
+        self.task = BLIPVQATask(
+            blip_task(self.tokenizer, o), VQATask(label_smoothing=o.label_smoothing), vqa_weight=o.vqa_weight
+        )
 
     def build_model(self) -> nn.Module:
         import vlkit
@@ -204,10 +239,18 @@ class BLIPVQARecipe:
         collate = self.collate()
         result = blip_evaluate(model.captioner, dataset, self.tokenizer, collate, self.options, **kwargs)
         if self.options.vqa_eval_questions > 0:
-            result.metrics.update(vqa_metrics(model.vqa, self.tokenizer, dataset, collate,
-                                              self.options.vqa_eval_questions, device=kwargs.get("device", "cpu"),
-                                              precision=kwargs.get("precision", "auto"),
-                                              batch_size=kwargs.get("batch_size", 256)))
+            result.metrics.update(
+                vqa_metrics(
+                    model.vqa,
+                    self.tokenizer,
+                    dataset,
+                    collate,
+                    self.options.vqa_eval_questions,
+                    device=kwargs.get("device", "cpu"),
+                    precision=kwargs.get("precision", "auto"),
+                    batch_size=kwargs.get("batch_size", 256),
+                )
+            )
         return result
 
     def summary(self, metrics: dict[str, float], num_images: int | None = None) -> list[str]:

@@ -6,6 +6,7 @@ labels (the built-in shapes), zero-shot top-1/top-5 accuracy per label set.
 Options (the config's ``task:`` section): ``tokenizer`` (a name or folder for
 :func:`vlkit.get_tokenizer`; default ``clip``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,8 +21,14 @@ from ...data.loader import ImageTextCollator
 from ...models.clip import CLIP
 from ...tasks import CLIPTask
 from .common import (
-    EvalOutput, captions_in, check_model_spec, contrastive_evaluate, load_tokenizer, model_from_spec,
-    retrieval_lines, zeroshot_lines,
+    EvalOutput,
+    captions_in,
+    check_model_spec,
+    contrastive_evaluate,
+    load_tokenizer,
+    model_from_spec,
+    retrieval_lines,
+    zeroshot_lines,
 )
 
 

@@ -2,10 +2,11 @@
 loading a tokenizer, the contrastive evaluation (any model with ``encode_image`` /
 ``encode_text`` / ``scale()``: CLIP, ALBEF, BLIP) and the summary lines of its metrics.
 """
+
 from __future__ import annotations
 
-from collections.abc import Callable
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,15 +66,19 @@ def check_model_spec(model_spec: dict[str, Any], options: Any, task: str) -> Non
     """A ValueError when the ``model`` section holds one of the task's options (they moved to ``task:``)."""
     moved = sorted(set(model_spec) & {f.name for f in dataclasses.fields(options)})
     if moved:
-        raise ValueError(f"model.{moved[0]} is an option of the {task} task, not a model field: "
-                         f"give it as task.{moved[0]} (the recipe's options)")
+        raise ValueError(
+            f"model.{moved[0]} is an option of the {task} task, not a model field: "
+            f"give it as task.{moved[0]} (the recipe's options)"
+        )
 
 
 def check_vocabulary(tokenizer, tokenizer_name: str, vocab_size: int) -> None:
     """A ValueError when the tokenizer has ids the model's embedding table lacks."""
     if tokenizer.vocab_size > vocab_size:
-        raise ValueError(f"tokenizer {tokenizer_name!r} has {tokenizer.vocab_size} tokens but the model's vocabulary "
-                         f"only {vocab_size}: set model.text.vocab_size >= {tokenizer.vocab_size}")
+        raise ValueError(
+            f"tokenizer {tokenizer_name!r} has {tokenizer.vocab_size} tokens but the model's vocabulary "
+            f"only {vocab_size}: set model.text.vocab_size >= {tokenizer.vocab_size}"
+        )
 
 
 def captions_in(batch: dict[str, Any]) -> int:
@@ -83,8 +88,16 @@ def captions_in(batch: dict[str, Any]) -> int:
 
 @torch.no_grad()
 def contrastive_evaluate(
-    model: nn.Module, dataset, collate: Callable, tokenizer, *, batch_size: int = 256,
-    device: torch.device | str = "cpu", precision: str = "auto", zeroshot: bool = True, retrieval: bool = True,
+    model: nn.Module,
+    dataset,
+    collate: Callable,
+    tokenizer,
+    *,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    precision: str = "auto",
+    zeroshot: bool = True,
+    retrieval: bool = True,
     plot_size: int = 12,
 ) -> EvalOutput:
     """Validation contrastive loss (mean over batches of ``batch_size``), Recall@1/5/10 both ways
@@ -99,8 +112,9 @@ def contrastive_evaluate(
                 continue
             with autocast(device, precision):
                 img = model.encode_image(batch["pixel_values"].to(device), normalize=True)  # (B, D)
-                txt = model.encode_text(batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                                        normalize=True)  # (B, D)
+                txt = model.encode_text(
+                    batch["input_ids"].to(device), batch["attention_mask"].to(device), normalize=True
+                )  # (B, D)
                 loss = clip_loss(img, txt, model.scale(), gather=False)["contrastive_loss"]
             loss_sum += loss.float().item() * len(img)
             n += len(img)
@@ -120,8 +134,16 @@ def contrastive_evaluate(
             metrics.update(retrieval_metrics(image_feats, unique_feats, positives))
         if zeroshot and hasattr(dataset, "zeroshot_tasks"):
             for name, zs in dataset.zeroshot_tasks().items():
-                acc = zeroshot_accuracy(model, tokenizer, image_feats, zs.labels, zs.classnames, zs.templates,
-                                        device=device, precision=precision)
+                acc = zeroshot_accuracy(
+                    model,
+                    tokenizer,
+                    image_feats,
+                    zs.labels,
+                    zs.classnames,
+                    zs.templates,
+                    device=device,
+                    precision=precision,
+                )
                 metrics.update({f"zeroshot_{name}_{k}": v for k, v in acc.items()})
     k = min(plot_size, n)
     sim = similarity_matrix(image_feats[:k], text_feats[:k])  # (k, k): images x their own captions
@@ -134,21 +156,24 @@ def held_out(num_images: int | None) -> str:
 
 def zeroshot_lines(metrics: dict[str, float], num_images: int | None = None) -> list[str]:
     """``zero-shot top-1 accuracy on N held-out images: colour 95.0%, shape 90.0%`` (when measured)."""
-    names = sorted({k[len("zeroshot_"):].rsplit("_", 1)[0] for k in metrics if k.startswith("zeroshot_")})
+    names = sorted({k[len("zeroshot_") :].rsplit("_", 1)[0] for k in metrics if k.startswith("zeroshot_")})
     if not names:
         return []
     parts = ", ".join(f"{name} {metrics[f'zeroshot_{name}_top1']:.1f}%" for name in names)
     return [f"zero-shot top-1 accuracy{held_out(num_images)}: {parts}"]
 
 
-def retrieval_lines(metrics: dict[str, float], num_images: int | None = None, *,
-                    rerank_k: int | None = None) -> list[str]:
+def retrieval_lines(
+    metrics: dict[str, float], num_images: int | None = None, *, rerank_k: int | None = None
+) -> list[str]:
     """Recall@1 both ways, with Recall@5; for a model with an ITM head (``rerank_k`` given) marked
     as ITC and followed by the ITM re-ranked Recall@1 when measured."""
     if "i2t_R@1" not in metrics:
         return []
-    line = (f"retrieval Recall@1{held_out(num_images)}: image->text {metrics['i2t_R@1']:.1f}%, "
-            f"text->image {metrics['t2i_R@1']:.1f}%")
+    line = (
+        f"retrieval Recall@1{held_out(num_images)}: image->text {metrics['i2t_R@1']:.1f}%, "
+        f"text->image {metrics['t2i_R@1']:.1f}%"
+    )
     if rerank_k is None:
         return [line + f" (Recall@5: {metrics['i2t_R@5']:.1f}%, {metrics['t2i_R@5']:.1f}%)"]
     line += " (ITC)"
