@@ -10,7 +10,15 @@ import torch
 from vlkit.cli import main
 from vlkit.data.synthetic import ShapesDataset
 from vlkit.train.config import Config, TaskConfig, load_config
-from vlkit.train.recipes import RECIPES, ALBEFRecipe, BLIPOptions, BLIPVQAOptions, CLIPOptions, get_recipe
+from vlkit.train.recipes import (
+    RECIPES,
+    ALBEFRecipe,
+    BLIPOptions,
+    BLIPVQAOptions,
+    CLIPOptions,
+    Recipe,
+    get_recipe,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -100,7 +108,8 @@ def test_albef_alpha_and_mlm_probability_are_settable():
 
 def test_recipes_are_flat_and_declare_options_and_batch_size():
     for name, cls in RECIPES.items():
-        assert cls.name == name and cls.__mro__[1] is object, cls.__mro__  # no recipe inherits another
+        # no recipe inherits another: each is a direct child of the one base of defaults
+        assert cls.name == name and cls.__mro__[1:] == (Recipe, object), cls.__mro__
         assert dataclasses.is_dataclass(cls.Options) and cls.Options.__dataclass_params__.frozen
     recipe = get_recipe(TaskConfig("blip-vqa", BLIPVQAOptions(tokenizer="shapes")), {"preset": "blip-tiny"})
     ds = ShapesDataset(size=3, image_size=32, transform=recipe.transform(recipe.build_model()))

@@ -1,11 +1,16 @@
 """Training recipes: what the generic loop (:func:`vlkit.train.train`) needs beyond the task's
-losses. Recipes are flat classes (shared pieces are functions in :mod:`.common` and
-:mod:`.blip`); each has:
+losses. Each recipe subclasses :class:`.base.Recipe` directly (one level), which gives the
+methods below defaults for an image-caption model (``__init__``, the model's image size and
+preprocessing, ImageTextCollator batches, the task's losses and log values, the contrastive
+evaluation and its summary); a recipe sets its class attributes and ``default_preset``,
+implements ``build_task()`` and ``build_model()`` and overrides only what differs. Other shared
+pieces are functions in :mod:`.common` and :mod:`.blip`. Each recipe has:
 
     name: str                                 the config's task.name
     Options                                   a frozen dataclass: the config's task: section
     __init__(model_spec=None, options=None, **fields)   the model section, the options (fields replace single ones)
     options, tokenizer, task                  the options, the tokenizer (saved with the model), the vlkit.tasks object
+    build_task() -> task                      called by __init__ once options and tokenizer are set
     validation_loss: str                      the loss evaluate() reports as "loss" (labels the plot)
     build_model() -> nn.Module
     image_size(model) -> int                  size the built-in data is rendered at
@@ -26,6 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 from .albef import ALBEFOptions, ALBEFRecipe
+from .base import Recipe
 from .blip import BLIPOptions, BLIPRecipe
 from .blip_vqa import BLIPVQAOptions, BLIPVQARecipe
 from .clip import CLIPOptions, CLIPRecipe
@@ -59,5 +65,6 @@ __all__ = [
     "CLIPRecipe",
     "EvalOutput",
     "RECIPES",
+    "Recipe",
     "get_recipe",
 ]

@@ -9,28 +9,14 @@ for the built-in shapes' WordPiece), ``alpha`` (distillation weight, 0.4), ``mlm
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-import torch
 from torch import nn
 
-from ...data.loader import ImageTextCollator
 from ...models.albef import ALBEF
 from ...tasks import ALBEFTask
-from .common import (
-    EvalOutput,
-    captions_in,
-    check_model_spec,
-    check_vocabulary,
-    contrastive_evaluate,
-    load_tokenizer,
-    model_from_spec,
-    retrieval_lines,
-    zeroshot_lines,
-)
+from .base import Recipe
+from .common import check_vocabulary, model_from_spec
 
 
 @dataclass(frozen=True)
@@ -48,20 +34,19 @@ class ALBEFOptions:
             raise ValueError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}")
 
 
-class ALBEFRecipe:
+class ALBEFRecipe(Recipe):
     """Builds an ALBEF, its preprocessing and batches, and computes its three pre-training losses.
-    Evaluation is ITC retrieval (and zero-shot on the built-in shapes), as for CLIP."""
+    Evaluation is ITC retrieval (and zero-shot on the built-in shapes), as for CLIP: validation ITC
+    loss (in-batch), Recall@1/5/10 of ITC retrieval and zero-shot accuracy."""
 
     name = "albef"
     validation_loss = "itc_loss"  # what the validation "loss" measures (the plots label it so)
     Options = ALBEFOptions
+    default_preset = "albef-tiny"
 
-    def __init__(self, model_spec: dict[str, Any] | None = None, options: ALBEFOptions | None = None, **fields) -> None:
-        self.model_spec = dict(model_spec or {"preset": "albef-tiny"})
-        o = self.options = dataclasses.replace(options or ALBEFOptions(), **fields)
-        check_model_spec(self.model_spec, self.options, self.name)
-        self.tokenizer = load_tokenizer(o.tokenizer)
-        self.task = ALBEFTask(
+    def build_task(self) -> ALBEFTask:
+        o = self.options
+        return ALBEFTask(
             self.tokenizer.mask_token_id,
             self.tokenizer.all_special_ids,
             alpha=o.alpha,
@@ -74,30 +59,3 @@ class ALBEFRecipe:
         model = model_from_spec(self.model_spec, expected=ALBEF, task=self.name)
         check_vocabulary(self.tokenizer, self.options.tokenizer, model.config.text.vocab_size)
         return model
-
-    def image_size(self, model: nn.Module) -> int:
-        return model.config.vision.image_size
-
-    def transform(self, model: nn.Module, train: bool = False) -> Callable:
-        import vlkit
-
-        return vlkit.image_transform(model, train=train)
-
-    def collate(self) -> Callable:
-        return ImageTextCollator(self.tokenizer)
-
-    def batch_size(self, batch: dict[str, Any]) -> int:
-        return captions_in(batch)
-
-    def losses(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        return self.task.losses(model, batch)
-
-    def log_values(self, model: nn.Module) -> dict[str, float]:
-        return self.task.log_values(model)
-
-    def evaluate(self, model: nn.Module, dataset, **kwargs) -> EvalOutput:
-        """Validation ITC loss (in-batch), Recall@1/5/10 of ITC retrieval and zero-shot accuracy."""
-        return contrastive_evaluate(model, dataset, self.collate(), self.tokenizer, **kwargs)
-
-    def summary(self, metrics: dict[str, float], num_images: int | None = None) -> list[str]:
-        return zeroshot_lines(metrics, num_images) + retrieval_lines(metrics, num_images)

@@ -15,7 +15,6 @@ BLIP adds them), [SEP] and [PAD] the tokenizer's, unless the ``model.text`` sect
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,10 +31,9 @@ from ...models.bert import init_weights
 from ...models.blip import Blip
 from ...runtime import eval_mode
 from ...tasks import BLIPTask
+from .base import Recipe
 from .common import (
     EvalOutput,
-    captions_in,
-    check_model_spec,
     check_vocabulary,
     contrastive_evaluate,
     load_tokenizer,
@@ -290,7 +288,7 @@ def check_captioner(model: Blip) -> None:
         )
 
 
-class BLIPRecipe:
+class BLIPRecipe(Recipe):
     """Builds a BLIP, its preprocessing and batches (BERT WordPiece unless told otherwise;
     [DEC]/[ENC] are the model's extra ids), and computes its pre-training losses. Evaluation: ITC
     retrieval (and zero-shot on the built-in shapes) as for CLIP; with the ITM head, Recall@K of
@@ -300,38 +298,18 @@ class BLIPRecipe:
     name = "blip"
     validation_loss = "itc_loss"  # what the validation "loss" measures (the plots label it so)
     Options = BLIPOptions
+    default_preset = "blip-tiny"
 
-    def __init__(self, model_spec: dict[str, Any] | None = None, options: BLIPOptions | None = None, **fields) -> None:
-        self.model_spec = dict(model_spec or {"preset": "blip-tiny"})
-        self.options = dataclasses.replace(options or BLIPOptions(), **fields)
-        check_model_spec(self.model_spec, self.options, self.name)
-        self.tokenizer = load_tokenizer(self.options.tokenizer)
-        self.task = blip_task(self.tokenizer, self.options)
+    def build_task(self) -> BLIPTask:
+        return blip_task(self.tokenizer, self.options)
 
     def build_model(self) -> nn.Module:
         model = create_blip(self.model_spec, self.tokenizer, self.options, self.name)
         check_captioner(model)
         return model
 
-    def image_size(self, model: nn.Module) -> int:
-        return model.config.vision.image_size
-
-    def transform(self, model: nn.Module, train: bool = False) -> Callable:
-        import vlkit
-
-        return vlkit.image_transform(model, train=train)
-
     def collate(self) -> Callable:
         return CaptionCollator(self.tokenizer, self.options.prompt)
-
-    def batch_size(self, batch: dict[str, Any]) -> int:
-        return captions_in(batch)
-
-    def losses(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        return self.task.losses(model, batch)
-
-    def log_values(self, model: nn.Module) -> dict[str, float]:
-        return self.task.log_values(model)
 
     def evaluate(self, model: nn.Module, dataset, **kwargs) -> EvalOutput:
         """:func:`blip_evaluate` (keyword arguments: batch_size, device, precision, zeroshot, retrieval)."""

@@ -15,7 +15,6 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -25,6 +24,7 @@ from ...data.vqa import tokenize_qa
 from ...eval.vqa import answer_questions, vqa_scores
 from ...models.blip import Blip
 from ...tasks.vqa import BLIPVQATask, VQATask
+from .base import Recipe
 from .blip import (
     VQA_FOLDER,
     BLIPOptions,
@@ -37,7 +37,7 @@ from .blip import (
     decode_caption,
     reinit_text,
 )
-from .common import EvalOutput, captions_in, check_model_spec, load_tokenizer
+from .common import EvalOutput
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,7 @@ def vqa_summary(metrics: dict[str, float]) -> list[str]:
     ]
 
 
-class BLIPVQARecipe:
+class BLIPVQARecipe(Recipe):
     """BLIP's pre-training losses and VQA in one run (:class:`CaptionerAndVQA`, trained with
     :class:`vlkit.tasks.vqa.BLIPVQATask`) on data whose items carry a caption, a question and an
     answer (the built-in shapes). ``model.pretrained`` may name a folder this recipe wrote (the VQA
@@ -188,17 +188,11 @@ class BLIPVQARecipe:
     name = "blip-vqa"
     validation_loss = "itc_loss"  # what the validation "loss" measures (the plots label it so)
     Options = BLIPVQAOptions
+    default_preset = "blip-tiny"
 
-    def __init__(
-        self, model_spec: dict[str, Any] | None = None, options: BLIPVQAOptions | None = None, **fields
-    ) -> None:
-        self.model_spec = dict(model_spec or {"preset": "blip-tiny"})
-        o = self.options = dataclasses.replace(options or BLIPVQAOptions(), **fields)
-        check_model_spec(self.model_spec, self.options, self.name)
-        self.tokenizer = load_tokenizer(o.tokenizer)
-        self.task = BLIPVQATask(
-            blip_task(self.tokenizer, o), VQATask(label_smoothing=o.label_smoothing), vqa_weight=o.vqa_weight
-        )
+    def build_task(self) -> BLIPVQATask:
+        blip, vqa = blip_task(self.tokenizer, self.options), VQATask(label_smoothing=self.options.label_smoothing)
+        return BLIPVQATask(blip, vqa, vqa_weight=self.options.vqa_weight)
 
     def build_model(self) -> nn.Module:
         import vlkit
@@ -214,25 +208,12 @@ class BLIPVQARecipe:
                 reinit_text(vqa, self.options.init_std)
         return CaptionerAndVQA(captioner, vqa, self.tokenizer)
 
-    def image_size(self, model: nn.Module) -> int:
-        return model.captioner.config.vision.image_size
-
-    def transform(self, model: nn.Module, train: bool = False) -> Callable:
-        import vlkit
-
-        return vlkit.image_transform(model.captioner, train=train)
+    def image_model(self, model: nn.Module) -> nn.Module:
+        """The captioner (the VQA model shares its image encoder)."""
+        return model.captioner
 
     def collate(self) -> Callable:
         return CaptionQACollator(self.tokenizer, self.options.prompt)
-
-    def batch_size(self, batch: dict[str, Any]) -> int:
-        return captions_in(batch)
-
-    def losses(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        return self.task.losses(model, batch)
-
-    def log_values(self, model: nn.Module) -> dict[str, float]:
-        return self.task.log_values(model)
 
     def evaluate(self, model: nn.Module, dataset, **kwargs) -> EvalOutput:
         """The captioner's evaluation (:func:`vlkit.train.recipes.blip.blip_evaluate`) and VQA accuracy."""
