@@ -18,24 +18,11 @@ def build_datasets(data, *, image_size: int, train_transform: Callable, eval_tra
     canonical full captions for validation; ``folder`` reads the annotation files.
     """
     if data.kind == "shapes":
-        train = ShapesDataset(
-            "train",
-            size=data.train_size,
-            seed=data.seed,
-            image_size=image_size,
-            transform=train_transform,
-            captions="random",
-        )
+        common = dict(seed=data.seed, image_size=image_size)
+        train = ShapesDataset("train", size=data.train_size, transform=train_transform, captions="random", **common)
         val = None
         if data.val_size > 0:
-            val = ShapesDataset(
-                "validation",
-                size=data.val_size,
-                seed=data.seed,
-                image_size=image_size,
-                transform=eval_transform,
-                captions="full",
-            )
+            val = ShapesDataset("validation", size=data.val_size, transform=eval_transform, captions="full", **common)
         return train, val
     if data.kind == "folder":
         if not data.train_annotations:
