@@ -18,7 +18,8 @@ model. The evaluations themselves live in :mod:`vlkit.eval.harness` (re-rankers:
 ``RERANKERS``, re-exported here) and their data in :mod:`vlkit.eval.datasets`.
 
 Adding an evaluation: write ``add_<kind>(kinds)`` that registers a sub-parser (use
-:func:`add_model_arguments`) with ``set_defaults(run=handler)``, and list it in ``EVALUATIONS``.
+:func:`add_evaluation_parser`: it adds the model and data arguments) with
+``set_defaults(run=handler)``, and list it in ``EVALUATIONS``.
 """
 
 from __future__ import annotations
@@ -53,7 +54,14 @@ from ..runtime import resolve_device
 from .generation_options import add_generation_arguments, generation_config_from_args
 from .output import write_json
 
-__all__ = ["EVALUATIONS", "RERANKERS", "add_commands", "add_data_arguments", "add_model_arguments"]
+__all__ = [
+    "EVALUATIONS",
+    "RERANKERS",
+    "add_commands",
+    "add_data_arguments",
+    "add_evaluation_parser",
+    "add_model_arguments",
+]
 
 
 # ---------------------------------------------------------------------------- shared helpers
@@ -92,6 +100,15 @@ def add_data_arguments(p: argparse.ArgumentParser, what: str) -> None:
     g.add_argument("--image-key", help="image column (default: image/filepath/file/path/image_path)")
     g.add_argument("--size", type=int, default=1000, help="shapes: number of validation images (default 1000)")
     g.add_argument("--seed", type=int, default=0, help="shapes: data seed (default 0)")
+
+
+def add_evaluation_parser(kinds, name: str, rows: str, *, help: str, description: str) -> argparse.ArgumentParser:
+    """The sub-parser of ``vlkit eval NAME`` with the model arguments and the data arguments (an
+    annotation file of ``rows``)."""
+    p = kinds.add_parser(name, help=help, description=description)
+    add_model_arguments(p)
+    add_data_arguments(p, rows)
+    return p
 
 
 def _data_source(args) -> DataSource:
@@ -141,14 +158,14 @@ def report(result: Evaluation, json_out: str | None, title: str, show: int = 0) 
 
 # ---------------------------------------------------------------------------- zeroshot
 def add_zeroshot(kinds) -> None:
-    p = kinds.add_parser(
+    p = add_evaluation_parser(
+        kinds,
         "zeroshot",
+        "(image, label) rows",
         help="zero-shot classification: class names x prompt templates, top-1/top-5",
         description="Zero-shot classification. Built-in shapes: by shape and by colour on held-out "
         "images. Your data: --annotations with an image and a label column.",
     )
-    add_model_arguments(p)
-    add_data_arguments(p, "(image, label) rows")
     p.add_argument("--label-key", default="label", help="label column (default: label)")
     p.add_argument(
         "--classes", help="comma-separated class names, or a file with one per line (default: the labels seen)"
@@ -180,15 +197,15 @@ def run_zeroshot(args) -> int:
 
 # ---------------------------------------------------------------------------- retrieval
 def add_retrieval(kinds) -> None:
-    p = kinds.add_parser(
+    p = add_evaluation_parser(
+        kinds,
         "retrieval",
+        "(image, caption) rows",
         help="image-text retrieval: Recall@1/5/10 both ways",
         description="Image->text and text->image retrieval. Built-in shapes: held-out images and "
         "their full captions (images sharing a caption all count as matches). Your data: "
         "--annotations of (image, caption) rows; rows with the same image are its captions.",
     )
-    add_model_arguments(p)
-    add_data_arguments(p, "(image, caption) rows")
     p.add_argument("--caption-key", help="caption column (default: caption/text/title)")
     p.add_argument(
         "--rerank",
@@ -223,16 +240,16 @@ def run_retrieval(args) -> int:
 
 # ---------------------------------------------------------------------------- captioning
 def add_captioning(kinds) -> None:
-    p = kinds.add_parser(
+    p = add_evaluation_parser(
+        kinds,
         "captioning",
+        "(image, caption) rows",
         help="image captioning: BLEU-1..4, CIDEr-D, exact match",
         description="Caption images with a BLIP and score the captions against references "
         "(BLEU-1..4 and CIDEr-D as pycocoevalcap computes them, exact match in percent). Built-in "
         "shapes: held-out images and their canonical captions. Your data: --annotations of "
         "(image, caption) rows; rows with the same image are its reference captions.",
     )
-    add_model_arguments(p)
-    add_data_arguments(p, "(image, caption) rows")
     p.add_argument("--caption-key", help="caption column (default: caption/text/title)")
     p.add_argument("--prompt", default=None, help='text the captions continue (e.g. "a picture of "); not scored')
     add_generation_arguments(p, beams=3, max_new=20, min_length=5)
@@ -261,8 +278,10 @@ def run_captioning(args) -> int:
 
 # ---------------------------------------------------------------------------- vqa
 def add_vqa(kinds) -> None:
-    p = kinds.add_parser(
+    p = add_evaluation_parser(
+        kinds,
         "vqa",
+        "(image, question, answer[s]) rows",
         help="visual question answering: VQA accuracy",
         description="Answer questions about images with a BLIP VQA model and score the answers with "
         "the official VQA accuracy (a question with one answer counts it as ten agreeing "
@@ -270,8 +289,6 @@ def add_vqa(kinds) -> None:
         "with accuracy per question type. Your data: --annotations of (image, question, "
         "answer or answers) rows.",
     )
-    add_model_arguments(p)
-    add_data_arguments(p, "(image, question, answer[s]) rows")
     p.add_argument("--question-key", help="question column (default: question)")
     p.add_argument("--answer-key", help="answer column (default: answers, else answer)")
     p.add_argument(
