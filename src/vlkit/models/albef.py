@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..constants import CLIP_MEAN, CLIP_STD
-from ..layers import Transformer, build_attention_mask
-from .base import Model
-from .bert import BertEmbeddings, BertTextFields, MLMHead, init_weights
+from ..layers import build_attention_mask
+from .base import Model, check_towers
+from .bert import BertEmbeddings, BertTextFields, MLMHead, bert_encoder, init_weights
 from .registry import register, register_family
 from .vit import ViT, ViTConfig
 
@@ -73,11 +73,7 @@ class ALBEFConfig:
     init_std: float = 0.02
 
     def __post_init__(self) -> None:
-        if not isinstance(self.vision, ViTConfig) or not isinstance(self.text, ALBEFTextConfig):
-            raise TypeError(
-                f"ALBEFConfig takes vision: ViTConfig and text: ALBEFTextConfig, got "
-                f"{type(self.vision).__name__} and {type(self.text).__name__}"
-            )
+        check_towers(self, ViTConfig, ALBEFTextConfig)
         if self.max_logit_scale < 2.0:
             raise ValueError(f"max_logit_scale must be >= 2 (temperature <= 0.5), got {self.max_logit_scale}")
         if not 0.0 <= self.momentum < 1.0:
@@ -102,18 +98,8 @@ class ALBEFEncoders(nn.Module):
             t.vocab_size, t.type_vocab_size, t.max_positions, t.hidden_size, norm_eps=t.norm_eps, dropout=t.dropout
         )
         depth = t.text_layers + t.fusion_layers
-        self.text_encoder = Transformer(
-            t.hidden_size,
-            depth,
-            t.num_heads,
-            t.intermediate_size,
-            cross_attention_layers=range(t.text_layers, depth),
-            context_dim=v.width,
-            norm_first=False,
-            act=t.act,
-            norm_eps=t.norm_eps,
-            drop=t.dropout,
-            attn_drop=t.attn_dropout,
+        self.text_encoder = bert_encoder(
+            t, depth, cross_attention_layers=range(t.text_layers, depth), context_dim=v.width
         )
         self.text_proj = nn.Linear(t.hidden_size, config.embed_dim)
         self.mlm_head = (
@@ -170,6 +156,27 @@ class ALBEFEncoders(nn.Module):
         if self.mlm_head is None:
             raise ValueError("this ALBEF has no MLM head (config.mlm_head=False)")
         return self.mlm_head(fused, self.text_embeddings.tokens.weight)
+
+    def features(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        mlm_input_ids: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """What :meth:`ALBEF.forward` returns, from these encoders (online or momentum)."""
+        image_embeds = self.image_embeds(pixel_values)  # (B, 1 + N, Cv)
+        text_hidden = self.text_embeds(input_ids, attention_mask)  # (B, T, H)
+        out = {
+            "image_embeds": image_embeds,
+            "text_hidden": text_hidden,
+            "image_features": self.image_features(image_embeds),
+            "text_features": self.text_features(text_hidden),
+        }
+        if mlm_input_ids is not None:
+            masked = self.text_embeds(mlm_input_ids, attention_mask)  # (B, T, H)
+            out["mlm_logits"] = self.mlm_logits(self.fuse(masked, attention_mask, image_embeds))  # (B, T, V)
+        return out
 
 
 @register_family
@@ -280,19 +287,7 @@ class ALBEF(Model[ALBEFConfig]):
         layers), normalised ITC ``image_features`` / ``text_features`` (B, D), and with
         ``mlm_input_ids`` (B, T) (masked text) ``mlm_logits`` (B, T, V) of the masked text fused
         with the image."""
-        e = self.encoders
-        image_embeds = e.image_embeds(pixel_values)  # (B, 1 + N, Cv)
-        text_hidden = e.text_embeds(input_ids, attention_mask)  # (B, T, H)
-        out = {
-            "image_embeds": image_embeds,
-            "text_hidden": text_hidden,
-            "image_features": e.image_features(image_embeds),
-            "text_features": e.text_features(text_hidden),
-        }
-        if mlm_input_ids is not None:
-            fused = e.fuse(e.text_embeds(mlm_input_ids, attention_mask), attention_mask, image_embeds)  # (B, T, H)
-            out["mlm_logits"] = e.mlm_logits(fused)
-        return out
+        return self.encoders.features(pixel_values, input_ids, attention_mask, mlm_input_ids)
 
     @torch.no_grad()
     def momentum_features(
@@ -303,16 +298,8 @@ class ALBEF(Model[ALBEFConfig]):
         mlm_input_ids: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The same features from the momentum encoders (no gradients): the distillation targets."""
-        e = self.towers(momentum=True)
-        image_embeds = e.image_embeds(pixel_values)
-        out = {
-            "image_features": e.image_features(image_embeds),
-            "text_features": e.text_features(e.text_embeds(input_ids, attention_mask)),
-        }
-        if mlm_input_ids is not None:
-            fused = e.fuse(e.text_embeds(mlm_input_ids, attention_mask), attention_mask, image_embeds)
-            out["mlm_logits"] = e.mlm_logits(fused)
-        return out
+        out = self.towers(momentum=True).features(pixel_values, input_ids, attention_mask, mlm_input_ids)
+        return {k: v for k, v in out.items() if k not in ("image_embeds", "text_hidden")}
 
     # ---- momentum distillation state ------------------------------------------------------
     @torch.no_grad()

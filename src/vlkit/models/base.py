@@ -111,6 +111,15 @@ class Model(nn.Module, Generic[ConfigT]):
         return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
 
 
+def check_towers(config: Any, vision_class: type, text_class: type) -> None:
+    """A two-tower config's ``vision`` and ``text`` are of the classes its family builds from."""
+    if not isinstance(config.vision, vision_class) or not isinstance(config.text, text_class):
+        raise TypeError(
+            f"{type(config).__name__} takes vision: {vision_class.__name__} and text: {text_class.__name__}, got "
+            f"{type(config.vision).__name__} and {type(config.text).__name__}"
+        )
+
+
 def _copy_tokenizer_files(source: Path, folder: Path) -> None:
     from ..tokenizers.vocab_files import tokenizer_files
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -47,6 +48,31 @@ class BertConfig(BertTextFields):
         super().__post_init__()
         if self.nsp_head and not self.pooler:
             raise ValueError("the NSP head reads the pooled output: set pooler=True")
+
+
+def bert_encoder(
+    c: BertTextFields,
+    depth: int,
+    *,
+    cross_attention_layers: bool | Iterable[int] = False,
+    context_dim: int | None = None,
+) -> Transformer:
+    """The post-norm stack of a BERT-style text config, ``depth`` blocks deep: BERT's encoder, BLIP's
+    text models and ALBEF's text + fusion encoder (the blocks in ``cross_attention_layers`` also
+    attend to a context of width ``context_dim``)."""
+    return Transformer(
+        c.hidden_size,
+        depth,
+        c.num_heads,
+        c.intermediate_size,
+        cross_attention_layers=cross_attention_layers,
+        context_dim=context_dim,
+        norm_first=False,
+        act=c.act,
+        norm_eps=c.norm_eps,
+        drop=c.dropout,
+        attn_drop=c.attn_dropout,
+    )
 
 
 class BertEmbeddings(nn.Module):
@@ -97,17 +123,7 @@ class BertModel(Model[BertConfig]):
         self.embeddings = BertEmbeddings(
             c.vocab_size, c.type_vocab_size, c.max_positions, c.hidden_size, norm_eps=c.norm_eps, dropout=c.dropout
         )
-        self.encoder = Transformer(
-            c.hidden_size,
-            c.num_layers,
-            c.num_heads,
-            c.intermediate_size,
-            norm_first=False,
-            act=c.act,
-            norm_eps=c.norm_eps,
-            drop=c.dropout,
-            attn_drop=c.attn_dropout,
-        )
+        self.encoder = bert_encoder(c, c.num_layers)
         self.pooler = nn.Linear(c.hidden_size, c.hidden_size) if c.pooler else None
         self.mlm_head = MLMHead(c.hidden_size, c.vocab_size, act=c.act, norm_eps=c.norm_eps) if c.mlm_head else None
         self.nsp_head = nn.Linear(c.hidden_size, 2) if c.nsp_head else None

@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..constants import CLIP_MEAN, CLIP_STD
-from ..layers import KVCache, Transformer, build_attention_mask
+from ..layers import KVCache, build_attention_mask
 from ..runtime import eval_mode
-from .base import Model
-from .bert import BertEmbeddings, BertTextFields, MLMHead, init_weights
+from .base import Model, check_towers
+from .bert import BertEmbeddings, BertTextFields, MLMHead, bert_encoder, init_weights
 from .generation import CachedStep, generate_tokens
 from .generation_config import GenerationConfig, resolve_generation_config
 from .registry import register, register_family
@@ -81,11 +81,7 @@ class BlipConfig:
     max_logit_scale: float = 100.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.vision, ViTConfig) or not isinstance(self.text, BlipTextConfig):
-            raise TypeError(
-                f"BlipConfig takes vision: ViTConfig and text: BlipTextConfig, got "
-                f"{type(self.vision).__name__} and {type(self.text).__name__}"
-            )
+        check_towers(self, ViTConfig, BlipTextConfig)
         if self.max_logit_scale < 2.0:
             raise ValueError(f"max_logit_scale must be >= 2 (temp <= 0.5), got {self.max_logit_scale}")
         if not (self.text_encoder or self.text_decoder):
@@ -113,19 +109,7 @@ class BlipTextTransformer(nn.Module):
         self.embeddings = BertEmbeddings(
             c.vocab_size, 0, c.max_positions, c.hidden_size, norm_eps=c.norm_eps, dropout=c.dropout
         )
-        self.transformer = Transformer(
-            c.hidden_size,
-            c.num_layers,
-            c.num_heads,
-            c.intermediate_size,
-            cross_attention_layers=True,
-            norm_first=False,
-            context_dim=context_dim,
-            act=c.act,
-            norm_eps=c.norm_eps,
-            drop=c.dropout,
-            attn_drop=c.attn_dropout,
-        )
+        self.transformer = bert_encoder(c, c.num_layers, cross_attention_layers=True, context_dim=context_dim)
 
     def embed(self, input_ids: torch.Tensor, offset: int = 0, position_ids: torch.Tensor | None = None) -> torch.Tensor:
         if position_ids is None:

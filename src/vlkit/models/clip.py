@@ -21,9 +21,9 @@ from torch import nn
 
 from ..constants import CLIP_MEAN, CLIP_STD
 from ..layers import Block, LearnedPositionEmbedding, TokenEmbedding, Transformer, build_attention_mask
-from .base import Model
+from .base import Model, check_towers
 from .registry import register, register_family
-from .vit import ViT, ViTConfig
+from .vit import ViT, ViTConfig, tower_encoder
 
 # CLIP's image tower (OpenAI's ViT-B/32 unless overridden): ln_pre, no patch bias, QuickGELU;
 # the short side resized bicubically, then a center crop.
@@ -71,11 +71,7 @@ class CLIPConfig:
     max_logit_scale: float = 100.0  # scale() = exp(logit_scale) clamped to this
 
     def __post_init__(self) -> None:
-        if not isinstance(self.vision, ViTConfig) or not isinstance(self.text, CLIPTextConfig):
-            raise TypeError(
-                f"CLIPConfig takes vision: ViTConfig and text: CLIPTextConfig, got "
-                f"{type(self.vision).__name__} and {type(self.text).__name__}"
-            )
+        check_towers(self, ViTConfig, CLIPTextConfig)
 
 
 class CLIPTextTransformer(nn.Module):
@@ -88,16 +84,7 @@ class CLIPTextTransformer(nn.Module):
         self.token_embed = TokenEmbedding(c.vocab_size, c.width)
         self.pos_embed = LearnedPositionEmbedding(c.context_length, c.width)
         self.drop = nn.Dropout(c.dropout)
-        self.encoder = Transformer(
-            c.width,
-            c.depth,
-            c.num_heads,
-            c.mlp_dim,
-            norm_first=True,
-            act=c.act,
-            norm_eps=c.norm_eps,
-            drop=c.dropout,
-        )
+        self.encoder = tower_encoder(c)
         self.norm = nn.LayerNorm(c.width, eps=c.norm_eps)
 
     def _encoder_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:

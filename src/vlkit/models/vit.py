@@ -7,7 +7,7 @@ encoder, ``patch_bias=False`` drops the patch projection's bias as CLIP does.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
@@ -16,6 +16,9 @@ from ..layers import PatchEmbed, Transformer, resize_position_embedding
 from .base import Model
 from .bert import init_weights
 from .registry import register, register_family
+
+if TYPE_CHECKING:
+    from .clip import CLIPTextConfig
 
 IMAGENET_INCEPTION_MEAN = (0.5, 0.5, 0.5)
 IMAGENET_INCEPTION_STD = (0.5, 0.5, 0.5)
@@ -55,6 +58,22 @@ class ViTConfig:
         object.__setattr__(self, "num_patches", self.grid_size**2)
 
 
+def tower_encoder(c: ViTConfig | CLIPTextConfig, *, qkv_bias: bool = True) -> Transformer:
+    """The pre-norm stack of a tower config (``width``, ``depth``, ``num_heads``, ``mlp_dim``,
+    ``act``, ``norm_eps``, ``dropout``): the ViT's encoder and CLIP's text encoder."""
+    return Transformer(
+        c.width,
+        c.depth,
+        c.num_heads,
+        c.mlp_dim,
+        norm_first=True,
+        act=c.act,
+        norm_eps=c.norm_eps,
+        qkv_bias=qkv_bias,
+        drop=c.dropout,
+    )
+
+
 @register_family
 class ViT(Model[ViTConfig]):
     config_class = ViTConfig
@@ -67,17 +86,7 @@ class ViT(Model[ViTConfig]):
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + c.num_patches, c.width))
         self.norm_pre = nn.LayerNorm(c.width, eps=c.norm_eps) if c.pre_norm else None
         self.drop = nn.Dropout(c.dropout)
-        self.encoder = Transformer(
-            c.width,
-            c.depth,
-            c.num_heads,
-            c.mlp_dim,
-            norm_first=True,
-            act=c.act,
-            norm_eps=c.norm_eps,
-            qkv_bias=c.qkv_bias,
-            drop=c.dropout,
-        )
+        self.encoder = tower_encoder(c, qkv_bias=c.qkv_bias)
         self.norm = nn.LayerNorm(c.width, eps=c.norm_eps)
         self.pooler = nn.Linear(c.width, c.width) if c.pooler else None
         self.apply(init_weights)
