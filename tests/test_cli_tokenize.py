@@ -126,6 +126,7 @@ def _folders(tmp_path):
         ("wp", "vocab.txt", b"just\nwords\n"),  # no [UNK] / [PAD]: the vocabulary does not fit the config
         ("word", "vocab.json", bytes(range(256))),  # binary garbage
         ("hf", "special_tokens_map.json", b'"[UNK]"'),  # JSON, but not an object
+        ("hf", "tokenizer_config.json", b'{"do_lower_case": tru'),  # not JSON
         ("hf", "vocab.txt", b"only\nwords\n"),  # no [UNK]
     ],
 )
@@ -133,7 +134,10 @@ def test_unreadable_tokenizer_file_is_named(tmp_path, capsys, folder, name, data
     root = _folders(tmp_path)
     (root / folder / name).write_bytes(data)
     for source in (root / folder, root / folder / name):
-        if source.name in ("special_tokens_map.json", "vlkit_tokenizer.json") and source.is_file():
+        if (
+            source.name in ("special_tokens_map.json", "tokenizer_config.json", "vlkit_tokenizer.json")
+            and source.is_file()
+        ):
             source = source.parent  # read as part of the folder
         assert main(["tokenize", "--tokenizer", str(source), "x"]) == 2
         err = capsys.readouterr().err

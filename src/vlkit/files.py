@@ -5,12 +5,27 @@ files get the normal permissions of a new file (``0o666 & ~umask``), whatever wr
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+def read_json_object(
+    path: str | os.PathLike, expected: str = "a JSON object", error: type[ValueError] = ValueError
+) -> dict:
+    """The JSON object in the UTF-8 file ``path``; an ``error`` naming the file and what was
+    ``expected`` when it holds no valid JSON, or JSON of another type."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{path} is not valid JSON ({e}); expected {expected}") from None
+    if not isinstance(data, dict):
+        raise error(f"{path} holds a JSON {type(data).__name__}; expected {expected}")
+    return data
 
 
 class OutputExistsError(FileExistsError, ValueError):

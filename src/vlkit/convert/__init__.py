@@ -7,7 +7,10 @@ and ``state_dict_from_hf(state_dict)``; for writing (``hf_export.save_hf``) it a
 ``config_to_hf(config)``, ``state_dict_to_hf(state_dict, config)``, its HF ``TOKENIZER_CLASS``
 (None for image models) and, for image models, ``image_processor_config(config)``. The key names
 of both directions come from one table of (HF name, vlkit name) pairs (``keys.pair_rules``).
-``open_clip`` reads and writes open_clip folders the same way.
+``open_clip`` reads and writes open_clip folders the same way. ``hf_clip`` and ``hf_blip`` also
+read and write their config fields through one table of (vlkit field, HF field, HF default) rows,
+and take the image tower's fixed options from the family's vision config
+(``models.clip.clip_vision_config``, ``models.blip.blip_vision_config``): a checkpoint gives its sizes.
 """
 
 from . import hf_bert, hf_blip, hf_clip, hf_gpt2, hf_vit

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..constants import CLIP_MEAN, CLIP_STD
+from ..models.blip import blip_vision_config
 from .hf_bert import EMBEDDING_PAIRS, layer_pairs, mlm_head_pairs
 from .hf_image_processor import image_processor_to_hf
 from .keys import StateDict, fuse, pair_rules, prefixed, rename_keys, split
@@ -21,31 +21,32 @@ ARCHITECTURES = ("BlipForImageTextRetrieval", "BlipForConditionalGeneration", "B
 TOKENIZER_CLASS = "BertTokenizer"
 DECODER_TOKENS = ("[DEC]", "[ENC]")  # BLIP's two tokens after the BERT vocabulary: bos_token_id, enc_token_id
 
-# defaults of transformers' BlipTextConfig / BlipVisionConfig for fields a config.json may omit
-_TEXT_DEFAULTS = dict(
-    vocab_size=30524,
-    hidden_size=768,
-    intermediate_size=3072,
-    num_hidden_layers=12,
-    num_attention_heads=8,
-    max_position_embeddings=512,
-    layer_norm_eps=1e-12,
-    hidden_act="gelu",
-    hidden_dropout_prob=0.0,
-    attention_probs_dropout_prob=0.0,
-    pad_token_id=0,
-    bos_token_id=30522,
-    sep_token_id=102,
+# (vlkit field, HF config.json field, the default of transformers' BlipTextConfig / BlipVisionConfig
+# where a config.json omits it or gives null), read both ways
+_TEXT_FIELDS = (
+    ("vocab_size", "vocab_size", 30524),
+    ("hidden_size", "hidden_size", 768),
+    ("intermediate_size", "intermediate_size", 3072),
+    ("num_layers", "num_hidden_layers", 12),
+    ("num_heads", "num_attention_heads", 8),
+    ("max_positions", "max_position_embeddings", 512),
+    ("norm_eps", "layer_norm_eps", 1e-12),
+    ("act", "hidden_act", "gelu"),
+    ("dropout", "hidden_dropout_prob", 0.0),
+    ("attn_dropout", "attention_probs_dropout_prob", 0.0),
+    ("pad_token_id", "pad_token_id", 0),
+    ("bos_token_id", "bos_token_id", 30522),
+    ("sep_token_id", "sep_token_id", 102),
 )
-_VISION_DEFAULTS = dict(
-    hidden_size=768,
-    intermediate_size=3072,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    image_size=384,
-    patch_size=16,
-    hidden_act="gelu",
-    layer_norm_eps=1e-5,
+_VISION_FIELDS = (
+    ("width", "hidden_size", 768),
+    ("mlp_dim", "intermediate_size", 3072),
+    ("depth", "num_hidden_layers", 12),
+    ("num_heads", "num_attention_heads", 12),
+    ("image_size", "image_size", 384),
+    ("patch_size", "patch_size", 16),
+    ("act", "hidden_act", "gelu"),
+    ("norm_eps", "layer_norm_eps", 1e-5),
 )
 
 _VISION_LAYER = [
@@ -77,14 +78,23 @@ _PAIRS += mlm_head_pairs("text_decoder.cls", "lm_head")
 _DROP = (r".*position_ids", r"text_decoder\.cls\.predictions\.decoder\.(weight|bias)")
 
 
+def _fields_from_hf(hf: dict | None, fields: tuple) -> dict:
+    given = {k: v for k, v in (hf or {}).items() if v is not None}
+    return {name: given.get(hf_name, default) for name, hf_name, default in fields}
+
+
+def _fields_to_hf(config, fields: tuple) -> dict:
+    return {hf_name: getattr(config, name) for name, hf_name, _ in fields}
+
+
 def config_from_hf(hf: dict, state_dict: StateDict) -> dict:
     """vlkit BlipConfig fields from an HF config.json; the parts present follow the weights."""
-    tc = {**_TEXT_DEFAULTS, **{k: v for k, v in (hf.get("text_config") or {}).items() if v is not None}}
-    vc = {**_VISION_DEFAULTS, **{k: v for k, v in (hf.get("vision_config") or {}).items() if v is not None}}
-    for name, act in (("text", tc["hidden_act"]), ("vision", vc["hidden_act"])):
+    text = _fields_from_hf(hf.get("text_config"), _TEXT_FIELDS)
+    vision = _fields_from_hf(hf.get("vision_config"), _VISION_FIELDS)
+    for name, act in (("text", text["act"]), ("vision", vision["act"])):
         if act != "gelu":
             raise ValueError(f"BLIP {name} activation {act!r} is not supported (expected 'gelu')")
-    if isinstance(vc["image_size"], (list, tuple)) or isinstance(vc["patch_size"], (list, tuple)):
+    if isinstance(vision["image_size"], (list, tuple)) or isinstance(vision["patch_size"], (list, tuple)):
         raise ValueError("only square images and patches are supported for BLIP checkpoints")
     keys = set(state_dict)
     has_encoder = any(k.startswith("text_encoder.") for k in keys)
@@ -97,40 +107,10 @@ def config_from_hf(hf: dict, state_dict: StateDict) -> dict:
                 f"BLIP {tower} has no cross-attention layers (text_config.is_decoder=False?); "
                 "vlkit's BLIP needs them in every layer"
             )
+    bos = text["bos_token_id"]
     return dict(
-        vision=dict(
-            image_size=vc["image_size"],
-            patch_size=vc["patch_size"],
-            width=vc["hidden_size"],
-            depth=vc["num_hidden_layers"],
-            num_heads=vc["num_attention_heads"],
-            mlp_dim=vc["intermediate_size"],
-            act="gelu",
-            norm_eps=vc["layer_norm_eps"],
-            qkv_bias=True,
-            patch_bias=True,
-            pre_norm=False,
-            image_mean=CLIP_MEAN,
-            image_std=CLIP_STD,
-            resize_mode="squash",
-            interpolation="bicubic",
-        ),
-        text=dict(
-            vocab_size=tc["vocab_size"],
-            hidden_size=tc["hidden_size"],
-            num_layers=tc["num_hidden_layers"],
-            num_heads=tc["num_attention_heads"],
-            intermediate_size=tc["intermediate_size"],
-            max_positions=tc["max_position_embeddings"],
-            norm_eps=tc["layer_norm_eps"],
-            act="gelu",
-            dropout=tc["hidden_dropout_prob"],
-            attn_dropout=tc["attention_probs_dropout_prob"],
-            pad_token_id=tc["pad_token_id"],
-            bos_token_id=tc["bos_token_id"],
-            sep_token_id=tc["sep_token_id"],
-            enc_token_id=tc["bos_token_id"] + 1 if tc["bos_token_id"] + 1 < tc["vocab_size"] else tc["bos_token_id"],
-        ),
+        vision={**blip_vision_config.keywords, **vision},  # BLIP's image tower with the checkpoint's sizes
+        text=dict(text, enc_token_id=bos + 1 if bos + 1 < text["vocab_size"] else bos),
         embed_dim=hf.get("image_text_hidden_size", 256),
         text_encoder=has_encoder,
         text_decoder=has_decoder,
@@ -200,34 +180,12 @@ def config_to_hf(config) -> dict:
         "model_type": "blip",
         "image_text_hidden_size": config.embed_dim,
         "text_config": {
-            "vocab_size": t.vocab_size,
-            "hidden_size": t.hidden_size,
-            "intermediate_size": t.intermediate_size,
-            "num_hidden_layers": t.num_layers,
-            "num_attention_heads": t.num_heads,
-            "max_position_embeddings": t.max_positions,
-            "layer_norm_eps": t.norm_eps,
-            "hidden_act": "gelu",
-            "hidden_dropout_prob": t.dropout,
-            "attention_probs_dropout_prob": t.attn_dropout,
-            "pad_token_id": t.pad_token_id,
-            "bos_token_id": t.bos_token_id,
-            "sep_token_id": t.sep_token_id,
+            **_fields_to_hf(t, _TEXT_FIELDS),
             "eos_token_id": t.sep_token_id,
             "encoder_hidden_size": v.width,
             "is_decoder": True,
         },
-        "vision_config": {
-            "hidden_size": v.width,
-            "intermediate_size": v.mlp_dim,
-            "num_hidden_layers": v.depth,
-            "num_attention_heads": v.num_heads,
-            "image_size": v.image_size,
-            "patch_size": v.patch_size,
-            "num_channels": v.in_channels,
-            "hidden_act": "gelu",
-            "layer_norm_eps": v.norm_eps,
-        },
+        "vision_config": {**_fields_to_hf(v, _VISION_FIELDS), "num_channels": v.in_channels},
     }
 
 

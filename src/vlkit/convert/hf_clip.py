@@ -8,7 +8,7 @@ when ``eos_token_id == 2`` (the value old configs carry, kept by HF as an "argma
 
 from __future__ import annotations
 
-from ..constants import CLIP_MEAN, CLIP_STD
+from ..models.clip import clip_vision_config
 from .hf_image_processor import image_processor_to_hf
 from .keys import StateDict, fuse, pair_rules, rename_keys, split
 
@@ -54,6 +54,28 @@ _ACT_FROM_HF = {
 _ACT_TO_HF = {"quick_gelu": "quick_gelu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}
 
 
+# (vlkit field, HF config.json field, HF's default where a config.json omits it), read both ways
+_VISION_FIELDS = (
+    ("image_size", "image_size", 224),
+    ("patch_size", "patch_size", 32),
+    ("in_channels", "num_channels", 3),
+    ("width", "hidden_size", 768),
+    ("mlp_dim", "intermediate_size", 3072),
+    ("depth", "num_hidden_layers", 12),
+    ("num_heads", "num_attention_heads", 12),
+    ("norm_eps", "layer_norm_eps", 1e-5),
+)
+_TEXT_FIELDS = (
+    ("vocab_size", "vocab_size", 49408),
+    ("width", "hidden_size", 512),
+    ("mlp_dim", "intermediate_size", 2048),
+    ("depth", "num_hidden_layers", 12),
+    ("num_heads", "num_attention_heads", 8),
+    ("context_length", "max_position_embeddings", 77),
+    ("norm_eps", "layer_norm_eps", 1e-5),
+)
+
+
 def _act(name: str, tower: str) -> str:
     if name not in _ACT_FROM_HF:
         raise ValueError(f"CLIP {tower} activation {name!r} is not supported; expected one of {sorted(_ACT_FROM_HF)}")
@@ -65,43 +87,29 @@ def _sub_config(hf: dict, name: str) -> dict:
     return {**(hf.get(name) or {}), **(hf.get(f"{name}_dict") or {})}
 
 
+def _fields_from_hf(hf: dict, fields: tuple) -> dict:
+    return {name: hf.get(hf_name, default) for name, hf_name, default in fields}
+
+
+def _fields_to_hf(config, fields: tuple) -> dict:
+    return {hf_name: getattr(config, name) for name, hf_name, _ in fields}
+
+
 def config_from_hf(hf: dict, state_dict: StateDict) -> dict:
     """HF CLIPConfig (config.json as a dict) -> vlkit CLIPConfig fields (HF's defaults where absent)."""
     t, v = _sub_config(hf, "text_config"), _sub_config(hf, "vision_config")
-    image_size, patch_size = v.get("image_size", 224), v.get("patch_size", 32)
-    if isinstance(image_size, (list, tuple)) or isinstance(patch_size, (list, tuple)):
+    vision, text = _fields_from_hf(v, _VISION_FIELDS), _fields_from_hf(t, _TEXT_FIELDS)
+    if isinstance(vision["image_size"], (list, tuple)) or isinstance(vision["patch_size"], (list, tuple)):
         raise ValueError("only square images and patches are supported for CLIP checkpoints")
     eos = t.get("eos_token_id", 49407)
     if isinstance(eos, (list, tuple)):
         raise ValueError(f"CLIP text eos_token_id must be one id, got {eos}")
     return dict(
-        vision=dict(
-            image_size=image_size,
-            patch_size=patch_size,
-            in_channels=v.get("num_channels", 3),
-            width=v.get("hidden_size", 768),
-            depth=v.get("num_hidden_layers", 12),
-            num_heads=v.get("num_attention_heads", 12),
-            mlp_dim=v.get("intermediate_size", 3072),
-            act=_act(v.get("hidden_act", "quick_gelu"), "vision"),
-            norm_eps=v.get("layer_norm_eps", 1e-5),
-            qkv_bias=True,
-            patch_bias=False,
-            pre_norm=True,
-            image_mean=CLIP_MEAN,
-            image_std=CLIP_STD,
-            resize_mode="shortest",
-            interpolation="bicubic",
-        ),
+        # CLIP's image tower (clip_vision_config) with the checkpoint's sizes and activation
+        vision={**clip_vision_config.keywords, **vision, "act": _act(v.get("hidden_act", "quick_gelu"), "vision")},
         text=dict(
-            vocab_size=t.get("vocab_size", 49408),
-            context_length=t.get("max_position_embeddings", 77),
-            width=t.get("hidden_size", 512),
-            depth=t.get("num_hidden_layers", 12),
-            num_heads=t.get("num_attention_heads", 8),
-            mlp_dim=t.get("intermediate_size", 2048),
+            text,
             act=_act(t.get("hidden_act", "quick_gelu"), "text"),
-            norm_eps=t.get("layer_norm_eps", 1e-5),
             eos_token_id=None if eos == _HF_ARGMAX_EOS else eos,
         ),
         embed_dim=hf.get("projection_dim", 512),
@@ -145,29 +153,16 @@ def config_to_hf(config) -> dict:
         "projection_dim": config.embed_dim,
         "logit_scale_init_value": config.init_logit_scale,
         "text_config": {
-            "vocab_size": t.vocab_size,
-            "hidden_size": t.width,
-            "intermediate_size": t.mlp_dim,
-            "num_hidden_layers": t.depth,
-            "num_attention_heads": t.num_heads,
-            "max_position_embeddings": t.context_length,
+            **_fields_to_hf(t, _TEXT_FIELDS),
             "hidden_act": _ACT_TO_HF[t.act],
-            "layer_norm_eps": t.norm_eps,
             "projection_dim": config.embed_dim,
             "eos_token_id": _HF_ARGMAX_EOS if t.eos_token_id is None else t.eos_token_id,
             "bos_token_id": in_vocab(49406),
             "pad_token_id": in_vocab(1),
         },
         "vision_config": {
-            "image_size": v.image_size,
-            "patch_size": v.patch_size,
-            "num_channels": v.in_channels,
-            "hidden_size": v.width,
-            "intermediate_size": v.mlp_dim,
-            "num_hidden_layers": v.depth,
-            "num_attention_heads": v.num_heads,
+            **_fields_to_hf(v, _VISION_FIELDS),
             "hidden_act": _ACT_TO_HF[v.act],
-            "layer_norm_eps": v.norm_eps,
             "projection_dim": config.embed_dim,
         },
     }

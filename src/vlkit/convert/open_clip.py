@@ -49,11 +49,8 @@ _PAIRS += prefixed([(f"transformer.resblocks.#.{a}", f"encoder.blocks.#.{b}") fo
 _PAIRS += prefixed([(f"transformer.resblocks.#.{a}", f"encoder.blocks.#.{b}") for a, b in _BLOCK], "", "text.")
 
 # open_clip options vlkit's CLIP does not have; a checkpoint using one is refused by name.
-_VISION_DEFAULTS = dict(
+_BLOCK_DEFAULTS = dict(  # the transformer block options of both towers
     ls_init_value=None,
-    attentional_pool=False,
-    pos_embed_type="learnable",
-    pool_type="tok",
     block_type=None,
     qk_norm=False,
     scaled_cosine_attn=False,
@@ -61,24 +58,22 @@ _VISION_DEFAULTS = dict(
     scale_attn_inner=False,
     scale_attn=False,
     scale_fc=False,
-    timm_model_name=None,
     act_kwargs=None,
 )
+_VISION_DEFAULTS = dict(
+    _BLOCK_DEFAULTS,
+    attentional_pool=False,
+    pos_embed_type="learnable",
+    pool_type="tok",
+    timm_model_name=None,
+)
 _TEXT_DEFAULTS = dict(
+    _BLOCK_DEFAULTS,
     hf_model_name=None,
-    ls_init_value=None,
     embed_cls=False,
     no_causal_mask=False,
     proj_bias=False,
     proj_type="linear",
-    block_type=None,
-    qk_norm=False,
-    scaled_cosine_attn=False,
-    scale_heads=False,
-    scale_attn_inner=False,
-    scale_attn=False,
-    scale_fc=False,
-    act_kwargs=None,
 )
 
 

@@ -7,7 +7,6 @@ was expected.
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import re
@@ -18,6 +17,7 @@ import torch
 
 from ..convert import HF_CONVERTERS
 from ..convert.hf_image_processor import image_fields_from_hf
+from ..files import read_json_object
 from .base import CONFIG_FILE, CheckpointError, Model
 from .registry import FAMILIES, config_from_dict
 
@@ -26,13 +26,7 @@ OPEN_CLIP_CONFIG = "open_clip_config.json"
 
 def read_json(path: Path, what: str = "a JSON object") -> dict:
     """The JSON object in ``path``; a CheckpointError naming the file when it is not one."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e}); expected {what}") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} holds a JSON {type(data).__name__}; expected {what}")
-    return data
+    return read_json_object(path, what, error=CheckpointError)
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:

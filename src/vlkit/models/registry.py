@@ -12,6 +12,8 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
+from ..registration import register_in
+
 FAMILIES: dict[str, Any] = {}  # model_type -> model class (a vlkit.models.base.Model subclass)
 PRESETS: dict[str, Callable[[], Any]] = {}  # preset name -> config factory
 
@@ -25,14 +27,7 @@ def register_family(model_cls: Any) -> Any:
 
 def register(name: str) -> Callable:
     """Decorator for a function returning the config of a named size."""
-
-    def wrap(fn: Callable[[], Any]) -> Callable[[], Any]:
-        if name in PRESETS:
-            raise ValueError(f"preset {name!r} is registered twice")
-        PRESETS[name] = fn
-        return fn
-
-    return wrap
+    return register_in(PRESETS, name, "preset")
 
 
 def list_models() -> list[str]:

@@ -7,7 +7,6 @@ no unknown bytes) and ``decode(encode(s)) == s``.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import regex
 from .base import Tokenizer, register_algorithm, utf8_bytes
 from .bpe_core import BPEMerges, bytes_to_unicode, train_merges
 from .normalizers import build_normalizer
-from .training import check_corpus_text, progress_bar
+from .training import count_words, progress_bar
 from .vocab_files import merges_to_ids, read_merges_txt, read_vocab_json, write_merges_txt, write_vocab_json
 
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -143,13 +142,10 @@ class BPETokenizer(Tokenizer):
         alphabet = list(bytes_to_unicode().values())
         if vocab_size < len(specials) + len(alphabet):
             raise ValueError(f"vocab_size {vocab_size} is below the {len(specials) + 256} special and byte tokens")
-        special_re = regex.compile("|".join(regex.escape(s) for s in specials)) if specials else None
         findall = regex.compile(pattern).findall
-        counter: Counter[str] = Counter()
-        for text, k in Counter(map(check_corpus_text, texts)).items():  # repeated lines split once
-            for piece in special_re.split(text) if special_re is not None else [text]:
-                for word in findall(normalize(piece) if normalize is not None else piece):
-                    counter[word] += k
+        counter = count_words(
+            texts, specials, lambda piece: findall(normalize(piece) if normalize is not None else piece)
+        )
         tokens = specials + alphabet
         to_id = {t: i for i, t in enumerate(tokens)}
         trans = bytes_to_unicode()

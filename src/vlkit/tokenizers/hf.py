@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..files import read_json_object
 from .base import ROLES, Tokenizer
 from .vocab_files import tokens_in_id_order
 
@@ -73,12 +74,7 @@ def _roles_from_files(folder: Path) -> dict[str, str]:
         path = folder / name
         if not path.is_file():
             continue
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
+        data = read_json_object(path, "an HF tokenizer config")
         for role in ROLES:
             value = data.get(f"{role}_token")
             if isinstance(value, dict):

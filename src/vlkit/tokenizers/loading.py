@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
+from ..files import read_json_object
+from ..registration import register_in
 from .base import CONFIG_FILE, Tokenizer, files_named_in_errors
 from .bpe import BPETokenizer
 from .clip import END_OF_WORD, CLIPTokenizer, read_clip_bpe_file
@@ -22,16 +23,9 @@ BERT_UNCASED_VOCAB = DATA / "bert-base-uncased-vocab.txt"
 _REGISTRY: dict[str, Callable[..., Tokenizer]] = {}
 
 
-def register_tokenizer(name: str):
+def register_tokenizer(name: str) -> Callable:
     """Register ``factory(**kwargs) -> Tokenizer`` under ``name`` for ``get_tokenizer``."""
-
-    def wrap(factory):
-        if name in _REGISTRY:
-            raise ValueError(f"tokenizer name {name!r} is already registered")
-        _REGISTRY[name] = factory
-        return factory
-
-    return wrap
+    return register_in(_REGISTRY, name, "tokenizer name")
 
 
 def list_tokenizers() -> list[str]:
@@ -69,15 +63,7 @@ def _bert_base_uncased(**kwargs) -> WordPieceTokenizer:
 
 def _hf_config(folder: Path) -> dict:
     path = folder / "tokenizer_config.json"
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid UTF-8 JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
-    return data
+    return read_json_object(path, "an HF tokenizer config") if path.is_file() else {}
 
 
 def _max_length(config: dict) -> int | None:

@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+import regex
 
 
 def check_corpus_text(text) -> str:
     if not isinstance(text, str):
         raise TypeError(f"a training corpus must yield str, got {type(text).__name__}")
     return text
+
+
+def count_words(texts: Iterable[str], specials: Sequence[str], split: Callable[[str], Iterable[str]]) -> Counter[str]:
+    """How often each word occurs in ``texts``: the text between the ``specials`` (which are left
+    out) cut into words by ``split``; a line that repeats is split once."""
+    special_re = regex.compile("|".join(regex.escape(s) for s in specials)) if specials else None
+    counter: Counter[str] = Counter()
+    for text, k in Counter(map(check_corpus_text, texts)).items():
+        for piece in special_re.split(text) if special_re is not None else [text]:
+            for word in split(piece):
+                counter[word] += k
+    return counter
 
 
 def read_corpus(paths: Iterable[str | os.PathLike]) -> Iterator[str]:

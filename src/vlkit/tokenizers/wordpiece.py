@@ -16,12 +16,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-import regex
-
 from .base import Tokenizer, register_algorithm
 from .bert_text import BertPreTokenizer
 from .bpe_core import merge_pair
-from .training import check_corpus_text, progress_bar
+from .training import count_words, progress_bar
 from .vocab_files import read_vocab_txt, write_vocab_txt
 
 BERT_SPECIALS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
@@ -150,12 +148,7 @@ class WordPieceTokenizer(Tokenizer):
             special_tokens = dict(BERT_SPECIALS)
         pre = BertPreTokenizer(lowercase, strip_accents)
         specials = list(dict.fromkeys([*special_tokens.values(), *extra_special_tokens]))
-        special_re = regex.compile("|".join(regex.escape(s) for s in specials)) if specials else None
-        counter: Counter[str] = Counter()
-        for text, k in Counter(map(check_corpus_text, texts)).items():
-            for piece in special_re.split(text) if special_re is not None else [text]:
-                for word in pre(piece):
-                    counter[word] += k
+        counter = count_words(texts, specials, pre)
         tokens, words, counts = _initial_alphabet(counter, specials, continuing_prefix, limit_alphabet)
         if vocab_size < len(tokens):
             raise ValueError(
