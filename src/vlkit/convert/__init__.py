@@ -10,7 +10,8 @@ of both directions come from one table of (HF name, vlkit name) pairs (``keys.pa
 ``open_clip`` reads and writes open_clip folders the same way. ``hf_clip`` and ``hf_blip`` also
 read and write their config fields through one table of (vlkit field, HF field, HF default) rows,
 and take the image tower's fixed options from the family's vision config
-(``models.clip.clip_vision_config``, ``models.blip.blip_vision_config``): a checkpoint gives its sizes.
+(``constants.CLIP_VISION``, ``constants.BLIP_VISION``, which the model files build theirs from): a
+checkpoint gives its sizes.
 """
 
 from . import hf_bert, hf_blip, hf_clip, hf_gpt2, hf_vit

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..models.blip import blip_vision_config
+from ..constants import BLIP_VISION
 from .hf_bert import EMBEDDING_PAIRS, layer_pairs, mlm_head_pairs
 from .hf_image_processor import image_processor_to_hf
 from .keys import StateDict, fuse, pair_rules, prefixed, rename_keys, split
@@ -109,7 +109,7 @@ def config_from_hf(hf: dict, state_dict: StateDict) -> dict:
             )
     bos = text["bos_token_id"]
     return dict(
-        vision={**blip_vision_config.keywords, **vision},  # BLIP's image tower with the checkpoint's sizes
+        vision={**BLIP_VISION, **vision},  # BLIP's image tower with the checkpoint's sizes
         text=dict(text, enc_token_id=bos + 1 if bos + 1 < text["vocab_size"] else bos),
         embed_dim=hf.get("image_text_hidden_size", 256),
         text_encoder=has_encoder,

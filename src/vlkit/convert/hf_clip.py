@@ -8,7 +8,7 @@ when ``eos_token_id == 2`` (the value old configs carry, kept by HF as an "argma
 
 from __future__ import annotations
 
-from ..models.clip import clip_vision_config
+from ..constants import CLIP_VISION
 from .hf_image_processor import image_processor_to_hf
 from .keys import StateDict, fuse, pair_rules, rename_keys, split
 
@@ -105,8 +105,8 @@ def config_from_hf(hf: dict, state_dict: StateDict) -> dict:
     if isinstance(eos, (list, tuple)):
         raise ValueError(f"CLIP text eos_token_id must be one id, got {eos}")
     return dict(
-        # CLIP's image tower (clip_vision_config) with the checkpoint's sizes and activation
-        vision={**clip_vision_config.keywords, **vision, "act": _act(v.get("hidden_act", "quick_gelu"), "vision")},
+        # CLIP's image tower (constants.CLIP_VISION) with the checkpoint's sizes and activation
+        vision={**CLIP_VISION, **vision, "act": _act(v.get("hidden_act", "quick_gelu"), "vision")},
         text=dict(
             text,
             act=_act(t.get("hidden_act", "quick_gelu"), "text"),

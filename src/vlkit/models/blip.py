@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..constants import CLIP_MEAN, CLIP_STD
+from ..constants import BLIP_VISION
 from ..layers import KVCache, build_attention_mask
 from ..runtime import eval_mode
 from .base import Model, check_towers
@@ -40,9 +40,7 @@ from .vit import ViT, ViTConfig
 
 # BLIP's image encoder: ViT-B/16 at 384 px unless overridden: patch bias, no pre-norm, final
 # LayerNorm over all tokens; images squashed bicubically, CLIP mean/std.
-blip_vision_config = partial(
-    ViTConfig, image_size=384, norm_eps=1e-5, image_mean=CLIP_MEAN, image_std=CLIP_STD, interpolation="bicubic"
-)
+blip_vision_config = partial(ViTConfig, **BLIP_VISION)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..constants import CLIP_MEAN, CLIP_STD
+from ..constants import CLIP_VISION
 from ..layers import Block, LearnedPositionEmbedding, TokenEmbedding, Transformer, build_attention_mask
 from .base import Model, check_towers
 from .registry import register, register_family
@@ -27,18 +27,7 @@ from .vit import ViT, ViTConfig, tower_encoder
 
 # CLIP's image tower (OpenAI's ViT-B/32 unless overridden): ln_pre, no patch bias, QuickGELU;
 # the short side resized bicubically, then a center crop.
-clip_vision_config = partial(
-    ViTConfig,
-    patch_size=32,
-    act="quick_gelu",
-    norm_eps=1e-5,
-    patch_bias=False,
-    pre_norm=True,
-    image_mean=CLIP_MEAN,
-    image_std=CLIP_STD,
-    resize_mode="shortest",
-    interpolation="bicubic",
-)
+clip_vision_config = partial(ViTConfig, **CLIP_VISION)
 
 
 @dataclass(frozen=True)
