@@ -93,6 +93,7 @@ def test_does_not_import_open_clip_or_ftfy():
         "__future__",
         "collections",
         "contextlib",
+        "dataclasses",
         "functools",
         "gzip",
         "heapq",

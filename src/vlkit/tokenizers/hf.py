@@ -10,6 +10,7 @@ raises a ValueError naming the file and the component.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..files import read_json_object
@@ -116,13 +117,28 @@ def _pre_tokenizers(spec: dict | None) -> list[dict]:
     return [spec]
 
 
+@dataclass
+class _Parsed:
+    """What a ``tokenizer.json`` says, read once, for the builder of its model type."""
+
+    where: str  # the file, for error messages
+    model: dict  # its "model" section
+    tokens: list[str]  # in id order
+    vocab: dict[str, int]
+    roles: dict[str, str]  # role -> special token
+    normalizer: dict | None
+    pres: list[dict]  # the pre-tokenizers
+    prefix: list[str]  # special tokens the post-processor puts before / after a text
+    suffix: list[str]
+    common: dict  # keyword arguments every vlkit tokenizer takes
+
+    @property
+    def pre_types(self) -> list[str | None]:
+        return [p.get("type") for p in self.pres]
+
+
 def tokenizer_from_hf_json(path: str | Path, context_length: int | None = None) -> Tokenizer:
     """A vlkit tokenizer equivalent to the HF ``tokenizer.json`` at ``path``."""
-    from .bpe import GPT2_PATTERN, BPETokenizer
-    from .clip import END_OF_WORD, CLIPTokenizer
-    from .simple import CHAR_PATTERN, WORD_PATTERN, CharTokenizer, WordTokenizer
-    from .wordpiece import WordPieceTokenizer
-
     path = Path(path)
     where = str(path)
     try:
@@ -135,19 +151,38 @@ def tokenizer_from_hf_json(path: str | Path, context_length: int | None = None) 
         raise ValueError(f"{path} is not an HF tokenizer.json (no 'model' section)")
     model = doc["model"]
     kind = model.get("type")
-    if kind not in ("BPE", "WordPiece", "WordLevel"):
+    if kind not in _BUILDERS:
         raise ValueError(f"{where}: model type {kind!r} is not supported by vlkit (BPE, WordPiece, WordLevel are)")
     vocab = dict(model.get("vocab") or {})
     added = doc.get("added_tokens") or []
     for a in added:
         if a["content"] not in vocab:
             vocab[a["content"]] = a["id"]
-    tokens = tokens_in_id_order(vocab, where)
-    roles = _roles_from_files(path.parent)
-    special_added = [a["content"] for a in added if a.get("special", True)]
+    roles = _special_roles(path.parent, model, vocab, added)
+    extra = [a["content"] for a in added if a["content"] not in roles.values()]
+    prefix, suffix = _affixes(doc.get("post_processor"), where)
+    common = dict(prefix=prefix, suffix=suffix, extra_special_tokens=extra, context_length=context_length)
+    parsed = _Parsed(
+        where,
+        model,
+        tokens_in_id_order(vocab, where),
+        vocab,
+        roles,
+        doc.get("normalizer"),
+        _pre_tokenizers(doc.get("pre_tokenizer")),
+        prefix,
+        suffix,
+        common,
+    )
+    return _BUILDERS[kind](parsed)
+
+
+def _special_roles(folder: Path, model: dict, vocab: dict[str, int], added: list[dict]) -> dict[str, str]:
+    """Role -> token: from the folder's tokenizer_config / special_tokens_map, else guessed from
+    the added special tokens' names."""
+    roles = _roles_from_files(folder)
     if not roles:
-        roles = {}
-        for t in special_added:
+        for t in (a["content"] for a in added if a.get("special", True)):
             role = _KNOWN_ROLES.get(t)
             if role is not None and role not in roles:
                 roles[role] = t
@@ -155,102 +190,112 @@ def tokenizer_from_hf_json(path: str | Path, context_length: int | None = None) 
             roles["unk"] = model["unk_token"]
         if roles.get("eos") == "<|endoftext|>" and "bos" not in roles and "<|startoftext|>" not in vocab:
             roles["bos"] = "<|endoftext|>"  # GPT-2: one token starts and ends a text
-    roles = {r: t for r, t in roles.items() if t in vocab}
-    extra = [a["content"] for a in added if a["content"] not in roles.values()]
-    prefix, suffix = _affixes(doc.get("post_processor"), where)
-    common = dict(prefix=prefix, suffix=suffix, extra_special_tokens=extra, context_length=context_length)
-    normalizer = doc.get("normalizer")
-    pres = _pre_tokenizers(doc.get("pre_tokenizer"))
-    pre_types = [p.get("type") for p in pres]
+    return {r: t for r, t in roles.items() if t in vocab}
 
-    if kind == "WordPiece":
-        if pre_types != ["BertPreTokenizer"]:
-            raise ValueError(f"{where}: WordPiece needs the BertPreTokenizer, got {pre_types}")
-        if normalizer is None:
-            normalizer = {
-                "clean_text": False,
-                "handle_chinese_chars": False,
-                "strip_accents": False,
-                "lowercase": False,
-            }
-        elif normalizer.get("type") != "BertNormalizer":
-            raise ValueError(f"{where}: WordPiece needs the BertNormalizer, got {normalizer.get('type')!r}")
-        roles.setdefault("unk", model.get("unk_token", "[UNK]"))
-        return WordPieceTokenizer(
-            tokens,
-            roles,
-            lowercase=normalizer.get("lowercase", True),
-            strip_accents=normalizer.get("strip_accents"),
-            clean_text=normalizer.get("clean_text", True),
-            handle_chinese_chars=normalizer.get("handle_chinese_chars", True),
-            continuing_prefix=model.get("continuing_subword_prefix") or "##",
-            max_input_chars_per_word=model.get("max_input_chars_per_word", 100),
-            **common,
-        )
 
-    if kind == "WordLevel":
-        patterns = [p.get("pattern", {}).get("Regex") for p in pres if p.get("type") == "Split"]
-        cls = {WORD_PATTERN: WordTokenizer, CHAR_PATTERN: CharTokenizer}.get(
-            patterns[0] if len(patterns) == 1 else None
-        )
-        if cls is None or len(pres) != 1:
-            raise ValueError(f"{where}: WordLevel is supported with vlkit's word or character split only, got {pres}")
-        if normalizer not in (None, {"type": "Lowercase"}):
-            raise ValueError(f"{where}: WordLevel normalizer {normalizer!r} is not supported by vlkit")
-        roles.setdefault("unk", model.get("unk_token", "[UNK]"))
-        return cls(tokens, roles, lowercase=normalizer is not None, **common)
+def _wordpiece(p: _Parsed) -> Tokenizer:
+    from .wordpiece import WordPieceTokenizer
 
-    # BPE
+    if p.pre_types != ["BertPreTokenizer"]:
+        raise ValueError(f"{p.where}: WordPiece needs the BertPreTokenizer, got {p.pre_types}")
+    normalizer = p.normalizer
+    if normalizer is None:
+        normalizer = {"clean_text": False, "handle_chinese_chars": False, "strip_accents": False, "lowercase": False}
+    elif normalizer.get("type") != "BertNormalizer":
+        raise ValueError(f"{p.where}: WordPiece needs the BertNormalizer, got {normalizer.get('type')!r}")
+    p.roles.setdefault("unk", p.model.get("unk_token", "[UNK]"))
+    return WordPieceTokenizer(
+        p.tokens,
+        p.roles,
+        lowercase=normalizer.get("lowercase", True),
+        strip_accents=normalizer.get("strip_accents"),
+        clean_text=normalizer.get("clean_text", True),
+        handle_chinese_chars=normalizer.get("handle_chinese_chars", True),
+        continuing_prefix=p.model.get("continuing_subword_prefix") or "##",
+        max_input_chars_per_word=p.model.get("max_input_chars_per_word", 100),
+        **p.common,
+    )
+
+
+def _wordlevel(p: _Parsed) -> Tokenizer:
+    from .simple import CHAR_PATTERN, WORD_PATTERN, CharTokenizer, WordTokenizer
+
+    patterns = [x.get("pattern", {}).get("Regex") for x in p.pres if x.get("type") == "Split"]
+    cls = {WORD_PATTERN: WordTokenizer, CHAR_PATTERN: CharTokenizer}.get(patterns[0] if len(patterns) == 1 else None)
+    if cls is None or len(p.pres) != 1:
+        raise ValueError(f"{p.where}: WordLevel is supported with vlkit's word or character split only, got {p.pres}")
+    if p.normalizer not in (None, {"type": "Lowercase"}):
+        raise ValueError(f"{p.where}: WordLevel normalizer {p.normalizer!r} is not supported by vlkit")
+    p.roles.setdefault("unk", p.model.get("unk_token", "[UNK]"))
+    return cls(p.tokens, p.roles, lowercase=p.normalizer is not None, **p.common)
+
+
+def _bpe(p: _Parsed) -> Tokenizer:
+    from .bpe import GPT2_PATTERN, BPETokenizer
+    from .clip import END_OF_WORD
+
+    model, where = p.model, p.where
     for key, ok in (("dropout", (None,)), ("byte_fallback", (False, None)), ("fuse_unk", (False, None))):
         if model.get(key) not in ok:
             raise ValueError(f"{where}: BPE with {key}={model.get(key)!r} is not supported by vlkit")
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model.get("merges", [])]
     if model.get("end_of_word_suffix") == END_OF_WORD:
-        if pre_types != ["Split", "ByteLevel"]:
-            raise ValueError(f"{where}: a CLIP BPE needs Split + ByteLevel pre-tokenizers, got {pre_types}")
-        if "bos" not in roles or "eos" not in roles:
-            if len(prefix) == 1 and len(suffix) == 1:
-                roles.setdefault("bos", prefix[0])
-                roles.setdefault("eos", suffix[0])
-            else:
-                raise ValueError(f"{where}: cannot tell CLIP's start and end tokens")
-        pad = roles.pop("pad", None)
-        roles.pop("unk", None)  # CLIP's unk is its end token; every byte is in the vocabulary
-        return CLIPTokenizer(
-            tokens,
-            merges,
-            roles,
-            clean="whitespace_lower",
-            pad_id=vocab[pad] if pad is not None else 0,
-            **{k: v for k, v in common.items() if k != "context_length"},
-            context_length=context_length or 77,
-        )
+        return _clip_bpe(p, merges)
     if model.get("end_of_word_suffix") or model.get("continuing_subword_prefix"):
         raise ValueError(
             f"{where}: BPE with subword prefix/suffix is not supported by vlkit (only byte-level and CLIP)"
         )
+    pre_types = p.pre_types
     if "ByteLevel" not in pre_types:
         raise ValueError(f"{where}: only byte-level BPE is supported by vlkit; pre-tokenizers {pre_types}")
-    byte_level = pres[pre_types.index("ByteLevel")]
+    byte_level = p.pres[pre_types.index("ByteLevel")]
     if pre_types == ["ByteLevel"] and byte_level.get("use_regex", True):
         pattern = GPT2_PATTERN
     elif pre_types == ["Split", "ByteLevel"] and not byte_level.get("use_regex", True):
-        split = pres[0]
+        split = p.pres[0]
         if split.get("behavior") != "Isolated" or split.get("invert") or "Regex" not in split.get("pattern", {}):
             raise ValueError(f"{where}: Split pre-tokenizer {split} is not supported by vlkit")
         pattern = split["pattern"]["Regex"]
     else:
         raise ValueError(f"{where}: pre-tokenizers {pre_types} are not supported by vlkit")
     return BPETokenizer(
-        tokens,
+        p.tokens,
         merges,
-        roles,
+        p.roles,
         pattern=pattern,
         add_prefix_space=byte_level.get("add_prefix_space", False),
-        normalizer=normalizer,
+        normalizer=p.normalizer,
         ignore_merges=bool(model.get("ignore_merges", False)),
-        **common,
+        **p.common,
     )
+
+
+def _clip_bpe(p: _Parsed, merges: list[tuple]) -> Tokenizer:
+    from .clip import CLIPTokenizer
+
+    if p.pre_types != ["Split", "ByteLevel"]:
+        raise ValueError(f"{p.where}: a CLIP BPE needs Split + ByteLevel pre-tokenizers, got {p.pre_types}")
+    roles = dict(p.roles)
+    if "bos" not in roles or "eos" not in roles:
+        if len(p.prefix) == 1 and len(p.suffix) == 1:
+            roles.setdefault("bos", p.prefix[0])
+            roles.setdefault("eos", p.suffix[0])
+        else:
+            raise ValueError(f"{p.where}: cannot tell CLIP's start and end tokens")
+    pad = roles.pop("pad", None)
+    roles.pop("unk", None)  # CLIP's unk is its end token; every byte is in the vocabulary
+    return CLIPTokenizer(
+        p.tokens,
+        merges,
+        roles,
+        clean="whitespace_lower",
+        pad_id=p.vocab[pad] if pad is not None else 0,
+        **{k: v for k, v in p.common.items() if k != "context_length"},
+        context_length=p.common["context_length"] or 77,
+    )
+
+
+_BUILDERS = {"WordPiece": _wordpiece, "WordLevel": _wordlevel, "BPE": _bpe}
 
 
 # ------------------------------------------------------------------ writing for HF transformers
