@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from ..runtime import PRECISIONS
 
 
 @dataclass
@@ -147,6 +150,26 @@ class Config:
             f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name in SECTIONS
         }
         return {"task": self.task.to_dict(), "model": copy.deepcopy(self.model), **out}
+
+    def check(self) -> None:
+        """One-line ValueErrors for values the training loop cannot run with."""
+        t, o = self.train, self.optim
+        for name in ("batch_size", "max_steps", "log_every"):
+            if getattr(t, name) < 1:
+                raise ValueError(f"train.{name} must be at least 1, got {getattr(t, name)}")
+        for name in ("eval_every", "checkpoint_every"):
+            if getattr(t, name) < 0:
+                raise ValueError(f"train.{name} must be 0 (only at the end) or positive, got {getattr(t, name)}")
+        if t.threads < 0:
+            raise ValueError(f"train.threads must be 0 (torch's default) or positive, got {t.threads}")
+        if t.precision not in PRECISIONS:
+            raise ValueError(f"train.precision must be one of {PRECISIONS}, got {t.precision!r}")
+        if not math.isfinite(o.lr) or o.lr <= 0:
+            raise ValueError(f"optim.lr must be a positive finite number, got {o.lr}")
+        if o.warmup_steps < 0:
+            raise ValueError(f"optim.warmup_steps must be 0 or positive, got {o.warmup_steps}")
+        if not math.isfinite(o.grad_clip) or o.grad_clip < 0:
+            raise ValueError(f"optim.grad_clip must be 0 (no clipping) or positive, got {o.grad_clip}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> Config:

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from ..data.folder import SkipReport
 from ..data.loader import StepLoader
-from ..runtime import PRECISIONS, autocast
+from ..runtime import autocast
 from . import distributed as D
 from .checkpoint import load_checkpoint, newest_usable_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, config_diff
@@ -136,7 +136,7 @@ def train(
     from .recipes import get_recipe
 
     started = time.perf_counter()
-    check_config(cfg)
+    cfg.check()
     if stop_after is not None and stop_after < 1:
         raise ValueError(f"stop_after must be at least 1, got {stop_after}")
     owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
@@ -154,27 +154,6 @@ def train(
     finally:
         if owns_group:
             D.cleanup()
-
-
-def check_config(cfg: Config) -> None:
-    """One-line ValueErrors for values the loop cannot run with."""
-    t, o = cfg.train, cfg.optim
-    for name in ("batch_size", "max_steps", "log_every"):
-        if getattr(t, name) < 1:
-            raise ValueError(f"train.{name} must be at least 1, got {getattr(t, name)}")
-    for name in ("eval_every", "checkpoint_every"):
-        if getattr(t, name) < 0:
-            raise ValueError(f"train.{name} must be 0 (only at the end) or positive, got {getattr(t, name)}")
-    if t.threads < 0:
-        raise ValueError(f"train.threads must be 0 (torch's default) or positive, got {t.threads}")
-    if t.precision not in PRECISIONS:
-        raise ValueError(f"train.precision must be one of {PRECISIONS}, got {t.precision!r}")
-    if not math.isfinite(o.lr) or o.lr <= 0:
-        raise ValueError(f"optim.lr must be a positive finite number, got {o.lr}")
-    if o.warmup_steps < 0:
-        raise ValueError(f"optim.warmup_steps must be 0 or positive, got {o.warmup_steps}")
-    if not math.isfinite(o.grad_clip) or o.grad_clip < 0:
-        raise ValueError(f"optim.grad_clip must be 0 (no clipping) or positive, got {o.grad_clip}")
 
 
 def _train(run: Run, *, resume, overwrite: bool, started: float) -> TrainResult:
