@@ -8,41 +8,12 @@ import pytest
 import torch
 
 import vlkit
+from helpers import SHAPES_WORDS, SPECIAL_TOKENS
 from vlkit.data.synthetic import ShapesDataset
 from vlkit.losses.lm import lm_labels, lm_loss
 from vlkit.train.recipes import BLIPRecipe
 
-WORDS = [
-    "a",
-    "an",
-    "the",
-    "of",
-    "photo",
-    "picture",
-    "image",
-    "small",
-    "large",
-    "red",
-    "green",
-    "blue",
-    "yellow",
-    "purple",
-    "white",
-    "circle",
-    "square",
-    "triangle",
-    "star",
-    "cross",
-    "on",
-    "in",
-    "at",
-    "left",
-    "right",
-    "top",
-    "bottom",
-    "middle",
-]
-SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+WORDS, SPECIAL = SHAPES_WORDS, SPECIAL_TOKENS
 VOCAB = len(SPECIAL) + len(WORDS)  # + [DEC] and [ENC] after it
 TEXT = {"vocab_size": VOCAB + 2, "bos_token_id": VOCAB, "enc_token_id": VOCAB + 1, "sep_token_id": 3}
 
