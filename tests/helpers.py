@@ -20,3 +20,15 @@ SHAPES_WORDS = (
     "cross on in at left right top bottom middle"
 ).split()
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+# A CLIP small enough for training-loop tests: 16-pixel images in 8-pixel patches, width 32.
+TINY_CLIP = [
+    "model.vision.image_size=16", "model.vision.patch_size=8", "model.vision.width=32", "model.vision.mlp_dim=64",
+    "model.vision.num_heads=2", "model.text.width=32", "model.text.mlp_dim=64", "model.text.num_heads=2",
+    "model.embed_dim=16",
+]  # fmt: skip
+
+
+def as_flags(overrides: list[str]) -> list[str]:
+    """``["a.b=1", ...]`` -> ``["--set", "a.b=1", ...]`` for the ``vlkit train`` command line."""
+    return [arg for item in overrides for arg in ("--set", item)]

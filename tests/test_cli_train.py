@@ -8,25 +8,11 @@ import torch
 from PIL import Image
 
 import vlkit
+from helpers import TINY_CLIP, as_flags
 from vlkit.cli import main
 
 TINY = [
-    "--set",
-    "model.vision.image_size=16",
-    "--set",
-    "model.vision.width=32",
-    "--set",
-    "model.vision.mlp_dim=64",
-    "--set",
-    "model.vision.num_heads=2",
-    "--set",
-    "model.text.width=32",
-    "--set",
-    "model.text.mlp_dim=64",
-    "--set",
-    "model.text.num_heads=2",
-    "--set",
-    "model.embed_dim=16",
+    *as_flags(TINY_CLIP),
     "--train.batch_size",
     "8",
     "--train.log_every=2",

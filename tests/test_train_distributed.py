@@ -9,18 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from helpers import TINY_CLIP
 from vlkit.train import load_config, train
 
 TINY = [
-    "model.vision.image_size=16",
-    "model.vision.patch_size=8",
-    "model.vision.width=32",
-    "model.vision.mlp_dim=64",
-    "model.vision.num_heads=2",
-    "model.text.width=32",
-    "model.text.mlp_dim=64",
-    "model.text.num_heads=2",
-    "model.embed_dim=16",
+    *TINY_CLIP,
     "train.log_every=1",
     "train.progress=false",
     "train.plots=false",

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import TINY_CLIP, as_flags
 from vlkit.cli import main
 from vlkit.data import ResumableSampler
 from vlkit.train import plots
@@ -17,24 +18,7 @@ from vlkit.train.checkpoint import list_checkpoints, load_checkpoint
 from vlkit.train.progress import Progress
 
 TINY = [
-    "--set",
-    "model.vision.image_size=16",
-    "--set",
-    "model.vision.patch_size=8",
-    "--set",
-    "model.vision.width=32",
-    "--set",
-    "model.vision.mlp_dim=64",
-    "--set",
-    "model.vision.num_heads=2",
-    "--set",
-    "model.text.width=32",
-    "--set",
-    "model.text.mlp_dim=64",
-    "--set",
-    "model.text.num_heads=2",
-    "--set",
-    "model.embed_dim=16",
+    *as_flags(TINY_CLIP),
     "--train.batch_size",
     "4",
     "--train.log_every=1",
