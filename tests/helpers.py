@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import torch
 
 
@@ -32,3 +37,12 @@ TINY_CLIP = [
 def as_flags(overrides: list[str]) -> list[str]:
     """``["a.b=1", ...]`` -> ``["--set", "a.b=1", ...]`` for the ``vlkit train`` command line."""
     return [arg for item in overrides for arg in ("--set", item)]
+
+
+def torchrun_train(args: list[str]) -> subprocess.CompletedProcess:
+    """``vlkit train ARGS`` under torchrun with 2 CPU processes (one thread each); output captured."""
+    vlkit_script = Path(sys.executable).parent / "vlkit"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--no-python",
+           str(vlkit_script), "train", *args]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)

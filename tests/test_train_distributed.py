@@ -2,14 +2,10 @@
 same losses as one process on the global batch."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from helpers import TINY_CLIP
+from helpers import TINY_CLIP, as_flags, torchrun_train
 from vlkit.train import load_config, train
 
 TINY = [
@@ -35,22 +31,7 @@ def losses(out):
 
 @pytest.mark.slow
 def test_two_processes_match_one_process_on_the_global_batch(tmp_path):
-    vlkit_script = Path(sys.executable).parent / "vlkit"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "--no-python",
-        str(vlkit_script),
-        "train",
-    ]
-    for ov in TINY + ["train.batch_size=4", f"train.output_dir={tmp_path / 'ddp'}"]:
-        cmd += ["--set", ov]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = torchrun_train(as_flags(TINY + ["train.batch_size=4", f"train.output_dir={tmp_path / 'ddp'}"]))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "batch 4 x 2 process(es)" in proc.stdout
     ddp = losses(tmp_path / "ddp")
@@ -79,49 +60,19 @@ def test_unreadable_image_under_torchrun_trims_every_batch_to_the_shortest(tmp_p
     (tmp_path / "broken.png").write_text("not an image")
     rows.append("broken.png,a broken file")
     (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
-    vlkit_script = Path(sys.executable).parent / "vlkit"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "--no-python",
-        str(vlkit_script),
-        "train",
-    ]
     # 9 files / 2 processes: 4 per process and epoch, one batch each; the broken file shortens one of them
-    for ov in TINY + [
+    overrides = TINY + [
         "train.batch_size=4",
         "train.max_steps=3",
         "data.kind=folder",
         "data.val_size=0",
         f"data.train_annotations={tmp_path / 'train.csv'}",
         f"train.output_dir={tmp_path / 'run'}",
-    ]:
-        cmd += ["--set", ov]
-    proc = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
+    ]
+    proc = torchrun_train(as_flags(overrides))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "1 unreadable image" in proc.stdout
     assert len(losses(tmp_path / "run")) == 3
-
-
-def torchrun(args, tmp_path):
-    vlkit_script = Path(sys.executable).parent / "vlkit"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "--no-python",
-        str(vlkit_script),
-        "train",
-        *args,
-    ]
-    return subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.slow
@@ -136,17 +87,15 @@ def test_a_batch_empty_on_one_process_is_skipped_by_every_process(tmp_path):
     rows.append("broken.png,a broken file")
     (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
     # 4 files / 2 processes, batch 1: 2 steps per epoch, one of which finds the broken file on one process
-    args = []
-    for ov in TINY + [
+    overrides = TINY + [
         "train.batch_size=1",
         "train.max_steps=4",
         "data.kind=folder",
         "data.val_size=0",
         f"data.train_annotations={tmp_path / 'train.csv'}",
         f"train.output_dir={tmp_path / 'run'}",
-    ]:
-        args += ["--set", ov]
-    proc = torchrun(args, tmp_path)
+    ]
+    proc = torchrun_train(as_flags(overrides))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if r.get("split") == "train"]
@@ -159,7 +108,7 @@ def test_a_batch_empty_on_one_process_is_skipped_by_every_process(tmp_path):
 def test_a_user_error_under_torchrun_is_one_line_once(tmp_path):
     args = TINY + ["train.batch_size=4", "train.max_steps=1", "data.val_size=0", f"train.output_dir={tmp_path}"]
     train(load_config(None, args))
-    proc = torchrun([a for ov in args for a in ("--set", ov)], tmp_path)  # the folder holds that run
+    proc = torchrun_train(as_flags(args))  # the folder holds that run
     assert proc.returncode != 0
     both = proc.stdout + proc.stderr
     assert both.count("vlkit train: error:") == 1, both[-3000:]

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import vlkit
+from helpers import as_flags, torchrun_train
 from vlkit.data.synthetic import ShapesDataset, shapes_tokenizer
 from vlkit.losses.lm import lm_labels, lm_loss
 from vlkit.tasks import BLIPTask
@@ -168,9 +169,6 @@ def test_two_processes_train_the_pair_as_one(tmp_path):
     the ITC, LM and VQA losses of one process on the same global batch of 8 (ITM differs: each
     process samples its own hard negatives), and rank 0 saves both models (about 15 s)."""
     import json
-    import os
-    import subprocess
-    import sys
     from pathlib import Path
 
     from vlkit.cli import main
@@ -187,27 +185,12 @@ def test_two_processes_train_the_pair_as_one(tmp_path):
         "data.num_workers=0",
         "eval.batch_size=16",
     ]
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "--no-python",
-        str(Path(sys.executable).parent / "vlkit"),
-        "train",
-        "--config",
-        str(config),
-    ]
-    for ov in common + ["train.batch_size=4", f"train.output_dir={tmp_path / 'ddp'}"]:
-        cmd += ["--set", ov]
-    proc = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
+    proc = torchrun_train(
+        ["--config", str(config), *as_flags(common + ["train.batch_size=4", f"train.output_dir={tmp_path / 'ddp'}"])]
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    argv = ["train", "--config", str(config)]
-    for ov in common + ["train.batch_size=8", f"train.output_dir={tmp_path / 'one'}"]:
-        argv += ["--set", ov]
-    assert main(argv) == 0
+    one = as_flags(common + ["train.batch_size=8", f"train.output_dir={tmp_path / 'one'}"])
+    assert main(["train", "--config", str(config), *one]) == 0
 
     def losses(run):
         rows = [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
