@@ -235,6 +235,8 @@ def start_point(run: Run, *, resume, overwrite: bool) -> tuple[Path | None, dict
             _say(run, f"warning: {problem}; resuming from the one before it")
         if path is None:
             _say(run, f"no checkpoint in {run.out / 'checkpoints'}: starting from step 0")
+            if run.info.is_main:
+                run.log.reset()  # a fresh start: no records of steps that will be run again
             return None, None
     else:
         path = Path(resume)
@@ -248,8 +250,6 @@ def _prepare_folder(run: Run, *, resume, overwrite: bool) -> None:
     if resume:
         for p in remove_orphans(out):
             _say(run, f"removed {p} (left by an interrupted write)")
-        if resume is True and newest_usable_checkpoint(out)[0] is None:
-            run.log.reset()  # a fresh start: no records of steps that will be run again
         return
     if holds_run(out):
         if not overwrite:
