@@ -168,6 +168,25 @@ def test_cross_attention_block_uses_context():
     assert not torch.allclose(blk(x, context=c1), blk(x, context=c2))
 
 
+def test_query_block_splits_cross_attention_and_feed_forward():
+    """Q-Former block (post-norm): all positions share self-attention; only the first Q
+    positions cross-attend and they use mlp_query, the rest use mlp."""
+    torch.manual_seed(0)
+    blk = Block(32, 4, 64, norm_first=False, cross_attention=True, context_dim=16, query_mlp=True).eval()
+    x, ctx, Q = torch.randn(2, 7, 32), torch.randn(2, 5, 16), 3
+    h = blk.norm1(x + blk.attn(x))
+    q, t = h[:, :Q], h[:, Q:]
+    q = blk.norm_cross(q + blk.cross_attn(q, context=ctx))
+    q = blk.norm2_query(q + blk.mlp_query(q))
+    t = blk.norm2(t + blk.mlp(t))
+    assert torch.allclose(blk(x, context=ctx, num_queries=Q), torch.cat([q, t], dim=1), atol=1e-6)
+    # text only (no queries, no context): the text feed-forward everywhere
+    assert torch.allclose(blk(x), blk.norm2(h + blk.mlp(h)), atol=1e-6)
+    # queries only
+    qo = blk.norm_cross(h + blk.cross_attn(h, context=ctx))
+    assert torch.allclose(blk(x, context=ctx, num_queries=7), blk.norm2_query(qo + blk.mlp_query(qo)), atol=1e-6)
+
+
 def test_kv_cache_incremental_equals_full():
     torch.manual_seed(0)
     dec = Transformer(32, 2, 4, 64, norm_first=True, cross_attention_layers=True, context_dim=16).eval()

@@ -19,6 +19,9 @@ class Block(nn.Module):
     ``x = norm(x + f(x))``.
     ``cross_attention=True`` inserts attention to a ``context`` (image tokens, Q-Former input)
     between self-attention and feed-forward, as BLIP's MED and ALBEF's fusion layers do.
+    ``query_mlp=True`` (BLIP-2's Q-Former) gives the first ``num_queries`` positions (the learned
+    queries) a feed-forward of their own (``mlp_query``, ``norm2_query``); with ``num_queries`` set,
+    only those positions cross-attend to the context, while self-attention spans all positions.
     """
 
     def __init__(
@@ -35,6 +38,7 @@ class Block(nn.Module):
         qkv_bias: bool = True,
         drop: float = 0.0,
         attn_drop: float = 0.0,
+        query_mlp: bool = False,
     ) -> None:
         super().__init__()
         self.norm_first = norm_first
@@ -54,6 +58,11 @@ class Block(nn.Module):
             self.norm_cross = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, mlp_dim or 4 * dim, act=act, drop=drop)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp_query: Mlp | None = None
+        self.norm2_query: nn.LayerNorm | None = None
+        if query_mlp:
+            self.mlp_query = Mlp(dim, mlp_dim or 4 * dim, act=act, drop=drop)
+            self.norm2_query = nn.LayerNorm(dim, eps=norm_eps)
 
     def _residual(self, x: torch.Tensor, norm: nn.LayerNorm, f) -> torch.Tensor:
         return x + f(norm(x)) if self.norm_first else norm(x + f(x))
@@ -67,15 +76,29 @@ class Block(nn.Module):
         context: torch.Tensor | None = None,
         context_mask: torch.Tensor | None = None,
         cache=None,
+        num_queries: int = 0,
     ) -> torch.Tensor:
-        """x: (B, T, C); context: (B, S, Cc); masks are boolean, True = attend."""
+        """x: (B, T, C); context: (B, S, Cc); masks are boolean, True = attend. ``num_queries``:
+        how many leading positions are Q-Former queries (0: none; see ``query_mlp``)."""
         x = self._residual(x, self.norm1, lambda h: self.attn(h, attn_mask=attn_mask, is_causal=is_causal, cache=cache))
-        cross_attn, norm_cross = self.cross_attn, self.norm_cross
-        if cross_attn is not None and norm_cross is not None and context is not None:
-            x = self._residual(
-                x, norm_cross, lambda h: cross_attn(h, context=context, attn_mask=context_mask, cache=cache)
+        if num_queries and self.mlp_query is not None:
+            queries, text = x[:, :num_queries], x[:, num_queries:]  # (B, Q, C), (B, T - Q, C)
+            queries = self._feed_forward(
+                self._cross(queries, context, context_mask, cache), self.norm2_query, self.mlp_query
             )
-        return self._residual(x, self.norm2, self.mlp)
+            return torch.cat([queries, self._feed_forward(text, self.norm2, self.mlp)], dim=1)
+        return self._feed_forward(self._cross(x, context, context_mask, cache), self.norm2, self.mlp)
+
+    def _cross(self, x: torch.Tensor, context, context_mask, cache) -> torch.Tensor:
+        cross_attn, norm_cross = self.cross_attn, self.norm_cross
+        if cross_attn is None or norm_cross is None or context is None:
+            return x
+        return self._residual(
+            x, norm_cross, lambda h: cross_attn(h, context=context, attn_mask=context_mask, cache=cache)
+        )
+
+    def _feed_forward(self, x: torch.Tensor, norm, mlp) -> torch.Tensor:
+        return x if x.shape[1] == 0 else self._residual(x, norm, mlp)
 
 
 class Transformer(nn.Module):
@@ -115,6 +138,7 @@ class Transformer(nn.Module):
         context: torch.Tensor | None = None,
         context_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        num_queries: int = 0,
     ) -> torch.Tensor:
         for i, block in enumerate(self.blocks):
             x = block(
@@ -124,5 +148,6 @@ class Transformer(nn.Module):
                 context=context,
                 context_mask=context_mask,
                 cache=None if cache is None else cache[i],
+                num_queries=num_queries,
             )
         return x
