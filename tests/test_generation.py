@@ -328,3 +328,12 @@ def test_generation_runs_in_eval_mode_and_restores_the_mode():
         model.train()
         assert torch.equal(run(), expected)  # no dropout, in the image encoder either
         assert model.training
+
+
+def test_gpt_takes_embeddings_in_place_of_ids(gpt):
+    """The soft-prompt path (BLIP-2, VLMs): embed_tokens + inputs_embeds equals input_ids."""
+    ids = torch.randint(0, 1000, (2, 6))
+    from_ids = gpt.hidden_states(ids)
+    assert torch.equal(gpt.hidden_states(inputs_embeds=gpt.embed_tokens(ids)), from_ids)
+    with pytest.raises(ValueError, match="exactly one"):
+        gpt.hidden_states(ids, inputs_embeds=gpt.embed_tokens(ids))

@@ -66,17 +66,28 @@ class GPT(Model[GPTConfig]):
             if name.endswith(("attn.proj.weight", "mlp.fc2.weight")):
                 nn.init.normal_(p, std=0.02 / (2 * c.num_layers) ** 0.5)
 
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """input_ids (B, T) -> token embeddings (B, T, H), positions not added: what a soft
+        prompt (BLIP-2's queries, a VLM's image features) is concatenated with."""
+        return self.tokens(input_ids)
+
     def hidden_states(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
         position_ids: torch.Tensor | None = None,
+        *,
+        inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """input_ids (B, T) -> final-norm hidden states (B, T, H). ``attention_mask`` (B, past + T)."""
-        T = input_ids.shape[1]
+        """input_ids (B, T), or ``inputs_embeds`` (B, T, H) in their place -> final-norm hidden
+        states (B, T, H). ``attention_mask`` (B, past + T)."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("give exactly one of input_ids and inputs_embeds")
+        embeds = self.tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
+        T = embeds.shape[1]
         past = 0 if cache is None else cache.length
-        x = self.drop(self.tokens(input_ids) + self.positions(T, past, position_ids))  # (B, T, C)
+        x = self.drop(embeds + self.positions(T, past, position_ids))  # (B, T, C)
         if attention_mask is None and past == 0:
             x = self.decoder(x, is_causal=True, cache=cache)
         else:
