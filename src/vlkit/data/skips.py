@@ -32,6 +32,8 @@ REASONS = (
     "missing file",
     "zero-size file",  # found when the annotations are read
     "unreadable image",  # found when the image is decoded
+    "missing image",  # a shard sample without an image file
+    "unreadable shard",  # a tar that cannot be read to its end (the samples before the fault are kept)
 )
 
 
