@@ -3,6 +3,7 @@
 per epoch, resumed exactly; bad samples skipped and counted."""
 
 import io
+import json
 import tarfile
 from pathlib import Path
 
@@ -12,10 +13,12 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from helpers import TINY_CLIP
 from vlkit.cli import main
 from vlkit.data.folder import ImageTextFolder
 from vlkit.data.shards import ShardStream, expand_shards, write_shards
 from vlkit.data.skips import SkipReport
+from vlkit.train import load_config, train
 
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black", "gray", "cyan", "pink", "brown"]
 
@@ -139,3 +142,39 @@ def test_shard_cli_errors_are_one_line(folder, shards, tmp_path, capsys):
     assert main(["data", "shard", str(folder / "train.csv"), "--out", str(tmp_path / "x"), "--shard-size", "0"]) == 2
     assert "--shard-size must be a positive" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_training_on_shards_resumes_exactly(folder, tmp_path):
+    """data.kind: webdataset in the training loop; 2 data workers; 24 samples / batch 4 = 6 steps per
+    epoch, so the runs cross an epoch boundary; a run stopped at step 5 and resumed gives the
+    uninterrupted run's loss sequence bit for bit."""
+    write_shards(ImageTextFolder(folder / "train.csv").samples, tmp_path / "s", shard_size=6)
+    common = [
+        *TINY_CLIP,
+        "data.kind=webdataset",
+        f"data.train_shards={tmp_path / 's' / 'shard-{000000..000003}.tar'}",
+        "data.train_num_samples=24",
+        "data.num_workers=2",
+        "train.batch_size=4",
+        "train.max_steps=8",
+        "train.log_every=1",
+        "train.progress=false",
+        "train.plots=false",
+        "train.threads=1",
+        "train.eval_every=0",
+    ]
+
+    def losses(out):
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r["loss"]) for r in rows if r.get("split") == "train"]
+
+    full = train(load_config(None, [*common, f"train.output_dir={tmp_path / 'full'}"]))
+    assert full.step == 8
+    expected = losses(tmp_path / "full")
+    part = load_config(None, [*common, f"train.output_dir={tmp_path / 'part'}"])
+    train(part, stop_after=5)
+    train(part, resume=True)
+    assert losses(tmp_path / "part") == expected
+    with pytest.raises(ValueError, match="data.train_num_samples"):
+        no_length = [c for c in common if not c.startswith("data.train_num_samples")]
+        train(load_config(None, [*no_length, f"train.output_dir={tmp_path / 'x'}"]))

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from .folder import Skipped
+from .shards import ShardStream
 
 
 class ImageTextCollator:
@@ -118,8 +119,12 @@ class StepLoader:
         pin_memory: bool = False,
     ) -> None:
         self.dataset, self.batch_size = dataset, batch_size
-        self.sampler = ResumableSampler(len(dataset), shuffle=True, seed=seed, rank=rank, world_size=world_size)
-        self.steps_per_epoch = self.sampler.per_rank // batch_size
+        self.sampler: ResumableSampler | None = None
+        if isinstance(dataset, ShardStream):  # batches itself, split over ranks and workers
+            self.steps_per_epoch, self.samples_per_epoch = len(dataset), dataset.num_samples
+        else:
+            self.sampler = ResumableSampler(len(dataset), shuffle=True, seed=seed, rank=rank, world_size=world_size)
+            self.steps_per_epoch, self.samples_per_epoch = self.sampler.per_rank // batch_size, len(dataset)
         if self.steps_per_epoch == 0:
             raise ValueError(
                 f"batch_size {batch_size} x {world_size} processes is more than the {len(dataset)} training samples"
@@ -127,6 +132,14 @@ class StepLoader:
         self.collate, self.num_workers, self.pin_memory = collate, num_workers, pin_memory
 
     def _loader(self) -> DataLoader:
+        if self.sampler is None:
+            return DataLoader(
+                self.dataset,
+                batch_size=None,
+                collate_fn=self.collate,
+                num_workers=self.num_workers,
+                pin_memory=self.pin_memory,
+            )
         # A private generator: creating the iterator must not consume the global RNG (resume).
         return DataLoader(
             self.dataset,
@@ -144,7 +157,10 @@ class StepLoader:
         epoch, offset = divmod(start_step, self.steps_per_epoch)
         step = start_step
         while True:
-            self.sampler.set_epoch(epoch, start=offset * self.batch_size)
+            if self.sampler is None:
+                self.dataset.set_epoch(epoch, start=offset)
+            else:
+                self.sampler.set_epoch(epoch, start=offset * self.batch_size)
             for batch in self._loader():
                 step += 1
                 yield step, epoch, batch

@@ -146,6 +146,7 @@ class ShardStream(IterableDataset):
         if num_samples < 1 or batch_size < 1:
             raise ValueError(f"num_samples ({num_samples}) and batch_size ({batch_size}) must be positive")
         self.urls = expand_shards(shards)
+        self.num_samples = num_samples
         self.batch_size, self.transform, self.seed = batch_size, transform, seed
         self.shuffle_buffer, self.rank, self.world = shuffle_buffer, rank, world_size
         self.batches_per_epoch = num_samples // (world_size * batch_size)  # per rank, the last partial one dropped

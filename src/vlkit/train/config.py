@@ -35,7 +35,9 @@ from ..runtime import PRECISIONS
 
 @dataclass
 class DataConfig:
-    kind: str = "shapes"  # "shapes" (built-in, synthetic) or "folder" (your images + CSV/JSONL)
+    kind: str = (
+        "shapes"  # "shapes" (built-in, synthetic), "folder" (your images + CSV/JSONL) or "webdataset" (tar shards)
+    )
     # shapes: samples per training epoch and held-out validation images; rendered at the model's image size
     train_size: int = 100_000
     val_size: int = 1_000
@@ -46,6 +48,12 @@ class DataConfig:
     root: str | None = None  # image paths are relative to this (default: each annotation file's folder)
     image_key: str | None = None  # column names (default: image/filepath/..., caption/text/title)
     caption_key: str | None = None
+    # webdataset: shards as a brace pattern (shards/{000000..000099}.tar), a list, or a .txt file listing
+    # them (local paths, pipe: or http URLs); samples per epoch (a stream has no length of its own); the
+    # sample shuffle buffer of each data worker. Validation: val_annotations (a folder) when given.
+    train_shards: str | list[str] | None = None
+    train_num_samples: int | None = None
+    shuffle_buffer: int = 1000
     augment: bool = False  # random-resized-crop augmentation of training images (vlkit.image_transform)
     num_workers: int = 0
 

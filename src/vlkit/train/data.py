@@ -8,15 +8,29 @@ from pathlib import Path
 from ..data.folder import ImageTextFolder
 from ..data.synthetic import ShapesDataset
 
-DATA_KINDS = ("shapes", "folder")
+DATA_KINDS = ("shapes", "folder", "webdataset")
 
 
-def build_datasets(data, *, image_size: int, train_transform: Callable, eval_transform: Callable):
+def build_datasets(
+    data,
+    *,
+    image_size: int,
+    train_transform: Callable,
+    eval_transform: Callable,
+    batch_size: int = 1,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+):
     """(train dataset, validation dataset or None) for a :class:`~vlkit.train.config.DataConfig`.
 
     ``shapes`` renders at ``image_size`` (the model's) with varied captions for training and the
-    canonical full captions for validation; ``folder`` reads the annotation files.
+    canonical full captions for validation; ``folder`` reads the annotation files; ``webdataset``
+    streams tar shards (a :class:`~vlkit.data.shards.ShardStream` of this rank's batches of
+    ``batch_size``, seeded with ``seed``) and validates on ``val_annotations`` when given.
     """
+    if data.kind == "webdataset":
+        return _shard_datasets(data, train_transform, eval_transform, batch_size, seed, rank, world_size)
     if data.kind == "shapes":
         common = dict(seed=data.seed, image_size=image_size)
         train = ShapesDataset("train", size=data.train_size, transform=train_transform, captions="random", **common)
@@ -34,3 +48,34 @@ def build_datasets(data, *, image_size: int, train_transform: Callable, eval_tra
             val = ImageTextFolder(Path(data.val_annotations), transform=eval_transform, **common)
         return train, val
     raise ValueError(f"data.kind must be one of {DATA_KINDS}, got {data.kind!r}")
+
+
+def _shard_datasets(data, train_transform, eval_transform, batch_size: int, seed: int, rank: int, world_size: int):
+    from ..data.shards import ShardStream
+
+    if not data.train_shards:
+        raise ValueError(
+            "data.kind is 'webdataset' but data.train_shards (a brace pattern, list or .txt file) is not set"
+        )
+    if not isinstance(data.train_num_samples, int) or data.train_num_samples < 1:
+        raise ValueError(
+            f"data.train_num_samples must be the number of samples per epoch (a positive integer), got "
+            f"{data.train_num_samples!r}"
+        )
+    if data.shuffle_buffer < 1:
+        raise ValueError(f"data.shuffle_buffer must be at least 1 (1: no shuffling), got {data.shuffle_buffer}")
+    train = ShardStream(
+        data.train_shards,
+        num_samples=data.train_num_samples,
+        batch_size=batch_size,
+        transform=train_transform,
+        seed=seed,
+        shuffle_buffer=data.shuffle_buffer,
+        rank=rank,
+        world_size=world_size,
+    )
+    val = None
+    if data.val_annotations:
+        common = dict(root=data.root, image_key=data.image_key, caption_key=data.caption_key)
+        val = ImageTextFolder(Path(data.val_annotations), transform=eval_transform, **common)
+    return train, val

@@ -337,6 +337,10 @@ def load_data(run: Run, state: TrainState) -> None:
         image_size=recipe.image_size(model),
         train_transform=recipe.transform(model, train=cfg.data.augment),
         eval_transform=recipe.transform(model, train=False),
+        batch_size=cfg.train.batch_size,
+        seed=cfg.train.seed,
+        rank=info.rank,
+        world_size=info.world_size,
     )
     run.loader = StepLoader(
         run.train_ds,
@@ -357,7 +361,7 @@ def load_data(run: Run, state: TrainState) -> None:
     n_params = sum(p.numel() for p in model.parameters())
     _say(
         run,
-        f"{recipe.name}: {n_params / 1e6:.2f}M parameters, {len(run.train_ds)} training samples "
+        f"{recipe.name}: {n_params / 1e6:.2f}M parameters, {run.loader.samples_per_epoch} training samples "
         f"({run.loader.steps_per_epoch} steps per epoch), batch {cfg.train.batch_size} x {info.world_size} "
         f"process(es) on {info.device}",
     )
