@@ -27,7 +27,7 @@ from ..models import CheckpointError, from_pretrained
 from ..models.albef import ALBEF
 from ..models.blip import Blip
 from ..tokenizers import get_tokenizer
-from ..train.checkpoint import latest_checkpoint, load_checkpoint
+from ..train.checkpoint import consolidate, latest_checkpoint, load_checkpoint
 from ..train.config import Config
 from ..train.recipes import get_recipe
 from ..train.recipes.blip import VQA_FOLDER
@@ -43,6 +43,8 @@ def model_source(source: str | os.PathLike) -> Path:
     ``model/`` and its newest checkpoint (a run resumed past its end, or stopped before it, has a
     checkpoint newer than ``model/``); anything else is itself."""
     path = Path(source).expanduser()
+    if is_training_checkpoint(path):
+        return path
     if path.is_dir() and not (path / "config.json").is_file() and not (path / "open_clip_config.json").is_file():
         final = path / RUN_MODEL_FOLDER / "config.json"
         newest = latest_checkpoint(path)
@@ -52,7 +54,7 @@ def model_source(source: str | os.PathLike) -> Path:
             return newest
         raise FileNotFoundError(
             f"{path} is neither a model folder (config.json) nor a run folder of `vlkit train` "
-            f"({RUN_MODEL_FOLDER}/ or checkpoints/step-*.pt)"
+            f"({RUN_MODEL_FOLDER}/ or checkpoints/step-*.pt or step-*.dcp)"
         )
     return path
 
@@ -70,10 +72,16 @@ def _checkpoint_recipe(path: Path):
     return get_recipe(cfg.task, cfg.model), state
 
 
+def is_training_checkpoint(path: Path) -> bool:
+    """A checkpoint file of `vlkit train` (``.pt``) or a sharded checkpoint folder (``.dcp``)."""
+    return (path.is_file() and path.suffix == ".pt") or (path.is_dir() and path.suffix == ".dcp")
+
+
 def _checkpoint_model(recipe, state: dict, path: Path) -> nn.Module:
     model = recipe.build_model()
+    weights = state["model"] if "model" in state else consolidate(path)[1]  # a sharded checkpoint: gathered
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(weights)
     except RuntimeError as e:  # missing, unexpected or differently shaped weights
         first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
         raise CheckpointError(f"{path}: its weights do not fit the model its config builds ({first})") from None
@@ -83,9 +91,9 @@ def _checkpoint_model(recipe, state: dict, path: Path) -> nn.Module:
 def load_model(source: str | os.PathLike) -> nn.Module:
     """The model ``source`` names (see the module docstring), in eval mode on the CPU."""
     path = model_source(source)
-    if path.is_file():
-        if path.suffix != ".pt":
-            raise ValueError(f"{path} is a file; expected a model folder, a run folder or a training checkpoint (.pt)")
+    if path.is_file() and path.suffix != ".pt":
+        raise ValueError(f"{path} is a file; expected a model folder, a run folder or a training checkpoint (.pt)")
+    if is_training_checkpoint(path):
         return _checkpoint_model(*_checkpoint_recipe(path), path)
     return from_pretrained(path if path.exists() else source)  # damaged weights: a one-line CheckpointError
 
@@ -101,7 +109,7 @@ def load_tokenizer(source: str | os.PathLike, model: nn.Module, name: str | None
     if name:
         return load_named_tokenizer(name)
     path = model_source(source)
-    if path.is_file():
+    if is_training_checkpoint(path):
         return _checkpoint_recipe(path)[0].tokenizer
     if path.is_dir():
         try:
@@ -115,7 +123,7 @@ def load_model_and_tokenizer(source: str | os.PathLike, tokenizer: str | None = 
     """``(load_model(source), load_tokenizer(source, model, tokenizer))``, reading a training
     checkpoint once."""
     path = model_source(source)
-    if path.is_file() and path.suffix == ".pt":
+    if is_training_checkpoint(path):
         recipe, state = _checkpoint_recipe(path)
         return _checkpoint_model(recipe, state, path), (
             load_named_tokenizer(tokenizer) if tokenizer else recipe.tokenizer

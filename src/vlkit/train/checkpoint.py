@@ -4,6 +4,13 @@ A checkpoint is one file ``<output_dir>/checkpoints/step-0000100.pt`` with the m
 and scheduler states, the step, every process's RNG states and the config. It is written to a
 temporary file in the same folder, flushed to disk, then renamed over the final name, so a
 crash mid-write never leaves a truncated checkpoint behind.
+
+A run sharded with FSDP (``train.strategy: fsdp``) writes a *sharded checkpoint* instead: a folder
+``step-0000100.dcp/`` in which every process writes its own shard of the model and optimizer
+states with ``torch.distributed.checkpoint`` and the main process writes ``meta.pt`` (everything
+else, as above). The folder is written under a temporary name and renamed once every process has
+finished, so it too is whole or absent. It loads into any number of processes (the shards are
+re-split on load), and :func:`consolidate` turns it into one state dict (``vlkit convert``).
 """
 
 from __future__ import annotations
@@ -11,6 +18,9 @@ from __future__ import annotations
 import os
 import random
 import re
+import shutil
+import warnings
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,8 +31,9 @@ import torch
 from ..files import write_file
 
 CHECKPOINT_DIR = "checkpoints"
-_NAME = re.compile(r"^step-(\d+)\.pt$")
-_TMP = re.compile(r"^\.step-\d+\.pt\.tmp-\d+$")
+_NAME = re.compile(r"^step-(\d+)\.(pt|dcp)$")
+_TMP = re.compile(r"^\.step-\d+\.(pt\.tmp-\d+|dcp\.tmp)$")
+META = "meta.pt"  # the non-tensor part of a sharded checkpoint
 
 
 def rng_state() -> dict[str, Any]:
@@ -87,7 +98,15 @@ def prune_checkpoints(output_dir: str | os.PathLike, keep: int) -> None:
     if keep <= 0:
         return
     for _, p in list_checkpoints(output_dir)[:-keep]:
-        p.unlink(missing_ok=True)
+        remove_checkpoint(p)
+
+
+def remove_checkpoint(path: Path) -> None:
+    """Delete a checkpoint file or sharded checkpoint folder."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def save_checkpoint(
@@ -150,8 +169,18 @@ def newest_usable_checkpoint(output_dir: str | os.PathLike) -> tuple[Path | None
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """A checkpoint written by :func:`save_checkpoint`, on the CPU."""
+    """A checkpoint written by :func:`save_checkpoint`, on the CPU; of a sharded checkpoint, its
+    ``meta.pt`` with ``"sharded": True`` (the tensors load with :func:`load_sharded_state`)."""
     path = Path(path)
+    if path.is_dir() and path.suffix == ".dcp":
+        state = _read(path / META)
+        if not isinstance(state, dict) or state.get("format") != "vlkit-train-checkpoint" or not state.get("sharded"):
+            raise ValueError(f"{path} is not a vlkit sharded training checkpoint (no valid {META})")
+        return state
+    return _read(path, check=True)
+
+
+def _read(path: Path, check: bool = False) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
@@ -159,6 +188,82 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     except Exception as e:  # torch raises several types for damaged files
         reason = (str(e).strip().splitlines() or [""])[0]
         raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: {reason})") from None
-    if not isinstance(state, dict) or state.get("format") != "vlkit-train-checkpoint":
+    if check and (not isinstance(state, dict) or state.get("format") != "vlkit-train-checkpoint"):
         raise ValueError(f"{path} is not a vlkit training checkpoint (expected a file written by `vlkit train`)")
     return state
+
+
+def save_sharded_checkpoint(
+    output_dir: str | os.PathLike,
+    *,
+    step: int,
+    model: torch.nn.Module,
+    optimizer,
+    scheduler,
+    config: dict,
+    rng_states: list[dict[str, Any]],
+    is_main: bool,
+    keep: int = 0,
+) -> Path:
+    """Write the sharded checkpoint of ``step`` (a collective: every process calls it)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    from .distributed import barrier
+
+    path = Path(output_dir) / CHECKPOINT_DIR / f"step-{step:07d}.dcp"
+    tmp = path.with_name(f".{path.name}.tmp")
+    if is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    barrier()
+    model_state, optim_state = get_state_dict(model, optimizer)
+    with _single_process_ok():
+        dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=str(tmp))
+    if is_main:
+        meta = {"format": "vlkit-train-checkpoint", "version": 1, "sharded": True, "step": step}
+        meta.update(scheduler=scheduler.state_dict(), rng=rng_states, config=config)
+        atomic_save(meta, tmp / META)
+    barrier()  # every shard is on disk
+    if is_main:
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+        prune_checkpoints(output_dir, keep)
+    barrier()
+    return path
+
+
+def load_sharded_state(path: str | os.PathLike, model: torch.nn.Module, optimizer) -> None:
+    """Load a sharded checkpoint's model and optimizer states into a sharded model (a collective;
+    any number of processes)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_state, optim_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optimizer": optim_state}
+    with _single_process_ok():
+        dcp.load(state, checkpoint_id=str(path))
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+
+
+@contextmanager
+def _single_process_ok():
+    """Without torch.distributed, DCP reads and writes as one process and warns that it does: expected here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
+def consolidate(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(meta, whole model state dict) of a sharded checkpoint, in one process without
+    torch.distributed."""
+    import tempfile
+
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    meta = load_checkpoint(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        dcp_to_torch_save(str(path), str(Path(tmp) / "full.pt"))
+        full = torch.load(Path(tmp) / "full.pt", map_location="cpu", weights_only=True)
+    return meta, full["model"]

@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from ..runtime import PRECISIONS
+from .strategy import STRATEGIES
 
 
 @dataclass
@@ -83,6 +84,10 @@ class TrainConfig:
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
     precision: str = "auto"  # "auto" (bf16 autocast on CUDA, float32 on CPU), "bf16", "fp32"
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
+    strategy: str = (
+        "ddp"  # under torchrun: "ddp" (replicated) or "fsdp" (FSDP2, sharded per Block); vlkit.train.strategy
+    )
+    activation_checkpointing: bool = False  # recompute each Block's activations in the backward pass
     progress: bool = True  # tqdm progress bar
     plots: bool = True  # loss curve and similarity matrix as PNG (needs matplotlib)
 
@@ -170,6 +175,8 @@ class Config:
                 raise ValueError(f"train.{name} must be 0 (only at the end) or positive, got {getattr(t, name)}")
         if t.threads < 0:
             raise ValueError(f"train.threads must be 0 (torch's default) or positive, got {t.threads}")
+        if t.strategy not in STRATEGIES:
+            raise ValueError(f"train.strategy must be one of {STRATEGIES}, got {t.strategy!r}")
         if t.precision not in PRECISIONS:
             raise ValueError(f"train.precision must be one of {PRECISIONS}, got {t.precision!r}")
         if not math.isfinite(o.lr) or o.lr <= 0:

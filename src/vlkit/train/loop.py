@@ -44,7 +44,15 @@ from ..data.folder import SkipReport
 from ..data.loader import StepLoader
 from ..runtime import autocast
 from . import distributed as D
-from .checkpoint import load_checkpoint, newest_usable_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (
+    load_checkpoint,
+    load_sharded_state,
+    newest_usable_checkpoint,
+    rng_state,
+    save_checkpoint,
+    save_sharded_checkpoint,
+    set_rng_state,
+)
 from .config import Config, config_diff
 from .data import build_datasets
 from .metrics import MetricsLog
@@ -52,6 +60,7 @@ from .optim import build_optimizer, build_scheduler
 from .plots import plot_loss, plot_similarity
 from .progress import Progress
 from .run_folder import MODEL_DIR, holds_run, remove_orphans, remove_run
+from .strategy import checkpoint_blocks, full_model_state, is_sharded, local_value, shard_model
 
 
 @dataclass
@@ -279,6 +288,11 @@ def build_state(run: Run, ckpt_path: Path | None, ckpt: dict | None) -> TrainSta
     cfg, info = run.cfg, run.info
     _seed_everything(cfg.train.seed)
     model = run.recipe.build_model().to(info.device)
+    if cfg.train.activation_checkpointing:
+        _say(run, f"activation checkpointing: {checkpoint_blocks(model)} blocks recompute their activations")
+    if cfg.train.strategy == "fsdp" and info.distributed:
+        bf16 = info.device.type == "cuda" and cfg.train.precision in ("auto", "bf16")
+        shard_model(model, device=info.device, world_size=info.world_size, bf16=bf16)
     o = cfg.optim
     optimizer = build_optimizer(model, o.lr, o.weight_decay, o.betas, o.eps)
     scheduler = build_scheduler(
@@ -295,7 +309,7 @@ def build_state(run: Run, ckpt_path: Path | None, ckpt: dict | None) -> TrainSta
         _restore(run, state, ckpt)
         _say(run, f"resumed from {ckpt_path} at step {state.step}")
     D.barrier()
-    if info.distributed:
+    if info.distributed and not is_sharded(model):
         state.ddp_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[info.device.index] if info.device.type == "cuda" else None
         )
@@ -304,8 +318,16 @@ def build_state(run: Run, ckpt_path: Path | None, ckpt: dict | None) -> TrainSta
 
 def _restore(run: Run, state: TrainState, ckpt: dict) -> None:
     info = run.info
-    state.model.load_state_dict(ckpt["model"])
-    state.optimizer.load_state_dict(ckpt["optimizer"])
+    if ckpt.get("sharded"):  # re-split for any number of processes, sharded or not
+        load_sharded_state(state.checkpoint, state.model, state.optimizer)
+    elif is_sharded(state.model):
+        raise ValueError(
+            f"cannot resume from {state.checkpoint}: a DDP run wrote it and this run shards the model "
+            "(train.strategy fsdp); resume it with train.strategy ddp"
+        )
+    else:
+        state.model.load_state_dict(ckpt["model"])
+        state.optimizer.load_state_dict(ckpt["optimizer"])
     state.scheduler.load_state_dict(ckpt["scheduler"])
     state.step = state.checkpoint_step = int(ckpt["step"])
     rngs = ckpt["rng"]
@@ -427,7 +449,7 @@ def log_window(run: Run, state: TrainState) -> dict[str, str]:
     w, info = state.window, run.info
     values = {k: (v / w.updates).item() for k, v in w.sums.items()} if w.updates else {}
     if w.updates:
-        values["grad_norm"] = float(w.grad_norm)
+        values["grad_norm"] = float(local_value(w.grad_norm)) if isinstance(w.grad_norm, torch.Tensor) else w.grad_norm
     values = D.mean_across(values, info.device)
     if "loss" in values and not math.isfinite(values["loss"]):
         raise FloatingPointError(f"the loss is {values['loss']} at step {state.step}; try a lower optim.lr")
@@ -454,22 +476,38 @@ def log_window(run: Run, state: TrainState) -> dict[str, str]:
 
 
 def evaluate(run: Run, state: TrainState) -> None:
-    """Validation metrics and plots at the state's step (main process; once per step)."""
+    """Validation metrics and plots at the state's step (main process; once per step). A sharded
+    model is gathered (every process takes part) into a whole copy the main process evaluates."""
+    if state.eval_step == state.step:
+        return
     error = None
-    if run.info.is_main and state.eval_step != state.step:
+    model = whole_model(run, state) if run.val_ds is not None else state.model
+    if run.info.is_main:
         try:
-            _evaluate_main(run, state)
+            _evaluate_main(run, state, model)
         except Exception as e:
             error = e
     D.raise_if_any(error)
     state.eval_step = state.step
 
 
-def _evaluate_main(run: Run, state: TrainState) -> None:
+def whole_model(run: Run, state: TrainState) -> nn.Module:
+    """The model itself, or for a sharded one a whole copy on the main process (a collective)."""
+    if not is_sharded(state.model):
+        return state.model
+    full = full_model_state(state.model)
+    if not run.info.is_main:
+        return state.model
+    copy = run.recipe.build_model().to(run.info.device)
+    copy.load_state_dict(full)
+    return copy
+
+
+def _evaluate_main(run: Run, state: TrainState, model: nn.Module) -> None:
     cfg, step, out = run.cfg, state.step, run.out
     if run.val_ds is not None:
         res = run.recipe.evaluate(
-            state.model,
+            model,
             run.val_ds,
             batch_size=cfg.eval.batch_size,
             device=run.info.device,
@@ -508,6 +546,20 @@ def _fmt(metrics: dict[str, float]) -> str:
 def save(run: Run, state: TrainState) -> None:
     """A checkpoint of the state's step (rank 0 writes it; every process's RNG states go in)."""
     rngs = D.gather_objects(rng_state())
+    if run.cfg.train.strategy == "fsdp":  # sharded checkpoints, also from one process
+        state.checkpoint = save_sharded_checkpoint(
+            run.out,
+            step=state.step,
+            model=state.model,
+            optimizer=state.optimizer,
+            scheduler=state.scheduler,
+            config=run.cfg.to_dict(),
+            rng_states=rngs,
+            is_main=run.info.is_main,
+            keep=run.cfg.train.keep_checkpoints,
+        )
+        state.checkpoint_step = state.step
+        return
     error = None
     if run.info.is_main:
         try:
@@ -569,8 +621,9 @@ def finish(run: Run, state: TrainState, *, stopped: bool) -> Path | None:
         _say(run, f"stopped after step {state.step} (stop_after); resume with --resume")
         return None
     model_dir = None
-    if run.info.is_main and callable(getattr(state.model, "save_pretrained", None)):  # a plain module gets none
-        model_dir = state.model.save_pretrained(run.out / MODEL_DIR, tokenizer=run.recipe.tokenizer)
+    model = whole_model(run, state)
+    if run.info.is_main and callable(getattr(model, "save_pretrained", None)):  # a plain module gets none
+        model_dir = model.save_pretrained(run.out / MODEL_DIR, tokenizer=run.recipe.tokenizer)
     D.barrier()
     return model_dir
 

@@ -12,7 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .checkpoint import CHECKPOINT_DIR, list_checkpoints, orphaned_files
+from .checkpoint import CHECKPOINT_DIR, list_checkpoints, orphaned_files, remove_checkpoint
 
 MODEL_DIR = "model"
 PLOT_DIR = "plots"
@@ -35,7 +35,7 @@ def remove_orphans(output_dir: str | os.PathLike) -> list[Path]:
         if p.exists()
     ]
     for p in found:
-        p.unlink(missing_ok=True)
+        remove_checkpoint(p)
     return found
 
 
@@ -44,7 +44,7 @@ def remove_run(output_dir: str | os.PathLike) -> list[Path]:
     out = Path(output_dir)
     removed = remove_orphans(out)
     for _, p in list_checkpoints(out):
-        p.unlink()
+        remove_checkpoint(p)
         removed.append(p)
     for p in [out / name for name in _RUN_FILES] + [out / PLOT_DIR / name for name in _PLOT_FILES]:
         if p.is_file():

@@ -1,0 +1,97 @@
+"""Scale-out under torchrun on 2 CPU processes (gloo): FSDP2 with activation checkpointing follows
+DDP's losses, writes sharded checkpoints (torch.distributed.checkpoint) that survive a kill -9 and
+resume exactly, load into another number of processes, and become a model folder."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import vlkit
+from helpers import TINY_CLIP, as_flags, torchrun_train
+from vlkit.cli import main
+from vlkit.train import load_config, train
+
+TINY = [
+    *TINY_CLIP,
+    "train.log_every=1",
+    "train.progress=false",
+    "train.plots=false",
+    "train.threads=1",
+    "optim.warmup_steps=2",
+    "optim.lr=3e-3",
+    "data.train_size=64",
+    "data.val_size=16",
+    "train.batch_size=4",
+    "train.max_steps=20",
+    "train.checkpoint_every=5",
+    "train.eval_every=0",
+    "train.device=cpu",
+]
+FSDP = ["train.strategy=fsdp", "train.activation_checkpointing=true"]
+
+
+def losses(out: Path) -> list[float]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if r.get("split") == "train"]
+
+
+def _launch(overrides: list[str]) -> subprocess.Popen:
+    vlkit_script = Path(sys.executable).parent / "vlkit"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--no-python",
+           str(vlkit_script), "train", *as_flags(overrides)]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+
+
+@pytest.mark.slow
+def test_fsdp_follows_ddp_and_resumes_exactly_after_a_kill(tmp_path):
+    ddp = torchrun_train(as_flags([*TINY, f"train.output_dir={tmp_path / 'ddp'}"]))
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    fsdp = torchrun_train(as_flags([*TINY, *FSDP, f"train.output_dir={tmp_path / 'fsdp'}"]))
+    assert fsdp.returncode == 0, fsdp.stderr[-3000:]
+    expected = losses(tmp_path / "fsdp")
+    assert len(expected) == 20
+    assert expected == pytest.approx(losses(tmp_path / "ddp"), rel=1e-5, abs=1e-5)
+    dcp = sorted(p.name for p in (tmp_path / "fsdp" / "checkpoints").iterdir())
+    assert dcp == ["step-0000015.dcp", "step-0000020.dcp"]  # keep_checkpoints=2, folders
+    assert {"__0_0.distcp", "__1_0.distcp", "meta.pt"} <= {
+        p.name for p in (tmp_path / "fsdp" / "checkpoints" / dcp[-1]).iterdir()
+    }
+    ours = vlkit.from_pretrained(tmp_path / "fsdp" / "model")  # gathered whole at the end
+    theirs = vlkit.from_pretrained(tmp_path / "ddp" / "model")
+    assert all(
+        torch.allclose(a, b, atol=1e-4) for a, b in zip(ours.state_dict().values(), theirs.state_dict().values())
+    )
+
+    # kill -9 every process once the step-10 checkpoint exists, then resume: the same losses
+    out = tmp_path / "killed"
+    proc = _launch([*TINY, *FSDP, f"train.output_dir={out}"])
+    deadline = time.time() + 240
+    while not (out / "checkpoints" / "step-0000010.dcp").is_dir() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode != 0, "the run ended before it could be killed"
+    resumed = torchrun_train(as_flags([*TINY, *FSDP, f"train.output_dir={out}"]) + ["--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert losses(out) == expected
+
+    # the sharded checkpoint of 2 processes resumes in one, and converts to a model folder
+    one = train(
+        load_config(None, [*TINY, *FSDP, f"train.output_dir={tmp_path / 'fsdp'}", "train.max_steps=22"]), resume=True
+    )
+    assert one.step == 22 and losses(tmp_path / "fsdp")[:20] == expected
+    folder = tmp_path / "converted"
+    assert (
+        main(["convert", str(tmp_path / "fsdp" / "checkpoints" / "step-0000020.dcp"), "--to", "vlkit", str(folder)])
+        == 0
+    )
+    converted = vlkit.from_pretrained(folder)
+    assert all(torch.equal(a, b) for a, b in zip(converted.state_dict().values(), ours.state_dict().values()))
