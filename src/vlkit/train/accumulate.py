@@ -30,6 +30,8 @@ gradients are all-reduced once per step, in the last backward.
 from __future__ import annotations
 
 import contextlib
+import functools
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -89,6 +91,11 @@ def _checked(losses: Losses, name: str) -> Losses:
     return losses
 
 
+def _total(losses: Losses) -> torch.Tensor:
+    """The sum of the named losses (the loss the loop back-propagates)."""
+    return functools.reduce(operator.add, losses.values())
+
+
 def backward(
     model: nn.Module, recipe: Any, batch: Batch, size: int, *, accum_steps: int, device: torch.device, precision: str
 ) -> tuple[torch.Tensor, Losses]:
@@ -98,7 +105,7 @@ def backward(
     if accum_steps == 1:
         with autocast(device, precision):
             losses = _checked(recipe.losses(model, batch), recipe.name)
-        loss = sum(losses.values())
+        loss = _total(losses)
         loss.backward()
         return loss.detach(), {k: v.detach() for k, v in losses.items()}
     micro = split_batch(batch, size, accum_steps)
@@ -121,17 +128,17 @@ def summed_backward(
     weighted sums (detached)."""
     size = sum(m for _, m in micro)
     total: torch.Tensor = torch.zeros((), device=device)
-    totals: Losses = {}
+    totals: dict[str, torch.Tensor] = {}
     for i, (batch, m) in enumerate(micro):
         weight = m / size
         with no_sync(model, skip=i < len(micro) - 1):
             with autocast(device, precision):
                 losses = _checked(losses_fn(model, batch), name)
-            loss = sum(losses.values()) * weight
+            loss = _total(losses) * weight
             loss.backward()
         total = total + loss.detach().float()
         for k, v in losses.items():
-            totals[k] = totals.get(k, 0.0) + v.detach().float() * weight
+            totals[k] = totals[k] + v.detach().float() * weight if k in totals else v.detach().float() * weight
     return total, totals
 
 
@@ -149,7 +156,12 @@ def _features_pass_one(
 
 
 def _loss_and_gradients(
-    model: nn.Module, task: FeatureTask, parts: list[dict[str, torch.Tensor]], device: torch.device, precision: str
+    model: nn.Module,
+    task: FeatureTask,
+    parts: list[dict[str, torch.Tensor]],
+    device: torch.device,
+    precision: str,
+    name: str,
 ) -> tuple[Losses, dict[str, torch.Tensor], list[tuple[nn.Parameter, torch.Tensor]]]:
     """The loss on the features of the whole batch; its gradient with respect to the features
     (whole batch) and to the parameters the loss reads itself (the temperature)."""
@@ -158,7 +170,7 @@ def _loss_and_gradients(
     with autocast(device, precision):
         losses = task.loss_from_features(model, leaves)
     params = [p for p in unwrap(model).parameters() if p.requires_grad]
-    grads = torch.autograd.grad(sum(losses.values()), [*leaves.values(), *params], allow_unused=True)
+    grads = torch.autograd.grad(_total(_checked(losses, name)), [*leaves.values(), *params], allow_unused=True)
     feature_grads = {k: torch.zeros_like(leaves[k]) if g is None else g for k, g in zip(keys, grads)}
     own = [(p, g) for p, g in zip(params, grads[len(keys) :]) if g is not None]
     return losses, feature_grads, own
@@ -176,8 +188,7 @@ def grad_cache_backward(
     """The GradCache backward of a feature task over micro-batches (module docstring); -> the loss
     of the whole batch (summed, named; detached)."""
     parts, states = _features_pass_one(model, task, micro, device, precision)
-    losses, feature_grads, own = _loss_and_gradients(model, task, parts, device, precision)
-    _checked(losses, name)
+    losses, feature_grads, own = _loss_and_gradients(model, task, parts, device, precision, name)
     after = rng_state(device)
     sizes = [m for _, m in micro]
     slices = {k: g.split(sizes) for k, g in feature_grads.items()}  # per micro-batch (m, ...) each
@@ -194,4 +205,4 @@ def grad_cache_backward(
                 grads += [g for _, g in own]
             torch.autograd.backward(roots, grads)
     set_rng_state(after, device)
-    return sum(v.detach() for v in losses.values()), {k: v.detach() for k, v in losses.items()}
+    return _total(losses).detach(), {k: v.detach() for k, v in losses.items()}
