@@ -87,6 +87,29 @@ def test_clip_gradcache_gradient_equals_the_whole_batch(k, n):
     assert (plain["logit_scale"] - want["logit_scale"]).abs().item() > 1e-3 * want["logit_scale"].abs().item()
 
 
+class PairIdCLIPTask(CLIPTask):
+    """CLIPTask whose features also carry an integer pair id per sample (no gradient) and a
+    constant float feature (no graph); the loss checks it received the whole batch's ids."""
+
+    def features(self, model, batch):
+        out = super().features(model, batch)
+        n = len(out["image_features"])
+        ids = torch.tensor([int(c.split()[-1]) for c in batch["captions"]])
+        return {**out, "pair_ids": ids, "weights": torch.ones(n)}
+
+    def loss_from_features(self, model, features):
+        assert features["pair_ids"].tolist() == list(range(len(features["pair_ids"])))
+        assert not features["pair_ids"].requires_grad
+        return super().loss_from_features(model, features)
+
+
+def test_features_without_gradients_pass_through():
+    model, batch = tiny_clip(), clip_batch(6)
+    _, _, want = run_backward(model, recipe_of(CLIPTask()), batch, 1)
+    _, _, got = run_backward(model, recipe_of(PairIdCLIPTask()), batch, 3)
+    assert_same_gradients(got, want)
+
+
 class RecordingCLIPTask(CLIPTask):
     """CLIPTask that keeps every ``features`` output (pass 1 and pass 2 of GradCache)."""
 

@@ -6,7 +6,8 @@ Such a task splits ``losses(model, batch)`` into two steps:
     features(model, batch) -> {"image_features": (B, D), ...}     every tensor batch-first, one row per sample
     loss_from_features(model, features) -> {"name_loss": scalar}  on features of any number of samples
 
-so that ``losses(model, batch) == loss_from_features(model, features(model, batch))``. The training
+so that ``losses(model, batch) == loss_from_features(model, features(model, batch))``. Integer
+features (pair ids of equal captions) are allowed and get no gradient. The training
 loop accumulates gradients over micro-batches of such a task the GradCache way
 (:mod:`vlkit.train.accumulate`): the loss sees the features of the whole batch, so the gradient
 equals that of the whole batch. ``model`` may be wrapped in DistributedDataParallel in both calls;

@@ -164,13 +164,18 @@ def _loss_and_gradients(
     name: str,
 ) -> tuple[Losses, dict[str, torch.Tensor], list[tuple[nn.Parameter, torch.Tensor]]]:
     """The loss on the features of the whole batch; its gradient with respect to the features
-    (whole batch) and to the parameters the loss reads itself (the temperature)."""
-    keys = list(parts[0])
-    leaves = {k: torch.cat([p[k] for p in parts]).requires_grad_() for k in keys}  # (B, ...) each
+    (whole batch; floating-point ones: integer entries such as pair ids have none) and to the
+    parameters the loss reads itself (the temperature)."""
+    leaves = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}  # (B, ...) each
+    keys = [k for k, v in leaves.items() if v.is_floating_point()]
+    for k in keys:
+        leaves[k].requires_grad_()
     with autocast(device, precision):
         losses = task.loss_from_features(model, leaves)
     params = [p for p in unwrap(model).parameters() if p.requires_grad]
-    grads = torch.autograd.grad(_total(_checked(losses, name)), [*leaves.values(), *params], allow_unused=True)
+    grads = torch.autograd.grad(
+        _total(_checked(losses, name)), [*(leaves[k] for k in keys), *params], allow_unused=True
+    )
     feature_grads = {k: torch.zeros_like(leaves[k]) if g is None else g for k, g in zip(keys, grads)}
     own = [(p, g) for p, g in zip(params, grads[len(keys) :]) if g is not None]
     return losses, feature_grads, own
@@ -198,8 +203,8 @@ def grad_cache_backward(
         with no_sync(model, skip=not last):
             with autocast(device, precision):
                 features = task.features(model, batch)
-            roots = [features[k] for k in feature_grads]
-            grads = [slices[k][i] for k in feature_grads]
+            used = [k for k in feature_grads if features[k].requires_grad]  # features of the parameters
+            roots, grads = [features[k] for k in used], [slices[k][i] for k in used]
             if last:  # the loss's own parameters (leaves) join the synchronised backward, so DDP reduces them
                 roots += [p for p, _ in own]
                 grads += [g for _, g in own]
