@@ -5,11 +5,14 @@ them) and ``log_values(model) -> {name: float}`` for extra values to log. Tasks 
 models/ and losses/; building models, batches and evaluation is the training recipes' job
 (:mod:`vlkit.train.recipes`). ``model`` may be wrapped in DistributedDataParallel: the first
 forward goes through the wrapper (that is what DDP hooks), later passes use the inner model.
+A contrastive task also offers ``features`` / ``loss_from_features`` (:class:`FeatureTask`), so
+gradient accumulation gives the gradient of the whole batch.
 """
 
 from .albef import ALBEFTask, caption_ids
 from .blip import BLIPTask
 from .clip import CLIPTask
+from .features import FeatureTask
 from .vqa import BLIPVQATask, VQATask
 
-__all__ = ["ALBEFTask", "BLIPTask", "BLIPVQATask", "CLIPTask", "VQATask", "caption_ids"]
+__all__ = ["ALBEFTask", "BLIPTask", "BLIPVQATask", "CLIPTask", "FeatureTask", "VQATask", "caption_ids"]

@@ -12,13 +12,25 @@ from ..models.base import unwrap
 
 
 class CLIPTask:
-    """``losses(model, batch)`` -> ``{"contrastive_loss"}``, gathered over all processes under torchrun."""
+    """``losses(model, batch)`` -> ``{"contrastive_loss"}``, gathered over all processes under torchrun.
+
+    A feature task (:class:`vlkit.tasks.features.FeatureTask`): ``features`` gives the two towers'
+    normalised features, ``loss_from_features`` the loss on them, so gradient accumulation
+    (``train.accum_steps``) gives the gradient of the whole batch."""
 
     name = "clip"
 
     def losses(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return self.loss_from_features(model, self.features(model, batch))
+
+    def features(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """``{"image_features", "text_features"}`` (B, D) each, L2-normalised (through DDP, if wrapped)."""
         image_features, text_features = model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
-        return clip_loss(image_features, text_features, unwrap(model).scale())
+        return {"image_features": image_features, "text_features": text_features}
+
+    def loss_from_features(self, model: nn.Module, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The contrastive loss of features of any number of pairs, at the model's temperature."""
+        return clip_loss(features["image_features"], features["text_features"], unwrap(model).scale())
 
     def log_values(self, model: nn.Module) -> dict[str, float]:
         """The learned inverse temperature."""

@@ -74,6 +74,9 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     batch_size: int = 128  # per process; the global batch is batch_size x number of processes
+    # micro-batches of batch_size per optimizer step: the step's batch is batch_size x accum_steps (per
+    # process), its gradient that of the whole batch (contrastive tasks: GradCache, vlkit.train.accumulate)
+    accum_steps: int = 1
     max_steps: int = 1_000
     log_every: int = 10
     eval_every: int = 0  # 0: evaluate only at the end
@@ -167,7 +170,7 @@ class Config:
     def check(self) -> None:
         """One-line ValueErrors for values the training loop cannot run with."""
         t, o = self.train, self.optim
-        for name in ("batch_size", "max_steps", "log_every"):
+        for name in ("batch_size", "accum_steps", "max_steps", "log_every"):
             if getattr(t, name) < 1:
                 raise ValueError(f"train.{name} must be at least 1, got {getattr(t, name)}")
         for name in ("eval_every", "checkpoint_every"):

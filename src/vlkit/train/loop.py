@@ -9,7 +9,10 @@ preprocessing and batches (and says how many samples a batch holds), and its tas
 
 The loop is linear over an explicit :class:`TrainState`. Each step (:func:`train_step`): the task
 maps (model, batch) to named losses, the loop sums them, backpropagates, clips the gradient norm,
-steps AdamW and the warmup + cosine schedule. A batch whose samples were all unreadable is a step
+steps AdamW and the warmup + cosine schedule. With ``train.accum_steps`` k > 1 the loader gives
+batches of k x ``train.batch_size`` samples and the backward runs over k micro-batches
+(:mod:`vlkit.train.accumulate`: the GradCache way for contrastive tasks, so the gradient is the
+whole batch's). A batch whose samples were all unreadable is a step
 without an update (the schedule still advances, so steps and data positions stay one to one);
 under torchrun every process trims its batch to the smallest, so all take the same steps. Every
 ``log_every`` steps (:func:`log_window`) the mean losses, learning rate and samples/s go to the
@@ -42,7 +45,7 @@ from tqdm.auto import tqdm
 
 from ..data.folder import SkipReport
 from ..data.loader import StepLoader
-from ..runtime import autocast
+from . import accumulate
 from . import distributed as D
 from .checkpoint import (
     load_checkpoint,
@@ -359,7 +362,7 @@ def load_data(run: Run, state: TrainState) -> None:
         image_size=recipe.image_size(model),
         train_transform=recipe.transform(model, train=cfg.data.augment),
         eval_transform=recipe.transform(model, train=False),
-        batch_size=cfg.train.batch_size,
+        batch_size=cfg.train.batch_size * cfg.train.accum_steps,  # a step's whole batch
         seed=cfg.train.seed,
         rank=info.rank,
         world_size=info.world_size,
@@ -367,7 +370,7 @@ def load_data(run: Run, state: TrainState) -> None:
     run.loader = StepLoader(
         run.train_ds,
         recipe.collate(),
-        cfg.train.batch_size,
+        cfg.train.batch_size * cfg.train.accum_steps,  # the step's whole batch; train_step splits it
         seed=cfg.train.seed,
         rank=info.rank,
         world_size=info.world_size,
@@ -384,15 +387,23 @@ def load_data(run: Run, state: TrainState) -> None:
     _say(
         run,
         f"{recipe.name}: {n_params / 1e6:.2f}M parameters, {run.loader.samples_per_epoch} training samples "
-        f"({run.loader.steps_per_epoch} steps per epoch), batch {cfg.train.batch_size} x {info.world_size} "
+        f"({run.loader.steps_per_epoch} steps per epoch), batch {_batch_text(cfg.train)} x {info.world_size} "
         f"process(es) on {info.device}",
     )
+
+
+def _batch_text(t) -> str:
+    """``8``, or with accumulation ``8 (2 micro-batches of 4)``."""
+    if t.accum_steps == 1:
+        return str(t.batch_size)
+    return f"{t.batch_size * t.accum_steps} ({t.accum_steps} micro-batches of {t.batch_size})"
 
 
 # ----------------------------------------------------------------- one step
 def train_step(run: Run, state: TrainState, batch: dict[str, Any]) -> None:
     """One optimizer step on ``batch`` (a step without an update when no sample of it was readable
-    on some process); the losses go to the log window."""
+    on some process; the backward over ``train.accum_steps`` micro-batches); the losses go to the
+    log window."""
     recipe, info, o = run.recipe, run.info, run.cfg.optim
     n = recipe.batch_size(batch)
     if info.distributed:  # equal batches on every process (the loss gathers them): trim to the shortest
@@ -409,20 +420,18 @@ def train_step(run: Run, state: TrainState, batch: dict[str, Any]) -> None:
         return
     batch = _to_device(batch, info.device)
     state.ddp_model.train()
-    with autocast(info.device, run.cfg.train.precision):
-        losses = recipe.losses(state.ddp_model, batch)
-    if not losses:
-        raise ValueError(f"task {recipe.name!r} returned no losses")
-    loss = sum(losses.values())
     state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    t = run.cfg.train
+    loss, losses = accumulate.backward(
+        state.ddp_model, recipe, batch, n, accum_steps=t.accum_steps, device=info.device, precision=t.precision
+    )
     if o.grad_clip > 0:
         params = [p for p in state.model.parameters() if p.requires_grad]
         w.grad_norm = nn.utils.clip_grad_norm_(params, o.grad_clip)
     state.optimizer.step()
     state.scheduler.step()
     for k, v in {"loss": loss, **losses}.items():
-        w.sums[k] = w.sums.get(k, 0.0) + v.detach().float()
+        w.sums[k] = w.sums.get(k, 0.0) + v.float()
     w.updates += 1
     w.samples += n
     state.epoch_trained += 1
