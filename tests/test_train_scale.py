@@ -5,6 +5,7 @@ resume exactly, load into another number of processes, and become a model folder
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -42,30 +43,56 @@ def losses(out: Path) -> list[float]:
     return [r["loss"] for r in rows if r.get("split") == "train"]
 
 
-def _launch(overrides: list[str]) -> subprocess.Popen:
+def _launch(overrides: list[str], launcher: list[str] | None = None) -> subprocess.Popen:
+    """``vlkit train`` under torchrun (default: one launcher, 2 processes), in its own process group."""
     vlkit_script = Path(sys.executable).parent / "vlkit"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--no-python",
-           str(vlkit_script), "train", *as_flags(overrides)]  # fmt: skip
+    launcher = launcher or ["--standalone", "--nproc_per_node", "2"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", *launcher, "--no-python", str(vlkit_script), "train",
+           *as_flags(overrides)]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
 
 
+@pytest.fixture(scope="module")
+def ddp(tmp_path_factory) -> Path:
+    """The reference: one torchrun launcher, 2 processes, DDP."""
+    out = tmp_path_factory.mktemp("ddp")
+    proc = torchrun_train(as_flags([*TINY, f"train.output_dir={out}"]))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
 @pytest.mark.slow
-def test_fsdp_follows_ddp_and_resumes_exactly_after_a_kill(tmp_path):
-    ddp = torchrun_train(as_flags([*TINY, f"train.output_dir={tmp_path / 'ddp'}"]))
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
+def test_two_launchers_rendezvous_like_two_nodes(ddp, tmp_path):
+    """torchrun --nnodes 2 with c10d rendezvous on 127.0.0.1, one process per "node", trains the
+    same steps as one launcher with two processes."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "nodes"
+    rdzv = ["--nnodes", "2", "--nproc_per_node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+            "--rdzv-id", "vlkit-test"]  # fmt: skip
+    nodes = [_launch([*TINY, f"train.output_dir={out}", "train.max_steps=3"], rdzv) for _ in range(2)]
+    for node in nodes:
+        assert node.wait(timeout=300) == 0, node.stderr.read().decode()[-3000:]
+    # the first 3 steps' learning rates (warmup) do not depend on max_steps
+    assert losses(out) == pytest.approx(losses(ddp)[:3], rel=1e-6, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_fsdp_follows_ddp_and_resumes_exactly_after_a_kill(ddp, tmp_path):
     fsdp = torchrun_train(as_flags([*TINY, *FSDP, f"train.output_dir={tmp_path / 'fsdp'}"]))
     assert fsdp.returncode == 0, fsdp.stderr[-3000:]
     expected = losses(tmp_path / "fsdp")
     assert len(expected) == 20
-    assert expected == pytest.approx(losses(tmp_path / "ddp"), rel=1e-5, abs=1e-5)
+    assert expected == pytest.approx(losses(ddp), rel=1e-5, abs=1e-5)
     dcp = sorted(p.name for p in (tmp_path / "fsdp" / "checkpoints").iterdir())
     assert dcp == ["step-0000015.dcp", "step-0000020.dcp"]  # keep_checkpoints=2, folders
     assert {"__0_0.distcp", "__1_0.distcp", "meta.pt"} <= {
         p.name for p in (tmp_path / "fsdp" / "checkpoints" / dcp[-1]).iterdir()
     }
     ours = vlkit.from_pretrained(tmp_path / "fsdp" / "model")  # gathered whole at the end
-    theirs = vlkit.from_pretrained(tmp_path / "ddp" / "model")
+    theirs = vlkit.from_pretrained(ddp / "model")
     assert all(
         torch.allclose(a, b, atol=1e-4) for a, b in zip(ours.state_dict().values(), theirs.state_dict().values())
     )
