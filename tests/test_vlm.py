@@ -237,3 +237,29 @@ def test_tiny_preset_and_linear_projector():
         assert F == 16 and logits.shape == (2, 4, 1000)
         out = model.generate(pixels, ids, max_new_tokens=3, eos_token_id=None)
         assert out.shape == (2, 7) and torch.equal(out[:, :4], ids)
+
+
+@pytest.mark.parametrize("layout", ["hub", "in-memory"])
+def test_other_key_layouts(tmp_path, layout):
+    """transformers 4 / hub folders (``vision_tower.vision_model.*``) and transformers 5's in-memory
+    names (``model.vision_tower.*``, ``model.language_model.*``, ``lm_head.weight``) read as the
+    layout transformers 5 writes."""
+    from safetensors.torch import load_file, save_file
+
+    ref, model = _llava(tmp_path)
+    state = load_file(str(tmp_path / "hf" / "model.safetensors"))
+    if layout == "hub":
+        state = {k.replace("vision_tower.", "vision_tower.vision_model.", 1): v for k, v in state.items()}
+    else:
+        state = {
+            ("lm_head.weight" if k == "language_model.lm_head.weight" else
+             "model." + k.replace("language_model.model.", "language_model.", 1)): v
+            for k, v in state.items()
+        }  # fmt: skip
+    folder = tmp_path / layout
+    folder.mkdir()
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text((tmp_path / "hf" / "config.json").read_text())
+    ids, pixels = torch.tensor(_prompt([1])), _pixels(1)
+    with torch.no_grad():
+        assert torch.equal(vlkit.from_pretrained(folder)(pixels, ids), model(pixels, ids))
