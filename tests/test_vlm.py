@@ -263,3 +263,19 @@ def test_other_key_layouts(tmp_path, layout):
     ids, pixels = torch.tensor(_prompt([1])), _pixels(1)
     with torch.no_grad():
         assert torch.equal(vlkit.from_pretrained(folder)(pixels, ids), model(pixels, ids))
+
+
+def test_vlkit_folder_round_trip(tmp_path):
+    """A VLM with an OPT LLM saved as a vlkit folder: the LLM's family and config come back."""
+    torch.manual_seed(0)
+    text = vlkit.create_model("opt-tiny").config
+    model = vlkit.create_model("vlm-tiny", text=text, text_model_type="opt", image_token_id=998).eval()
+    saved = json.loads((model.save_pretrained(tmp_path / "vlm") / "config.json").read_text())
+    assert saved["config"]["text_model_type"] == "opt" and saved["config"]["text"]["vocab_size"] == 1000
+    back = vlkit.from_pretrained(tmp_path / "vlm")
+    assert type(back.llm).__name__ == "OPT" and back.config == model.config
+    ids, pixels = torch.tensor([[2, 998, 5, 6]]), torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(back(pixels, ids), model(pixels, ids))
+    with pytest.raises(ValueError, match="text_model_type 'gpt' but text is a OPTConfig"):
+        vlkit.create_model("vlm-tiny", text=text)
