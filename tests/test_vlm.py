@@ -12,10 +12,13 @@ from helpers import max_diff, save_hf
 from vlkit.convert.hf_export import save_hf as export_hf
 from vlkit.models import VLM, OPTConfig, VLMConfig
 from vlkit.models.clip import clip_vision_config
+from vlkit.models.registry import FAMILIES
 
 transformers = pytest.importorskip("transformers")
 TOL = 1e-4
 V, IMG, SIZE = 97, 96, 16  # vocabulary, image token id, image side (2 x 2 patches of 8)
+NEEDS_LLAMA = pytest.mark.skipif("llama" not in FAMILIES, reason="no Llama family in this checkout")
+FAMILY = {"opt": "opt", "gpt2": "gpt", "llama": "llama"}  # HF text model type -> vlkit family
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -25,6 +28,12 @@ def quiet_transformers():
 
 def _text_config(kind):
     # transformers ties LLaVA's LM head only for Llama-style names: OPT and GPT-2 are built untied
+    if kind == "llama":  # grouped-query attention, an odd rotary base, the head tied
+        return transformers.LlamaConfig(
+            vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            intermediate_size=64, max_position_embeddings=128, rope_theta=500.0, bos_token_id=2, eos_token_id=2,
+            tie_word_embeddings=True,
+        )  # fmt: skip
     if kind == "opt":
         return transformers.OPTConfig(
             vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_dim=64,
@@ -56,7 +65,7 @@ def _llava(tmp_path, kind="opt", strategy="default", layer=-2):
         if kind == "gpt2":  # vlkit's GPT ties its head: give HF's the embedding's values
             ref.lm_head.weight.copy_(ref.get_input_embeddings().weight)
     model = vlkit.from_pretrained(save_hf(ref, tmp_path / "hf"))
-    assert isinstance(model, VLM) and model.config.text_model_type == ("opt" if kind == "opt" else "gpt")
+    assert isinstance(model, VLM) and model.config.text_model_type == FAMILY[kind]
     return ref, model
 
 
@@ -84,7 +93,14 @@ def _pixels(n, seed=1):
 
 
 @pytest.mark.parametrize(
-    "kind, strategy, layer", [("opt", "default", -2), ("gpt2", "default", -2), ("opt", "full", -1), ("gpt2", "full", 1)]
+    "kind, strategy, layer",
+    [
+        ("opt", "default", -2),
+        ("gpt2", "default", -2),
+        ("opt", "full", -1),
+        ("gpt2", "full", 1),
+        pytest.param("llama", "default", -2, marks=NEEDS_LLAMA),
+    ],
 )
 def test_logits_parity(tmp_path, kind, strategy, layer):
     ref, model = _llava(tmp_path, kind, strategy, layer)
@@ -139,7 +155,7 @@ def test_image_token_count_errors(tmp_path):
         model.generate(pixels[:1], torch.tensor(_prompt([1, 1], expand=False)), max_new_tokens=2)
 
 
-@pytest.mark.parametrize("kind", ["opt", "gpt2"])
+@pytest.mark.parametrize("kind", ["opt", "gpt2", pytest.param("llama", marks=NEEDS_LLAMA)])
 @pytest.mark.parametrize("num_beams", [1, 3])
 def test_generation_identical(tmp_path, kind, num_beams):
     ref, model = _llava(tmp_path, kind)
@@ -176,11 +192,13 @@ def test_left_padded_batch_generation(tmp_path, num_beams):
         assert torch.equal(got[i, ids.shape[1] - len(rows[i]) :][:n], row[:n])
 
 
-def test_save_hf_round_trip(tmp_path):
-    """vlkit VLM (OPT LLM, tied head) -> save_hf -> transformers LlavaForConditionalGeneration gives
-    vlkit's logits; vlkit reads the export back."""
+@pytest.mark.parametrize("family", ["opt", pytest.param("llama", marks=NEEDS_LLAMA)])
+def test_save_hf_round_trip(tmp_path, family):
+    """vlkit VLM (OPT or Llama LLM, tied head) -> save_hf -> transformers LlavaForConditionalGeneration
+    gives vlkit's logits; vlkit reads the export back."""
     from pathlib import Path
 
+    from vlkit.models.registry import PRESETS, replace_config
     from vlkit.tokenizers import BPETokenizer
 
     corpus = Path(__file__).resolve().parents[1].joinpath("README.md").read_text(encoding="utf-8").splitlines()
@@ -188,7 +206,9 @@ def test_save_hf_round_trip(tmp_path):
     n = tok.vocab_size
     config = VLMConfig(
         vision=clip_vision_config(image_size=SIZE, patch_size=8, width=32, depth=3, num_heads=4, mlp_dim=64),
-        text=OPTConfig(vocab_size=n, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_positions=64),
+        text=OPTConfig(vocab_size=n, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_positions=64)
+        if family == "opt"
+        else replace_config(PRESETS["llama-tiny"](), vocab_size=n, tie_word_embeddings=True),
         image_token_id=n - 1,
     )
     torch.manual_seed(0)
@@ -205,7 +225,7 @@ def test_save_hf_round_trip(tmp_path):
     with torch.no_grad():
         assert max_diff(ref(input_ids=ids, pixel_values=pixels).logits, model(pixels, ids)) <= TOL
         back = vlkit.from_pretrained(out)
-        assert back.llm.lm_head is None  # the head HF needs written out is the embedding: tied again
+        assert back.config.text.tie_word_embeddings  # the head HF needs written out is the embedding: tied again
         assert torch.equal(back(pixels, ids), model(pixels, ids))
 
 
