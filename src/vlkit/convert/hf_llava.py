@@ -59,10 +59,10 @@ def _parts(state_dict: StateDict) -> dict[str, StateDict]:
     with ``lm_head.weight``)."""
     out: dict[str, StateDict] = {part: {} for part in _PARTS}
     for key, value in state_dict.items():
-        name = key.removeprefix("model.")
-        if name == "lm_head.weight" or key == "lm_head.weight":
-            out["language_model."]["lm_head.weight"] = value
+        if key == "lm_head.weight":  # transformers 5's in-memory name
+            out["language_model."][key] = value
             continue
+        name = key.removeprefix("model.")
         part = next((p for p in _PARTS if name.startswith(p)), None)
         if part is None:
             raise ValueError(f"LLaVA checkpoint key {key!r} belongs to none of {[p[:-1] for p in _PARTS]}")
