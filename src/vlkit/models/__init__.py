@@ -1,6 +1,6 @@
 """Model families: one file each, a frozen config dataclass, modules and presets."""
 
-from . import albef, bert, blip, clip, gpt, vit  # noqa: F401  (register the families and presets)
+from . import albef, bert, blip, clip, gpt, opt, vit, vlm  # noqa: F401  (register the families and presets)
 from .albef import ALBEF, ALBEFConfig, ALBEFTextConfig
 from .base import CheckpointError, Model
 from .bert import BertConfig, BertModel
@@ -9,8 +9,10 @@ from .clip import CLIP, CLIPConfig, CLIPTextConfig
 from .generation_config import GenerationConfig
 from .gpt import GPT, GPTConfig
 from .loading import from_pretrained
+from .opt import OPT, OPTConfig
 from .registry import create_model, list_models, register
 from .vit import ViT, ViTConfig
+from .vlm import VLM, VLMConfig
 
 __all__ = [
     "CheckpointError",
@@ -20,8 +22,12 @@ __all__ = [
     "BertModel",
     "GPT",
     "GPTConfig",
+    "OPT",
+    "OPTConfig",
     "ViT",
     "ViTConfig",
+    "VLM",
+    "VLMConfig",
     "CLIP",
     "CLIPConfig",
     "CLIPTextConfig",
