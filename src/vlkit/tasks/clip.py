@@ -8,17 +8,24 @@ import torch
 from torch import nn
 
 from ..losses.contrastive import clip_loss
+from ..losses.tiled_contrastive import check_chunk_size
 from ..models.base import unwrap
 
 
 class CLIPTask:
-    """``losses(model, batch)`` -> ``{"contrastive_loss"}``, gathered over all processes under torchrun."""
+    """``losses(model, batch)`` -> ``{"contrastive_loss"}``, gathered over all processes under torchrun.
+    ``chunk_size``: compute the loss in tiles of that many rows and columns of the logits
+    (:func:`vlkit.losses.contrastive.clip_loss`); None: all at once."""
 
     name = "clip"
 
+    def __init__(self, *, chunk_size: int | None = None) -> None:
+        check_chunk_size(chunk_size)
+        self.chunk_size = chunk_size
+
     def losses(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         image_features, text_features = model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
-        return clip_loss(image_features, text_features, unwrap(model).scale())
+        return clip_loss(image_features, text_features, unwrap(model).scale(), chunk_size=self.chunk_size)
 
     def log_values(self, model: nn.Module) -> dict[str, float]:
         """The learned inverse temperature."""

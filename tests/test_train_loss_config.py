@@ -1,0 +1,55 @@
+"""The config's ``loss:`` section: ``loss.chunk_size`` reaches the tasks' contrastive losses, a run
+with it trains exactly as one without, and bad values are one-line errors."""
+
+import json
+
+import pytest
+
+from helpers import TINY_CLIP, as_flags
+from vlkit.cli import main
+from vlkit.train.config import Config, LossConfig, load_config
+from vlkit.train.recipes import get_recipe
+
+TINY = [
+    *as_flags(TINY_CLIP),
+    *["--train.batch_size", "8", "--train.max_steps", "3", "--train.log_every", "1", "--train.progress", "false"],
+    *["--train.plots", "false", "--train.threads", "1", "--data.train_size", "48", "--data.val_size", "8"],
+    *["--optim.lr", "3e-3", "--optim.warmup_steps", "1", "--eval.zeroshot", "false"],
+]
+
+
+def _train_losses(out):
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r["contrastive_loss"] for r in rows if r.get("split") == "train"]
+
+
+def test_a_run_with_loss_chunk_size_trains_as_one_without(tmp_path):
+    assert main(["train", *TINY, "--train.output_dir", str(tmp_path / "naive")]) == 0
+    assert main(["train", *TINY, "--loss.chunk_size", "3", "--train.output_dir", str(tmp_path / "tiled")]) == 0
+    naive, tiled = _train_losses(tmp_path / "naive"), _train_losses(tmp_path / "tiled")
+    assert len(naive) == 3 and tiled == pytest.approx(naive, rel=1e-5)
+    saved = (tmp_path / "tiled" / "config.yaml").read_text()
+    assert "loss:\n  chunk_size: 3" in saved
+
+
+def test_loss_section_reaches_the_tasks():
+    cfg = load_config(None, ["loss.chunk_size=1024"])
+    assert cfg.loss == LossConfig(chunk_size=1024) and Config.from_dict(cfg.to_dict()) == cfg
+    assert get_recipe(cfg.task, cfg.model, cfg.loss).task.chunk_size == 1024
+    assert get_recipe("clip").task.chunk_size is None
+    assert get_recipe("blip", loss=LossConfig(chunk_size=64)).task.chunk_size == 64
+    assert load_config(None, ["loss.chunk_size=null"]).loss.chunk_size is None
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("loss.chunk_size=0", "loss: chunk_size must be a positive integer or null"),
+        ("loss.chunk_size=-8", "chunk_size must be a positive integer"),
+        ("loss.chunk_size=2.5", "loss.chunk_size: expected int"),
+        ("loss.chunk=8", "unknown fields \\['chunk'\\]"),
+    ],
+)
+def test_bad_loss_section(override, match):
+    with pytest.raises(ValueError, match=match):
+        load_config(None, [override])
