@@ -29,7 +29,9 @@ def _loss_and_grads(img, txt, log_scale, chunk_size):
 
 
 def _rel(a, b):
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-300)).item()
+    """Largest difference relative to the largest reference entry (at B = 1 the naive gradients are
+    exactly 0 and the tiled ones round-off: the floor keeps that a pass)."""
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-9)).item()
 
 
 @pytest.mark.parametrize(

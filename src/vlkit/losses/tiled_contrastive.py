@@ -37,6 +37,11 @@ def _tile_similarities(a_i: torch.Tensor, c_j: torch.Tensor, acc: torch.dtype) -
     return (a_i @ c_j.t()).to(acc)
 
 
+def _row_dots(a_i: torch.Tensor, c_i: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
+    """(ci, D), (ci, D) -> row-wise dot products (ci,) in the accumulation dtype."""
+    return (a_i.to(acc) * c_i.to(acc)).sum(dim=1)
+
+
 def _spans(n: int, chunk: int) -> list[slice]:
     return [slice(start, min(start + chunk, n)) for start in range(0, n, chunk)]
 
@@ -62,7 +67,9 @@ class TiledContrastive(torch.autograd.Function):
                     row_lse[rows] = torch.logaddexp(row_lse[rows], torch.logsumexp(logits, dim=1))
                     if symmetric:
                         col_lse[cols] = torch.logaddexp(col_lse[cols], torch.logsumexp(logits, dim=0))
-            positives = (a.to(acc) * c[offset : offset + Na].to(acc)).sum(dim=1)  # (Na,) raw a_i . c_(offset+i)
+            positives = torch.cat(  # (Na,) raw a_i . c_(offset+i), a chunk of rows at a time
+                [_row_dots(a[rows], c[offset + rows.start : offset + rows.stop], acc) for rows in _spans(Na, chunk)]
+            )
             lse_sum = row_lse.sum() + col_lse.sum()
             loss = lse_sum / (2 * Na if symmetric else Na) - s * positives.mean()
         ctx.save_for_backward(a, c, scale, row_lse, col_lse, positives)
@@ -87,23 +94,25 @@ class TiledContrastive(torch.autograd.Function):
                 for cols in _spans(Nc, chunk):
                     c_j = c[cols]
                     raw = _tile_similarities(a_i, c_j, acc)  # (ci, cj)
-                    probs = torch.exp(raw * s - row_lse[rows, None])  # row softmax of the tile's logits
+                    logits = raw * s
+                    probs = torch.exp(logits - row_lse[rows, None])  # row softmax of the tile's logits
                     if symmetric:
-                        probs += torch.exp(raw * s - col_lse[None, cols])  # plus the column softmax
+                        probs += logits.sub_(col_lse[None, cols]).exp_()  # plus the column softmax
                     if need_s:
-                        grad_s += (probs * raw).sum()
+                        grad_s += torch.dot(probs.view(-1), raw.view(-1))  # sum(probs * raw)
                     probs = probs.to(a.dtype)
                     if grad_a is not None:
                         grad_a[rows] += (probs @ c_j).to(acc)
                     if grad_c is not None:
                         grad_c[cols] += (probs.t() @ a_i).to(acc)
             # the tiles' softmax part is scaled by weight * s; the positives' part needs no tile
-            positive_weight = s / Na
+            # (addcmul_ scales in place: no (N, D) temporary)
+            minus_positive_weight = -s / Na
             if grad_a is not None:
-                grad_a.mul_(weight * s).sub_(positive_weight * c[offset : offset + Na].to(acc)).mul_(g)
+                grad_a.mul_(weight * s).addcmul_(c[offset : offset + Na], minus_positive_weight).mul_(g)
             if grad_c is not None:
                 grad_c.mul_(weight * s)
-                grad_c[offset : offset + Na] -= positive_weight * a.to(acc)
+                grad_c[offset : offset + Na].addcmul_(a, minus_positive_weight)
                 grad_c.mul_(g)
             grad_scale = (grad_s * weight - positives.mean()) * g if need_s else None
         return (
