@@ -4,11 +4,14 @@ with it trains exactly as one without, and bad values are one-line errors."""
 import json
 
 import pytest
+import torch
 
-from helpers import TINY_CLIP, as_flags
+import vlkit
+from helpers import SHAPES_WORDS, SPECIAL_TOKENS, TINY_CLIP, as_flags
 from vlkit.cli import main
+from vlkit.data.synthetic import ShapesDataset
 from vlkit.train.config import Config, LossConfig, load_config
-from vlkit.train.recipes import get_recipe
+from vlkit.train.recipes import BLIPRecipe, get_recipe
 
 TINY = [
     *as_flags(TINY_CLIP),
@@ -53,3 +56,31 @@ def test_loss_section_reaches_the_tasks():
 def test_bad_loss_section(override, match):
     with pytest.raises(ValueError, match=match):
         load_config(None, [override])
+
+
+def test_blip_itc_in_tiles_equals_blip_itc(tmp_path):
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(SPECIAL_TOKENS + SHAPES_WORDS) + "\n")
+    n = len(SPECIAL_TOKENS) + len(SHAPES_WORDS)
+    text = {"vocab_size": n + 2, "bos_token_id": n, "enc_token_id": n + 1, "sep_token_id": 3}
+    recipes = {
+        chunk: BLIPRecipe(
+            {"preset": "blip-tiny", "text": text}, tokenizer=str(vocab), loss=LossConfig(chunk_size=chunk)
+        )
+        for chunk in (None, 3)
+    }
+    assert recipes[3].task.chunk_size == 3
+    torch.manual_seed(0)
+    net = recipes[None].build_model()
+    ds = ShapesDataset(size=8, image_size=32, transform=vlkit.image_transform(net), captions="full")
+    batch = recipes[None].collate()([ds[i] for i in range(8)])
+    itc, grads = {}, {}
+    for chunk, recipe in recipes.items():
+        torch.manual_seed(1)  # the same ITM negatives
+        itc[chunk] = recipe.losses(net, batch)["itc_loss"]
+        grads[chunk] = torch.autograd.grad(
+            itc[chunk], [net.temp, *net.vision_proj.parameters(), *net.vision.parameters()]
+        )
+    assert itc[3].item() == pytest.approx(itc[None].item(), rel=1e-6)
+    for a, b in zip(grads[3], grads[None]):
+        assert (a - b).abs().max() <= 1e-4 * b.abs().max()  # float32 round-off
