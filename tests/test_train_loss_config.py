@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import vlkit
-from helpers import SHAPES_WORDS, SPECIAL_TOKENS, TINY_CLIP, as_flags
+from helpers import SHAPES_WORDS, SPECIAL_TOKENS, TINY_CLIP, as_flags, torchrun_train
 from vlkit.cli import main
 from vlkit.data.synthetic import ShapesDataset
 from vlkit.train.config import Config, LossConfig, load_config
@@ -84,3 +84,14 @@ def test_blip_itc_in_tiles_equals_blip_itc(tmp_path):
     assert itc[3].item() == pytest.approx(itc[None].item(), rel=1e-6)
     for a, b in zip(grads[3], grads[None]):
         assert (a - b).abs().max() <= 1e-4 * b.abs().max()  # float32 round-off
+
+
+@pytest.mark.slow
+def test_torchrun_with_loss_chunk_size_matches_one_naive_process(tmp_path):
+    """2 processes of 4 pairs with the loss in tiles of 3 (over the gathered 8) follow the losses of
+    one process of 8 pairs with the naive loss."""
+    ddp = [*TINY, "--train.batch_size", "4", "--loss.chunk_size", "3", "--train.device", "cpu"]
+    proc = torchrun_train([*ddp, "--train.output_dir", str(tmp_path / "ddp")])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert main(["train", *TINY, "--train.output_dir", str(tmp_path / "one")]) == 0
+    assert _train_losses(tmp_path / "ddp") == pytest.approx(_train_losses(tmp_path / "one"), rel=1e-4, abs=1e-5)

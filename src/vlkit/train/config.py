@@ -6,7 +6,7 @@
     optim: {lr: 1e-3, weight_decay: 0.1, warmup_steps: 100}
     train: {batch_size: 128, max_steps: 1000, output_dir: runs/clip}
     eval:  {batch_size: 256}
-    loss:  {chunk_size: 1024}                               # contrastive logits in 1024 x 1024 tiles
+    loss:  {chunk_size: 512}                                # contrastive logits in 512 x 512 tiles
 
 ``model`` is free-form (``preset``, ``pretrained`` and any config field of the family, nested);
 ``task`` is the recipe's name and its options (a plain name keeps the defaults): each recipe
