@@ -19,6 +19,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from .tiled_contrastive import check_chunk_size, tiled_nce
+
 
 def _check_2d(name: str, x: torch.Tensor) -> None:
     if x.dim() != 2:
@@ -109,15 +111,24 @@ def clip_logits(image_features: torch.Tensor, text_features: torch.Tensor, scale
 
 
 def clip_loss(
-    image_features: torch.Tensor, text_features: torch.Tensor, scale, *, gather: bool = True
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    scale,
+    *,
+    gather: bool = True,
+    chunk_size: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """CLIP's symmetric image-text contrastive loss (ITC).
 
     image_features, text_features: (B, D), row i of each is a pair (L2-normalised); scale: the
-    inverse temperature (``model.scale()``). With ``gather`` under torch.distributed, each rank's
-    rows are scored against the texts/images of all ranks (its local share of the global loss).
+    inverse temperature (``model.scale()``, or a float). With ``gather`` under torch.distributed,
+    each rank's rows are scored against the texts/images of all ranks (its local share of the
+    global loss). ``chunk_size``: None computes the (B, B_all) logits at once; an integer computes
+    the same loss and gradients in (chunk_size x chunk_size) tiles of them, forward and backward
+    (:mod:`vlkit.losses.tiled_contrastive`), so the memory grows with B, not B^2.
     Returns {"contrastive_loss": scalar}.
     """
+    check_chunk_size(chunk_size)
     _check_2d("image_features", image_features)
     _check_2d("text_features", text_features)
     if image_features.shape != text_features.shape:
@@ -131,6 +142,15 @@ def clip_loss(
         all_images, all_texts = gather_features(image_features), gather_features(text_features)  # (W * B, D)
     else:
         all_images, all_texts, rank = image_features, text_features, 0
+    if chunk_size is not None:
+        if world > 1 and gather:  # this rank's rows against every rank's keys, one direction at a time
+            i2t = tiled_nce(image_features, all_texts, scale, offset=rank * B, chunk_size=chunk_size)
+            t2i = tiled_nce(text_features, all_images, scale, offset=rank * B, chunk_size=chunk_size)
+            return {"contrastive_loss": (i2t + t2i) / 2}
+        # one matrix of logits serves both directions: its rows' and its columns' log-sum-exps
+        return {
+            "contrastive_loss": tiled_nce(image_features, text_features, scale, chunk_size=chunk_size, symmetric=True)
+        }
     labels = torch.arange(B, device=image_features.device) + rank * B  # positions of the partners
     loss = (_key_nce(image_features, all_texts, labels, scale) + _key_nce(text_features, all_images, labels, scale)) / 2
     return {"contrastive_loss": loss}

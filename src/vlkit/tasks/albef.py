@@ -35,6 +35,7 @@ from ..losses.distillation import itc_distillation_loss
 from ..losses.itm import hard_negatives, itm_loss, itm_pairs
 from ..losses.lm import mlm_loss
 from ..losses.mlm import IGNORE_INDEX, mask_tokens
+from ..losses.tiled_contrastive import check_chunk_size
 from ..models.base import unwrap
 
 
@@ -58,7 +59,10 @@ class ALBEFTask:
         mlm_probability: float = 0.15,
         negatives_all_ranks: bool = True,
         same_caption_is_positive: bool = True,
+        chunk_size: int | None = None,
     ) -> None:
+        check_chunk_size(chunk_size)
+        self.chunk_size = chunk_size  # ITC without momentum encoders in tiles of the logits (clip_loss)
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
         self.mask_token_id = mask_token_id
@@ -80,6 +84,11 @@ class ALBEFTask:
         out = model(pixels, ids, mask, mlm_input_ids=mlm_ids)  # through DDP: its forward is hooked
         scale = albef.scale()
         has_momentum = albef.momentum_encoders is not None
+        if has_momentum and self.chunk_size is not None:
+            raise ValueError(
+                "loss.chunk_size: ALBEF's momentum-distilled ITC has no tiled form; "
+                "use chunk_size only with a model without momentum encoders"
+            )
         if has_momentum:
             if albef.training:
                 albef.momentum_update()
@@ -98,7 +107,9 @@ class ALBEFTask:
             )["itc_loss"]
         else:
             m = {}
-            itc = clip_loss(out["image_features"], out["text_features"], scale)["contrastive_loss"]
+            itc = clip_loss(out["image_features"], out["text_features"], scale, chunk_size=self.chunk_size)[
+                "contrastive_loss"
+            ]
 
         text_side = {"hidden": out["text_hidden"], "attention_mask": mask}
         neg_images, neg_texts = hard_negatives(

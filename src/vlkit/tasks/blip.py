@@ -27,6 +27,7 @@ from torch import nn
 from ..losses.contrastive import clip_loss
 from ..losses.itm import hard_negatives, itm_loss, itm_pairs
 from ..losses.lm import lm_labels, lm_loss
+from ..losses.tiled_contrastive import check_chunk_size
 from ..models.base import unwrap
 from .albef import caption_ids
 
@@ -44,7 +45,10 @@ class BLIPTask:
         label_smoothing: float = 0.1,
         negatives_all_ranks: bool = True,
         same_caption_is_positive: bool = True,
+        chunk_size: int | None = None,
     ) -> None:
+        check_chunk_size(chunk_size)
+        self.chunk_size = chunk_size  # ITC in tiles of the logits (clip_loss); None: all at once
         self.prompt_length = prompt_length
         self.label_smoothing = label_smoothing
         self.negatives_all_ranks = negatives_all_ranks
@@ -89,7 +93,7 @@ class BLIPTask:
             scale = blip.scale()
             image_f = torch.nn.functional.normalize(out["image_features"], dim=-1)
             text_f = torch.nn.functional.normalize(out["text_features"], dim=-1)
-            losses["itc_loss"] = clip_loss(image_f, text_f, scale)["contrastive_loss"]
+            losses["itc_loss"] = clip_loss(image_f, text_f, scale, chunk_size=self.chunk_size)["contrastive_loss"]
             enc_ids = ids.clone()
             enc_ids[:, 0] = c.text.enc_token_id  # [CLS] -> [ENC], as BLIP's own code does
             text_side = {"input_ids": enc_ids, "attention_mask": mask}

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..losses.contrastive import clip_loss
+from ..losses.tiled_contrastive import check_chunk_size
 from ..models.base import unwrap
 
 
@@ -16,9 +17,15 @@ class CLIPTask:
 
     A feature task (:class:`vlkit.tasks.features.FeatureTask`): ``features`` gives the two towers'
     normalised features, ``loss_from_features`` the loss on them, so gradient accumulation
-    (``train.accum_steps``) gives the gradient of the whole batch."""
+    (``train.accum_steps``) gives the gradient of the whole batch. ``chunk_size``: compute the loss
+    in tiles of that many rows and columns of the logits (:func:`vlkit.losses.contrastive.clip_loss`);
+    None: all at once."""
 
     name = "clip"
+
+    def __init__(self, *, chunk_size: int | None = None) -> None:
+        check_chunk_size(chunk_size)
+        self.chunk_size = chunk_size
 
     def losses(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return self.loss_from_features(model, self.features(model, batch))
@@ -30,7 +37,8 @@ class CLIPTask:
 
     def loss_from_features(self, model: nn.Module, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The contrastive loss of features of any number of pairs, at the model's temperature."""
-        return clip_loss(features["image_features"], features["text_features"], unwrap(model).scale())
+        image, text = features["image_features"], features["text_features"]
+        return clip_loss(image, text, unwrap(model).scale(), chunk_size=self.chunk_size)
 
     def log_values(self, model: nn.Module) -> dict[str, float]:
         """The learned inverse temperature."""

@@ -6,6 +6,7 @@
     optim: {lr: 1e-3, weight_decay: 0.1, warmup_steps: 100}
     train: {batch_size: 128, max_steps: 1000, output_dir: runs/clip}
     eval:  {batch_size: 256}
+    loss:  {chunk_size: 512}                                # contrastive logits in 512 x 512 tiles
 
 ``model`` is free-form (``preset``, ``pretrained`` and any config field of the family, nested);
 ``task`` is the recipe's name and its options (a plain name keeps the defaults): each recipe
@@ -102,8 +103,23 @@ class EvalConfig:
     retrieval: bool = True
 
 
+@dataclass
+class LossConfig:
+    """How the task's losses are computed (not what they are: that is the task's)."""
+
+    # None: the contrastive loss (CLIP's, BLIP's and ALBEF's ITC) builds the batch's B x B_global
+    # logits at once; an integer: the same loss and gradients in chunk x chunk tiles of them,
+    # forward and backward (vlkit.losses.tiled_contrastive), so memory grows with B, not B^2.
+    # Worth it from a few thousand pairs per batch; see docs/contrastive-at-scale.md for speeds.
+    chunk_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive integer or null (no tiling), got {self.chunk_size}")
+
+
 DEFAULT_MODEL = {"preset": "clip-tiny"}
-SECTIONS = {"data": DataConfig, "optim": OptimConfig, "train": TrainConfig, "eval": EvalConfig}
+SECTIONS = {"data": DataConfig, "optim": OptimConfig, "train": TrainConfig, "eval": EvalConfig, "loss": LossConfig}
 
 
 def _recipes() -> dict[str, Any]:
@@ -160,6 +176,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
 
     def to_dict(self) -> dict[str, Any]:
         out = {

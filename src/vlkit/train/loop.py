@@ -156,7 +156,7 @@ def train(
     try:
         run = Run(
             cfg,
-            recipe or get_recipe(cfg.task, cfg.model),
+            recipe or get_recipe(cfg.task, cfg.model, cfg.loss),
             info,
             Path(cfg.train.output_dir),
             MetricsLog(Path(cfg.train.output_dir) / "metrics.jsonl"),

@@ -8,7 +8,8 @@ pieces are functions in :mod:`.common` and :mod:`.blip`. Each recipe has:
 
     name: str                                 the config's task.name
     Options                                   a frozen dataclass: the config's task: section
-    __init__(model_spec=None, options=None, **fields)   the model section, the options (fields replace single ones)
+    __init__(model_spec=None, options=None, *, loss=None, **fields)   the model section, the options (fields
+                                              replace single ones), the loss section (LossConfig)
     options, tokenizer, task                  the options, the tokenizer (saved with the model), the vlkit.tasks object
     build_task() -> task                      called by __init__ once options and tokenizer are set
     validation_loss: str                      the loss evaluate() reports as "loss" (labels the plot)
@@ -45,13 +46,14 @@ RECIPES = {
 }
 
 
-def get_recipe(task: Any, model_spec: dict | None = None):
+def get_recipe(task: Any, model_spec: dict | None = None, loss: Any = None):
     """A recipe for a task: its name (default options) or a config's ``task`` section
-    (:class:`vlkit.train.config.TaskConfig`: ``name`` and ``options``), for a ``model`` section."""
+    (:class:`vlkit.train.config.TaskConfig`: ``name`` and ``options``), for a ``model`` section
+    and a ``loss`` section (:class:`vlkit.train.config.LossConfig`; None: its defaults)."""
     name, options = (task, None) if isinstance(task, str) else (task.name, task.options)
     if name not in RECIPES:
         raise ValueError(f"unknown task {name!r}; known tasks: {sorted(RECIPES)}")
-    return RECIPES[name](model_spec, options)
+    return RECIPES[name](model_spec, options, loss=loss)
 
 
 __all__ = [

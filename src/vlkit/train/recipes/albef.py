@@ -53,6 +53,7 @@ class ALBEFRecipe(Recipe):
             mlm_probability=o.mlm_probability,
             negatives_all_ranks=o.negatives_all_ranks,
             same_caption_is_positive=o.same_caption_is_positive,
+            chunk_size=self.loss.chunk_size,
         )
 
     def build_model(self) -> nn.Module:

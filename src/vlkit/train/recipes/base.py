@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ...data.loader import ImageTextCollator
+from ..config import LossConfig
 from .common import (
     EvalOutput,
     captions_in,
@@ -32,7 +33,9 @@ class Recipe:
 
     ``model_spec`` is the ``model`` section of a training config: ``{"preset": "clip-tiny",
     **create_model overrides}`` or ``{"pretrained": folder}``; ``options`` the ``task`` section's
-    (keyword arguments replace single fields).
+    (keyword arguments replace single fields); ``loss`` the ``loss`` section
+    (:class:`vlkit.train.config.LossConfig`: how ``build_task`` computes the losses, e.g. their
+    ``chunk_size``).
     """
 
     name: str
@@ -40,8 +43,11 @@ class Recipe:
     Options: type
     default_preset: str
 
-    def __init__(self, model_spec: dict[str, Any] | None = None, options: Any = None, **fields) -> None:
+    def __init__(
+        self, model_spec: dict[str, Any] | None = None, options: Any = None, *, loss: LossConfig | None = None, **fields
+    ) -> None:
         self.model_spec = dict(model_spec or {"preset": self.default_preset})
+        self.loss = loss or LossConfig()
         self.options = dataclasses.replace(options or self.Options(), **fields)
         check_model_spec(self.model_spec, self.options, self.name)
         self.tokenizer = load_tokenizer(self.options.tokenizer)

@@ -114,12 +114,14 @@ def prompt_length(tokenizer, prompt: str) -> int:
     return len(tokenizer([prompt])["input_ids"][0]) - 1 if prompt else 0
 
 
-def blip_task(tokenizer, options: BLIPOptions) -> BLIPTask:
+def blip_task(tokenizer, options: BLIPOptions, chunk_size: int | None = None) -> BLIPTask:
+    """BLIP's task for the options; ``chunk_size``: the loss section's (ITC in tiles)."""
     return BLIPTask(
         prompt_length=prompt_length(tokenizer, options.prompt),
         label_smoothing=options.label_smoothing,
         negatives_all_ranks=options.negatives_all_ranks,
         same_caption_is_positive=options.same_caption_is_positive,
+        chunk_size=chunk_size,
     )
 
 
@@ -301,7 +303,7 @@ class BLIPRecipe(Recipe):
     default_preset = "blip-tiny"
 
     def build_task(self) -> BLIPTask:
-        return blip_task(self.tokenizer, self.options)
+        return blip_task(self.tokenizer, self.options, self.loss.chunk_size)
 
     def build_model(self) -> nn.Module:
         model = create_blip(self.model_spec, self.tokenizer, self.options, self.name)

@@ -191,7 +191,10 @@ class BLIPVQARecipe(Recipe):
     default_preset = "blip-tiny"
 
     def build_task(self) -> BLIPVQATask:
-        blip, vqa = blip_task(self.tokenizer, self.options), VQATask(label_smoothing=self.options.label_smoothing)
+        blip, vqa = (
+            blip_task(self.tokenizer, self.options, self.loss.chunk_size),
+            VQATask(label_smoothing=self.options.label_smoothing),
+        )
         return BLIPVQATask(blip, vqa, vqa_weight=self.options.vqa_weight)
 
     def build_model(self) -> nn.Module:

@@ -34,7 +34,7 @@ class CLIPRecipe(Recipe):
     default_preset = "clip-tiny"
 
     def build_task(self) -> CLIPTask:
-        return CLIPTask()
+        return CLIPTask(chunk_size=self.loss.chunk_size)
 
     def build_model(self) -> nn.Module:
         return model_from_spec(self.model_spec, expected=CLIP, task=self.name)
