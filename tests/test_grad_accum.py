@@ -114,6 +114,7 @@ class RecordingCLIPTask(CLIPTask):
     """CLIPTask that keeps every ``features`` output (pass 1 and pass 2 of GradCache)."""
 
     def __init__(self):
+        super().__init__()
         self.seen = []
 
     def features(self, model, batch):
