@@ -14,7 +14,7 @@ and take the image tower's fixed options from the family's vision config
 checkpoint gives its sizes.
 """
 
-from . import hf_bert, hf_blip, hf_clip, hf_gpt2, hf_vit
+from . import hf_bert, hf_blip, hf_clip, hf_gpt2, hf_llama, hf_vit
 
 # HF config.json "model_type" -> converter module
 HF_CONVERTERS = {
@@ -23,4 +23,5 @@ HF_CONVERTERS = {
     "clip": hf_clip,
     "gpt2": hf_gpt2,
     "vit": hf_vit,
+    **{model_type: hf_llama for model_type in hf_llama.HF_MODEL_TYPES},
 }
