@@ -13,6 +13,7 @@ folder (``tok.save(folder)``: vlkit's files plus an HF ``tokenizer.json``) and l
 from .base import Tokenizer
 from .bpe import GPT2_PATTERN, BPETokenizer
 from .bpe_core import bytes_to_unicode
+from .chat import ChatText, apply_chat_template, encode_chat
 from .clip import CLIPTokenizer
 from .clip_clean import clip_clean
 from .hf import tokenizer_from_hf_json
@@ -44,4 +45,7 @@ __all__ = [
     "clip_clean",
     "GPT2_PATTERN",
     "ALGORITHM_CLASSES",
+    "ChatText",
+    "apply_chat_template",
+    "encode_chat",
 ]
