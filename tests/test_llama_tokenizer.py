@@ -104,3 +104,60 @@ def test_digits_grouped_are_refused(tmp_path):
     ref.save(str(tmp_path / "tokenizer.json"))
     with pytest.raises(ValueError, match="individual_digits=true only"):
         vlkit.get_tokenizer(str(tmp_path))
+
+
+# ---------------------------------------------------------------- SentencePiece-style BPE (Llama 2, TinyLlama, Mistral)
+
+
+def _build_sentencepiece(style: str, corpus: list[str]):
+    """A Llama 2 style tokenizer.json: <unk> <s> </s>, the 256 byte tokens, then the learned pieces;
+    ``legacy``: Prepend + Replace normalizer, ``metaspace``: the Metaspace pre-tokenizer."""
+    import json
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    if style == "legacy":
+        tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=False)
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    specials = ["<unk>", "<s>", "</s>"]
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=specials, limit_alphabet=60))
+    doc = json.loads(tok.to_str())
+    order = sorted(doc["model"]["vocab"], key=doc["model"]["vocab"].get)
+    tokens = order[:3] + [f"<0x{b:02X}>" for b in range(256)] + order[3:]  # byte tokens as in Llama 2's layout
+    doc["model"]["vocab"] = {t: i for i, t in enumerate(tokens)}
+    doc["added_tokens"] = [dict(a, id=tokens.index(a["content"])) for a in doc["added_tokens"]]
+    tok = Tokenizer.from_str(json.dumps(doc))
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return tok
+
+
+SP_TEXTS = [*TEXTS, "<s>after a special token</s> x", "Ünïcödé ÆØÅ ﬁ 𝔘"]
+
+
+@pytest.mark.parametrize("style", ["legacy", "metaspace"])
+def test_sentencepiece_bpe_with_byte_fallback(style, tmp_path):
+    from tokenizers import Tokenizer
+
+    from vlkit.tokenizers import SentencePieceBPETokenizer
+
+    ref = _build_sentencepiece(style, _corpus())
+    ref.save(str(tmp_path / "tokenizer.json"))
+    ours = vlkit.get_tokenizer(str(tmp_path))
+    assert isinstance(ours, SentencePieceBPETokenizer) and ours.special_tokens["bos"] == "<s>"
+    fallback = 0
+    for text in SP_TEXTS:
+        ids = ref.encode(text).ids
+        assert ours.encode(text, add_special_tokens=True) == ids, (style, text)
+        assert ours.decode(ids) == ref.decode(ids, skip_special_tokens=False), (style, text)
+        fallback += sum(3 <= i < 259 for i in ids)
+    assert fallback > 10  # the texts do reach the byte tokens
+    ours.save(tmp_path / "saved")  # vlkit's files and tokenizer.json, both read back to the same ids
+    again = Tokenizer.from_file(str(tmp_path / "saved" / "tokenizer.json"))
+    reloaded = vlkit.get_tokenizer(str(tmp_path / "saved"))
+    for text in SP_TEXTS:
+        assert again.encode(text, add_special_tokens=False).ids == ours.encode(text) == reloaded.encode(text)

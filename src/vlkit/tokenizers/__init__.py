@@ -19,6 +19,7 @@ from .clip_clean import clip_clean
 from .hf import tokenizer_from_hf_json
 from .loading import get_tokenizer, list_tokenizers, register_tokenizer
 from .simple import CharTokenizer, WordTokenizer
+from .sp_bpe import SentencePieceBPETokenizer
 from .training import read_corpus
 from .wordpiece import WordPieceTokenizer
 
@@ -45,6 +46,7 @@ __all__ = [
     "clip_clean",
     "GPT2_PATTERN",
     "ALGORITHM_CLASSES",
+    "SentencePieceBPETokenizer",
     "ChatText",
     "apply_chat_template",
     "encode_chat",
