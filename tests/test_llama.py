@@ -27,8 +27,15 @@ CASES = {
     # Qwen2: q/k/v biases only, one kv head
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(num_attention_heads=4, num_key_value_heads=1,
               rope_theta=1e6, bos_token_id=1, eos_token_id=2)),
+    # Mistral with linear rope scaling (positions interpolated by 2)
     "mistral": ("MistralConfig", "MistralForCausalLM", dict(num_attention_heads=2, num_key_value_heads=1,
-                head_dim=16, sliding_window=64)),
+                head_dim=16, sliding_window=64, rope_parameters=dict(rope_type="linear", factor=2.0,
+                                                                     rope_theta=10000.0))),
+    # Llama 3.1's rope scaling: head size 8 has one high (wavelength 6), one blended (42) and two low
+    # (281, 1880) frequencies here
+    "llama3-rope": ("LlamaConfig", "LlamaForCausalLM", dict(num_attention_heads=4, num_key_value_heads=1,
+                    rope_parameters=dict(rope_type="llama3", rope_theta=2000.0, factor=8.0, low_freq_factor=1.0,
+                                         high_freq_factor=4.0, original_max_position_embeddings=48))),
 }  # fmt: skip
 
 
@@ -54,7 +61,8 @@ def test_config_and_logits_match(pair):
     assert isinstance(ours, Llama)
     c = ours.config
     assert c.num_kv_heads == hf.config.num_key_value_heads and c.tie_word_embeddings == (ours.lm_head is None)
-    assert c.qkv_bias == (case != "llama-gqa-untied" and case != "mistral")
+    assert c.qkv_bias == (case in ("llama-mha-tied-bias", "qwen2"))
+    assert c.rope_scaling == {"mistral": "linear", "llama3-rope": "llama3"}.get(case, "default")
     ids = torch.randint(0, V, (3, 11), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ref = hf(ids).logits
@@ -89,6 +97,24 @@ def test_left_padded_batch_equals_rows_and_transformers(pair):
     assert torch.equal(batch, ref)
 
 
+def test_training_loss_and_gradients_match(pair):
+    from vlkit.losses.lm import lm_loss
+
+    _, hf, ours = pair
+    ids = torch.randint(3, V, (2, 10), generator=torch.Generator().manual_seed(3))
+    ref = hf(ids, labels=ids).loss
+    loss = lm_loss(ours(ids), ids, label_smoothing=0.0)
+    assert abs(loss.item() - ref.item()) <= 1e-5
+    ref.backward()
+    loss.backward()
+    hf_grads = {k: p.grad for k, p in hf.named_parameters()}
+    assert max_diff(ours.tokens.weight.grad, hf_grads["model.embed_tokens.weight"]) <= 1e-5
+    down = hf_grads["model.layers.0.mlp.down_proj.weight"]
+    assert max_diff(ours.decoder.blocks[0].mlp.fc2.weight.grad, down) <= 1e-5
+    hf.zero_grad(set_to_none=True)
+    ours.zero_grad(set_to_none=True)
+
+
 def test_decoder_protocol_inputs_embeds_and_cache():
     torch.manual_seed(0)
     model = vlkit.create_model("llama-tiny").eval()
@@ -107,6 +133,17 @@ def test_decoder_protocol_inputs_embeds_and_cache():
         model.hidden_states()
 
 
+def test_llama3_rope_frequencies_known_answer():
+    from vlkit.layers import rope_inv_freq
+
+    base = rope_inv_freq(8, theta=500000.0)  # wavelengths 2 pi / f: 6.3, 167, 4443, 118k
+    scaled = rope_inv_freq(8, theta=500000.0, scaling="llama3", factor=8.0, original_max_positions=512)
+    smooth = (512 / (2 * torch.pi / base[1]) - 1.0) / (4.0 - 1.0)  # 512 / 167 = 3.07 -> 0.69 of the way
+    expected = torch.stack([base[0], (1 - smooth) * base[1] / 8 + smooth * base[1], base[2] / 8, base[3] / 8])
+    assert torch.allclose(scaled, expected)
+    assert torch.allclose(rope_inv_freq(8, theta=10.0, scaling="linear", factor=2.0), rope_inv_freq(8, theta=10.0) / 2)
+
+
 def test_save_hf_round_trip_loads_in_transformers(tmp_path):
     from vlkit.tokenizers import BPETokenizer
 
@@ -114,9 +151,10 @@ def test_save_hf_round_trip_loads_in_transformers(tmp_path):
     tok = BPETokenizer.train(corpus, 300, special_tokens={"bos": "<s>", "eos": "</s>"})
     for tie in (False, True):
         torch.manual_seed(0)
+        rope = dict(rope_scaling="llama3", rope_factor=8.0, rope_original_max_positions=64) if tie else {}
         model = vlkit.create_model(
             "llama-tiny", vocab_size=tok.vocab_size, tie_word_embeddings=tie, rope_theta=777.0, bos_token_id=0,
-            eos_token_id=1,
+            eos_token_id=1, **rope,
         ).eval()  # fmt: skip
         out = export_hf(model, tmp_path / f"hf-{tie}", tokenizer=tok)
         hf = transformers.AutoModelForCausalLM.from_pretrained(str(out)).eval()
@@ -146,8 +184,8 @@ def test_qwen2_exports_as_qwen2():
 @pytest.mark.parametrize(
     ("rope", "name"),
     [
-        ({"rope_type": "llama3", "factor": 8.0, "rope_theta": 500000.0}, "llama3"),
-        ({"type": "linear", "factor": 2.0}, "linear"),
+        ({"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}, "dynamic"),
+        ({"type": "yarn", "factor": 4.0}, "yarn"),
     ],
 )
 def test_unsupported_rope_scaling_is_refused_by_name(tmp_path, rope, name):

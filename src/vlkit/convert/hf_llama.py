@@ -3,10 +3,10 @@
 The three share one layout: separate q/k/v projections (fused into vlkit's ``attn.qkv``, rows q,
 k, v), gate/up/down feed-forward projections (gate and up fused into ``mlp.fc1``), RMSNorms and
 an LM head that may be tied to the token embedding. Qwen2 adds biases to q/k/v; which biases a
-checkpoint has is read from its weights. Rotary scaling (``rope_scaling`` / ``rope_parameters``
-other than the default) is refused by name. Mistral's sliding-window attention equals full
-attention on sequences no longer than the window, so such a model is limited to the window
-(``max_positions``). A list of end tokens (Llama 3) keeps its first. An LM head stored beside
+checkpoint has is read from its weights. Rotary scaling (``rope_scaling`` / ``rope_parameters``):
+the default, "linear" and "llama3" (Llama 3.1/3.2); others ("dynamic", "yarn", ...) are refused by
+name. Mistral's sliding-window attention equals full attention on sequences no longer than the
+window, so such a model is limited to the window (``max_positions``). A list of end tokens (Llama 3) keeps its first. An LM head stored beside
 the embedding it equals is read as tied (older HF files store tied weights twice).
 
 Written back, a model is an HF ``LlamaForCausalLM`` (``Qwen2ForCausalLM`` when it has q/k/v
@@ -19,6 +19,7 @@ import re
 
 import torch
 
+from ..layers.rotary import ROPE_SCALINGS
 from .keys import StateDict, add_prefix, fuse, pair_rules, prefixed, rename_keys
 
 MODEL_TYPE = "llama"  # the vlkit family it loads into
@@ -43,12 +44,34 @@ _PAIRS = prefixed(
 _DROP = (r".*\.rotary_emb\.inv_freq",)  # a buffer older checkpoints saved
 
 
-def _rope_theta(hf: dict) -> float:
-    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+_ROPE_ARGS = [  # (vlkit field, HF rope_parameters key)
+    ("rope_factor", "factor"),
+    ("rope_low_freq_factor", "low_freq_factor"),
+    ("rope_high_freq_factor", "high_freq_factor"),
+    ("rope_original_max_positions", "original_max_position_embeddings"),
+]
+
+
+def _rope(hf: dict) -> dict:
+    """The rotary fields: ``rope_parameters`` (transformers 5) or ``rope_scaling`` + ``rope_theta``."""
+    rope = {**(hf.get("rope_scaling") or {}), **(hf.get("rope_parameters") or {})}
     kind = rope.get("rope_type", rope.get("type", "default"))
+    if kind not in ROPE_SCALINGS:
+        raise ValueError(f"{kind} rope scaling is not supported; expected one of {ROPE_SCALINGS}")
+    out = {"rope_theta": float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))), "rope_scaling": kind}
     if kind != "default":
-        raise ValueError(f"{kind} rope scaling is not supported (only the default rotary embedding is)")
-    return float(rope.get("rope_theta", hf.get("rope_theta", 10000.0)))
+        rope.setdefault("original_max_position_embeddings", hf.get("max_position_embeddings", 8192))
+        out.update({field: rope[key] for field, key in _ROPE_ARGS if key in rope})
+    return out
+
+
+def _rope_to_hf(config) -> dict:
+    out = {"rope_type": config.rope_scaling, "rope_theta": config.rope_theta}
+    if config.rope_scaling == "linear":
+        out["factor"] = config.rope_factor
+    elif config.rope_scaling == "llama3":
+        out.update({key: getattr(config, field) for field, key in _ROPE_ARGS})
+    return out
 
 
 def _max_positions(hf: dict) -> int:
@@ -82,7 +105,7 @@ def config_from_hf(hf: dict, state_dict: StateDict) -> dict:
         num_layers=hf["num_hidden_layers"],
         num_heads=heads,
         num_kv_heads=hf.get("num_key_value_heads") or heads,
-        rope_theta=_rope_theta(hf),
+        **_rope(hf),
         rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
         max_positions=_max_positions(hf),
         tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)) or _tied(state),
@@ -126,7 +149,7 @@ def config_to_hf(config) -> dict:
         "max_position_embeddings": config.max_positions,
         "rms_norm_eps": config.rms_norm_eps,
         "rope_theta": config.rope_theta,
-        "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta},
+        "rope_parameters": _rope_to_hf(config),
         "tie_word_embeddings": config.tie_word_embeddings,
         "attention_dropout": config.attention_dropout,
         "initializer_range": config.initializer_range,

@@ -12,7 +12,7 @@ from .embeddings import (
 from .mlp import GELU, Mlp, QuickGELU, SwiGLU, make_activation, make_mlp
 from .norms import RMSNorm, make_norm
 from .patch_embed import PatchEmbed, resize_position_embedding
-from .rotary import RotaryEmbedding, apply_rotary, rotate_half
+from .rotary import RotaryEmbedding, apply_rotary, rope_inv_freq, rotate_half
 
 __all__ = [
     "Attention",
@@ -36,6 +36,7 @@ __all__ = [
     "make_norm",
     "RotaryEmbedding",
     "apply_rotary",
+    "rope_inv_freq",
     "rotate_half",
     "PatchEmbed",
     "resize_position_embedding",

@@ -9,8 +9,45 @@ positions only through ``m - n``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+
+ROPE_SCALINGS = ("default", "linear", "llama3")
+
+
+def rope_inv_freq(
+    head_dim: int,
+    *,
+    theta: float,
+    scaling: str = "default",
+    factor: float = 1.0,
+    low_freq_factor: float = 1.0,
+    high_freq_factor: float = 4.0,
+    original_max_positions: int = 8192,
+) -> torch.Tensor:
+    """The angle per position of each channel pair, (hd/2,) float32: ``theta ** (-2i / hd)``.
+
+    ``scaling="linear"`` divides every frequency by ``factor`` (positions interpolated);
+    ``"llama3"`` (Llama 3.1/3.2) divides the low frequencies (wavelength above
+    ``original_max_positions / low_freq_factor``) by ``factor``, keeps the high ones (wavelength
+    below ``original_max_positions / high_freq_factor``) and blends linearly in between, as
+    transformers' ``_compute_llama3_parameters``."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim)  # (hd/2,)
+    if scaling == "default":
+        return inv_freq
+    if scaling == "linear":
+        return inv_freq / factor
+    if scaling != "llama3":
+        raise ValueError(f"{scaling} rope scaling is not supported; expected one of {ROPE_SCALINGS}")
+    wavelen = 2 * math.pi / inv_freq
+    low_wavelen, high_wavelen = original_max_positions / low_freq_factor, original_max_positions / high_freq_factor
+    scaled = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+    smooth = (original_max_positions / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    blended = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return torch.where(medium, blended, scaled)
 
 
 class RotaryEmbedding(nn.Module):
@@ -20,12 +57,14 @@ class RotaryEmbedding(nn.Module):
 
     inv_freq: torch.Tensor  # (hd/2,) the angle per position of each channel pair
 
-    def __init__(self, head_dim: int, *, theta: float = 10000.0) -> None:
+    def __init__(self, head_dim: int, *, theta: float = 10000.0, scaling: str = "default", **scaling_args) -> None:
+        """``scaling`` and its ``scaling_args`` (factor, low/high_freq_factor, original_max_positions):
+        see :func:`rope_inv_freq`."""
         super().__init__()
         if head_dim % 2:
             raise ValueError(f"rotary embedding needs an even head_dim, got {head_dim}")
-        self.head_dim, self.theta = head_dim, theta
-        inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim)  # (hd/2,)
+        self.head_dim, self.theta, self.scaling = head_dim, theta, scaling
+        inv_freq = rope_inv_freq(head_dim, theta=theta, scaling=scaling, **scaling_args)  # (hd/2,)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def forward(
@@ -37,7 +76,7 @@ class RotaryEmbedding(nn.Module):
             return angles.cos().to(dtype), angles.sin().to(dtype)
 
     def extra_repr(self) -> str:
-        return f"head_dim={self.head_dim}, theta={self.theta}"
+        return f"head_dim={self.head_dim}, theta={self.theta}, scaling={self.scaling}"
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..layers import KVCache, RMSNorm, RotaryEmbedding, TokenEmbedding, Transformer, build_attention_mask
+from ..layers.rotary import ROPE_SCALINGS
 from ..runtime import eval_mode
 from .base import Model
 from .bert import init_weights
@@ -30,7 +31,10 @@ class LlamaConfig:
     ``num_kv_heads`` [num_key_value_heads] < ``num_heads``: grouped-query attention.
     ``qkv_bias``/``proj_bias`` [attention_bias]: biases of the query/key/value and output
     projections (Llama: none or both; Qwen2: q/k/v only). ``max_positions``
-    [max_position_embeddings] bounds prompt + generated tokens."""
+    [max_position_embeddings] bounds prompt + generated tokens. ``rope_scaling`` ["rope_type" of
+    rope_parameters / rope_scaling]: "default", "linear" (``rope_factor``) or "llama3" (Llama 3.1/3.2:
+    ``rope_factor``, ``rope_low_freq_factor``, ``rope_high_freq_factor``,
+    ``rope_original_max_positions``); see :func:`vlkit.layers.rope_inv_freq`."""
 
     model_type: ClassVar[str] = "llama"
     vocab_size: int = 32000
@@ -40,6 +44,11 @@ class LlamaConfig:
     num_heads: int = 32
     num_kv_heads: int = 32
     rope_theta: float = 10000.0
+    rope_scaling: str = "default"
+    rope_factor: float = 1.0
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_max_positions: int = 8192
     rms_norm_eps: float = 1e-6
     max_positions: int = 2048
     tie_word_embeddings: bool = False
@@ -57,6 +66,8 @@ class LlamaConfig:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         if self.num_kv_heads < 1 or self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}")
+        if self.rope_scaling not in ROPE_SCALINGS:
+            raise ValueError(f"{self.rope_scaling} rope scaling is not supported; expected one of {ROPE_SCALINGS}")
         if (self.hidden_size // self.num_heads) % 2:
             raise ValueError(f"head size {self.hidden_size // self.num_heads} must be even for rotary embeddings")
 
@@ -77,7 +88,15 @@ class Llama(Model[LlamaConfig]):
         super().__init__(config)
         c = config
         self.tokens = TokenEmbedding(c.vocab_size, c.hidden_size)
-        self.rotary = RotaryEmbedding(c.head_dim, theta=c.rope_theta)
+        self.rotary = RotaryEmbedding(
+            c.head_dim,
+            theta=c.rope_theta,
+            scaling=c.rope_scaling,
+            factor=c.rope_factor,
+            low_freq_factor=c.rope_low_freq_factor,
+            high_freq_factor=c.rope_high_freq_factor,
+            original_max_positions=c.rope_original_max_positions,
+        )
         self.decoder = Transformer(
             c.hidden_size,
             c.num_layers,
