@@ -131,6 +131,9 @@ def test_decoder_protocol_inputs_embeds_and_cache():
         assert model.logits(full).shape == (2, 7, 1000)
     with pytest.raises(ValueError, match="exactly one"):
         model.hidden_states()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # rotary angles stay float32
+        low = model(ids)
+    assert low.dtype == torch.bfloat16 and max_diff(low, model.logits(full)) < 0.05
 
 
 def test_llama3_rope_frequencies_known_answer():
