@@ -1,14 +1,16 @@
 """Model families: one file each, a frozen config dataclass, modules and presets."""
 
-from . import albef, bert, blip, clip, gpt, vit  # noqa: F401  (register the families and presets)
+from . import albef, bert, blip, blip2, clip, gpt, vit  # noqa: F401  (register the families and presets)
 from .albef import ALBEF, ALBEFConfig, ALBEFTextConfig
-from .base import CheckpointError, Model
+from .base import CheckpointError, Model, count_parameters
 from .bert import BertConfig, BertModel
 from .blip import Blip, BlipConfig, BlipTextConfig, itm_rerank
+from .blip2 import Blip2, Blip2Config, itc_scores
 from .clip import CLIP, CLIPConfig, CLIPTextConfig
 from .generation_config import GenerationConfig
 from .gpt import GPT, GPTConfig
 from .loading import from_pretrained
+from .qformer import QFormerConfig
 from .registry import create_model, list_models, register
 from .vit import ViT, ViTConfig
 
@@ -29,6 +31,11 @@ __all__ = [
     "BlipConfig",
     "BlipTextConfig",
     "itm_rerank",
+    "Blip2",
+    "Blip2Config",
+    "QFormerConfig",
+    "itc_scores",
+    "count_parameters",
     "ALBEF",
     "ALBEFConfig",
     "ALBEFTextConfig",
