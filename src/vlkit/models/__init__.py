@@ -1,6 +1,6 @@
 """Model families: one file each, a frozen config dataclass, modules and presets."""
 
-from . import albef, bert, blip, blip2, clip, gpt, vit  # noqa: F401  (register the families and presets)
+from . import albef, bert, blip, blip2, clip, gpt, opt, vit  # noqa: F401  (register the families and presets)
 from .albef import ALBEF, ALBEFConfig, ALBEFTextConfig
 from .base import CheckpointError, Model, count_parameters
 from .bert import BertConfig, BertModel
@@ -10,6 +10,7 @@ from .clip import CLIP, CLIPConfig, CLIPTextConfig
 from .generation_config import GenerationConfig
 from .gpt import GPT, GPTConfig
 from .loading import from_pretrained
+from .opt import OPT, OPTConfig
 from .qformer import QFormerConfig
 from .registry import create_model, list_models, register
 from .vit import ViT, ViTConfig
@@ -22,6 +23,8 @@ __all__ = [
     "BertModel",
     "GPT",
     "GPTConfig",
+    "OPT",
+    "OPTConfig",
     "ViT",
     "ViTConfig",
     "CLIP",
