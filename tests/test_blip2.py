@@ -16,8 +16,10 @@ transformers = pytest.importorskip("transformers")
 V_QF, V_LM, BOS, EOS = 99, 120, 1, 2
 IMAGE_TOKEN = V_LM - 1  # the placeholder HF's BLIP-2 expects in input_ids (last id of the LLM's vocabulary)
 
-# (query tokens, cross-attention frequency, Q-Former layers, Q-Former width, LLM width)
-SHAPES = {"q4-f2": (4, 2, 3, 32, 40), "q6-f1": (6, 1, 2, 48, 32)}
+# (query tokens, cross-attention frequency, Q-Former layers, Q-Former width, LLM, LLM width); the
+# published checkpoints' layout is the first: OPT, cross-attention every second layer
+SHAPES = {"q4-f2-opt": (4, 2, 3, 32, "opt", 40), "q6-f1-gpt2": (6, 1, 2, 48, "gpt2", 32)}
+PAD = 0
 
 
 # --- masks: hand-written answers, 2 queries + 3 text tokens (rows: who looks, columns: at whom) ---
@@ -49,14 +51,20 @@ def test_qformer_mask_hides_text_padding():
 
 # --- HF models ------------------------------------------------------------------------------------
 def _hf_config(shape: str, *, retrieval: bool = False):
-    Q, freq, layers, width, lm_width = SHAPES[shape]
+    Q, freq, layers, width, llm, lm_width = SHAPES[shape]
     vision = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, image_size=32,
                   patch_size=8)  # fmt: skip
     qformer = dict(hidden_size=width, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=4,
                    cross_attention_frequency=freq, vocab_size=V_QF, max_position_embeddings=32,
                    use_qformer_text_input=retrieval)  # fmt: skip
-    text = transformers.GPT2Config(vocab_size=V_LM, n_embd=lm_width, n_layer=2, n_head=2, n_positions=64,
-                                   bos_token_id=BOS, eos_token_id=EOS)  # fmt: skip
+    if llm == "opt":
+        text = transformers.OPTConfig(vocab_size=V_LM, hidden_size=lm_width, word_embed_proj_dim=lm_width,
+                                      num_hidden_layers=2, ffn_dim=64, num_attention_heads=2,
+                                      max_position_embeddings=64, bos_token_id=BOS, eos_token_id=EOS,
+                                      pad_token_id=PAD)  # fmt: skip
+    else:
+        text = transformers.GPT2Config(vocab_size=V_LM, n_embd=lm_width, n_layer=2, n_head=2, n_positions=64,
+                                       bos_token_id=BOS, eos_token_id=EOS)  # fmt: skip
     return transformers.Blip2Config(vision_config=vision, qformer_config=qformer, text_config=text.to_dict(),
                                     num_query_tokens=Q, image_text_hidden_size=24,
                                     image_token_index=None if retrieval else IMAGE_TOKEN)  # fmt: skip
@@ -100,7 +108,8 @@ def _with_image_tokens(ids: torch.Tensor, Q: int) -> torch.Tensor:
 def test_lm_logits_match_transformers(captioner):
     ref, model = captioner
     Q = model.config.qformer.num_query_tokens
-    assert not model.config.qformer.text_input and model.config.llm_type == "gpt"
+    assert not model.config.qformer.text_input
+    assert model.config.llm_type == {"opt": "opt", "gpt2": "gpt"}[ref.config.text_config.model_type]
     pixels, ids = _pixels(), _prompts()
     mask = torch.ones_like(ids)
     mask[1, 3:] = 0  # right padding
@@ -135,7 +144,7 @@ def test_left_padded_batch_generates_as_one_prompt_at_a_time(captioner):
     pixels = _pixels(3)
     rows = [_prompts(1, t)[0] for t in (2, 5, 4)]
     width = max(len(r) for r in rows)
-    ids = torch.full((3, width), 0, dtype=torch.long)
+    ids = torch.full((3, width), PAD, dtype=torch.long)
     mask = torch.zeros(3, width, dtype=torch.long)
     for i, r in enumerate(rows):
         ids[i, width - len(r) :], mask[i, width - len(r) :] = r, 1
@@ -222,12 +231,10 @@ def test_captioner_with_retrieval_heads_writes_two_folders(tmp_path):
 
 
 # --- configs and frozen parts ---------------------------------------------------------------------
-def test_t5_is_refused_by_name(tmp_path):
+def test_t5_is_refused_by_name():
     with pytest.raises(ValueError, match="T5"):
         Blip2Config(llm_type="t5", llm={})
-    folder = tmp_path / "t5"
-    folder.mkdir()
-    config = _hf_config("q4-f2").to_dict()
+    config = _hf_config("q4-f2-opt").to_dict()
     config["text_config"] = {"model_type": "t5"}
     from vlkit.convert import hf_blip2
 
