@@ -262,3 +262,11 @@ def test_freeze_names_the_frozen_parts_and_keeps_them_in_eval():
     logits.sum().backward()
     assert model.qformer.query_tokens.grad is not None and model.language_projection.weight.grad is not None
     assert all(p.grad is None for m in model.frozen_modules().values() for p in m.parameters())
+
+
+def test_the_papers_trainable_parameter_count():
+    """BLIP-2 with ViT-g and OPT-2.7B trains 188M parameters (the paper), counted on the meta device."""
+    with torch.device("meta"):
+        model = vlkit.create_model("blip2-opt-2.7b").freeze()
+    counts = model.parameter_counts()
+    assert round(counts["trainable"] / 1e6) == 188 and round(counts["total"] / 1e9, 1) == 3.8

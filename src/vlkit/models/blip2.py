@@ -35,6 +35,7 @@ from .bert import init_weights
 from .generation import CachedStep, generate_tokens
 from .generation_config import GenerationConfig, resolve_generation_config
 from .gpt import gpt_tiny
+from .opt import opt_2_7b
 from .qformer import QFormer, QFormerConfig
 from .registry import FAMILIES, config_from_dict, register, register_family
 from .vit import ViT, ViTConfig
@@ -329,3 +330,11 @@ def blip2_tiny() -> Blip2Config:
         retrieval_heads=True,
         embed_dim=32,
     )
+
+
+@register("blip2-opt-2.7b")
+def blip2_opt_2_7b() -> Blip2Config:
+    """The paper's BLIP-2 with OPT-2.7B: EVA ViT-g/14 (39 layers, 224 px), a BERT-base Q-Former with
+    32 queries and the stage-1 heads, OPT-2.7B; HF's image placeholder id 50265. Frozen image
+    encoder and LLM leave 188,047,875 of 3,825,596,931 parameters trainable (the paper: 188M)."""
+    return Blip2Config(llm=opt_2_7b(), retrieval_heads=True, image_token_id=50265)
