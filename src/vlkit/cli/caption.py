@@ -1,8 +1,13 @@
-"""``vlkit caption`` and ``vlkit vqa``: BLIP image captioning and visual question answering.
+"""``vlkit caption`` and ``vlkit vqa``: BLIP and BLIP-2 image captioning and visual question answering.
 
     vlkit caption --model FOLDER photo1.jpg photo2.jpg [--num-beams 3] [--prompt "a picture of"]
     vlkit caption --model runs/blip-shapes photo.jpg --sample --top-p 0.9
     vlkit vqa --model FOLDER photo.jpg "what is in the picture?" [--answers answers.txt]
+    vlkit vqa --model BLIP2_FOLDER photo.jpg "what is in the picture?" [--prompt "Question: {} Answer:"]
+
+A BLIP-2 (with a language model) captions and answers by prompting its LLM: ``--prompt`` is the
+text the caption continues, and for ``vqa`` the template the question is put in (zero-shot VQA as
+the paper prompts it); the prompt goes to the LLM after its BOS token.
 
 ``--model`` takes what every command takes (:func:`vlkit.eval.load_model`): a model folder, a run
 folder, a training checkpoint (.pt), or a hub id. For ``vqa`` a captioning BLIP folder with a
@@ -16,7 +21,8 @@ import argparse
 import torch
 
 from ..eval.datasets import read_answer_list
-from ..eval.resolve import BLIP_TOKENIZER, load_model_and_tokenizer, require_captioner, vqa_model
+from ..eval.resolve import BLIP_TOKENIZER, captioner, load_model_and_tokenizer, require_captioner, vqa_model
+from ..models.blip2 import Blip2
 from ..runtime import resolve_device
 from .generation_options import add_generation_arguments, generation_config_from_args, sampling_generator
 
@@ -37,7 +43,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 def add_commands(commands) -> None:
     p = commands.add_parser(
         "caption",
-        help="caption images with a BLIP model",
+        help="caption images with a BLIP or BLIP-2 model",
         description="Print one caption per image (IMAGE<TAB>caption).",
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
@@ -50,7 +56,7 @@ def add_commands(commands) -> None:
 
     q = commands.add_parser(
         "vqa",
-        help="answer a question about an image with a BLIP VQA model",
+        help="answer a question about an image with a BLIP VQA model or a BLIP-2",
         description="Print the answer to QUESTION about IMAGE.",
     )
     q.add_argument("image", metavar="IMAGE")
@@ -64,7 +70,46 @@ def add_commands(commands) -> None:
         help="file with one candidate answer per line: rank them (BLIP's closed-set VQA) instead of generating",
     )
     q.add_argument("--k", type=int, default=128, help="answers shortlisted by their first token before ranking")
+    q.add_argument(
+        "--prompt",
+        default=BLIP2_VQA_PROMPT,
+        help=f"BLIP-2: the prompt the question is put in at {{}} (default {BLIP2_VQA_PROMPT!r}, the paper's)",
+    )
     q.set_defaults(run=run_vqa)
+
+
+BLIP2_VQA_PROMPT = "Question: {} Answer:"
+
+
+def _blip2(model: torch.nn.Module) -> Blip2 | None:
+    """The BLIP-2 with a language model ``model`` is, or None."""
+    model = captioner(model)
+    return model if isinstance(model, Blip2) and model.language_model is not None else None
+
+
+def _caption_model(model, source):
+    return _blip2(model) or require_captioner(model, source)
+
+
+def _vqa_model(model, source):
+    return _blip2(model) or vqa_model(model, source)
+
+
+def blip2_prompt(tokenizer, model: Blip2, text: str) -> torch.Tensor:
+    """A BLIP-2 prompt as its LLM reads it: (1, T) ids, BOS (when the LLM has one) then ``text``."""
+    bos = model.config.llm.bos_token_id
+    ids = ([] if bos is None else [bos]) + tokenizer.encode(text)
+    if not ids:
+        raise ValueError("--prompt is empty and the language model has no BOS token to start from")
+    return torch.tensor([ids], dtype=torch.long)
+
+
+def blip2_text(tokenizer, ids: torch.Tensor, model: Blip2) -> str:
+    """Ids (L,) -> text, without BOS, the end token, padding and ids the tokenizer lacks."""
+    llm = model.config.llm
+    drop = {llm.bos_token_id, llm.eos_token_id, getattr(llm, "pad_token_id", None)}
+    n = tokenizer.vocab_size
+    return tokenizer.decode([i for i in ids.tolist() if i not in drop and i < n], skip_special_tokens=True).strip()
 
 
 def _load(args, pick):
@@ -96,10 +141,13 @@ def ids_to_text(tokenizer, ids: torch.Tensor, config) -> str:
 
 def run_caption(args) -> int:
     config = generation_config_from_args(args)
-    model, tokenizer = _load(args, require_captioner)
+    model, tokenizer = _load(args, _caption_model)
     generator = sampling_generator(args, args.device)
+    blip2 = isinstance(model, Blip2)
     prompt = None
-    if args.prompt:
+    if blip2:
+        prompt = blip2_prompt(tokenizer, model, args.prompt or "").to(args.device)  # (1, T): BOS prompt
+    elif args.prompt:
         prompt = tokenizer([args.prompt])["input_ids"].to(args.device)  # (1, T): [CLS] prompt [SEP]
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -109,15 +157,26 @@ def run_caption(args) -> int:
         with torch.no_grad():
             ids = model.generate(pixels, prompt, generation_config=config, generator=generator)
         for path, row in zip(paths, ids):
-            print(f"{path}\t{ids_to_text(tokenizer, row, model.config)}")
+            text = blip2_text(tokenizer, row, model) if blip2 else ids_to_text(tokenizer, row, model.config)
+            print(f"{path}\t{text}")
     return 0
 
 
 def run_vqa(args) -> int:
     config = generation_config_from_args(args)
     candidates = read_answer_list(args.answers) if args.answers else None
-    model, tokenizer = _load(args, vqa_model)
+    model, tokenizer = _load(args, _vqa_model)
     pixels = read_images([args.image], model).to(args.device)
+    if isinstance(model, Blip2):
+        if candidates is not None:
+            raise ValueError("--answers ranks a closed answer list with a BLIP VQA model; BLIP-2 answers by generating")
+        if "{}" not in args.prompt:
+            raise ValueError(f"--prompt must hold {{}} where the question goes, got {args.prompt!r}")
+        prompt = blip2_prompt(tokenizer, model, args.prompt.replace("{}", args.question)).to(args.device)
+        with torch.no_grad():
+            ids = model.generate(pixels, prompt, generation_config=config)
+        print(blip2_text(tokenizer, ids[0, prompt.shape[1] :], model))
+        return 0
     question = tokenizer([args.question])
     q_ids, q_mask = question["input_ids"].to(args.device), question["attention_mask"].to(args.device)
     with torch.no_grad():

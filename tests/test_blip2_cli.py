@@ -1,0 +1,58 @@
+"""``vlkit caption`` / ``vlkit vqa`` with a BLIP-2: a tiny saved model whose LLM reads the built-in
+shapes' tokenizer, a real photo; the printed text is what ``model.generate`` gives."""
+
+import pytest
+import torch
+from PIL import Image
+from skimage import data as skimage_data
+
+import vlkit
+from vlkit.cli import main
+from vlkit.data.synthetic import shapes_tokenizer
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    path = tmp_path_factory.mktemp("photos") / "chelsea.png"
+    Image.fromarray(skimage_data.chelsea()).save(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def blip2(tmp_path_factory):
+    tok = shapes_tokenizer()
+    llm = dict(vocab_size=tok.vocab_size, bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id)
+    model = vlkit.create_model("blip2-tiny", llm=llm, retrieval_heads=False).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)  # make the image matter to the random LLM
+    return model, tok, str(model.save_pretrained(tmp_path_factory.mktemp("blip2"), tokenizer=tok))
+
+
+def _expected(model, tok, photo, text, **options):
+    pixels = vlkit.image_transform(model)(Image.open(photo))[None]
+    prompt = torch.tensor([[model.config.llm.bos_token_id, *tok.encode(text)]])
+    ids = model.generate(pixels, prompt, **options)[0]
+    special = {model.config.llm.bos_token_id, model.config.llm.eos_token_id}
+    return ids, prompt.shape[1], special
+
+
+def test_caption_with_a_prompt(blip2, photo, capsys):
+    model, tok, folder = blip2
+    args = ["caption", "--model", folder, photo, "--prompt", "a red", "--max-new-tokens", "4", "--num-beams", "2"]
+    assert main(args) == 0
+    path, caption = capsys.readouterr().out.strip("\n").split("\t")
+    ids, _, special = _expected(model, tok, photo, "a red", max_new_tokens=4, num_beams=2, min_length=5)
+    assert path == photo and caption.startswith("a red")
+    assert caption == tok.decode([i for i in ids.tolist() if i not in special], skip_special_tokens=True).strip()
+
+
+def test_vqa_prompts_the_llm_with_the_question(blip2, photo, capsys):
+    model, tok, folder = blip2
+    assert main(["vqa", "--model", folder, photo, "what color", "--max-new-tokens", "3", "--num-beams", "1"]) == 0
+    answer = capsys.readouterr().out.strip()
+    ids, n, special = _expected(model, tok, photo, "Question: what color Answer:", max_new_tokens=3, min_length=1)
+    assert answer == tok.decode([i for i in ids[n:].tolist() if i not in special], skip_special_tokens=True).strip()
+    assert main(["vqa", "--model", folder, photo, "what color", "--prompt", "no slot"]) == 2
+    assert "--prompt must hold {}" in capsys.readouterr().err
