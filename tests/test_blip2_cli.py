@@ -1,5 +1,8 @@
-"""``vlkit caption`` / ``vlkit vqa`` with a BLIP-2: a tiny saved model whose LLM reads the built-in
-shapes' tokenizer, a real photo; the printed text is what ``model.generate`` gives."""
+"""``vlkit caption`` / ``vlkit vqa`` / ``vlkit eval`` with a BLIP-2: a tiny saved model whose LLM and
+Q-Former read the built-in shapes' tokenizer, a real photo; the printed text is what
+``model.generate`` gives."""
+
+import json
 
 import pytest
 import torch
@@ -9,6 +12,7 @@ from skimage import data as skimage_data
 import vlkit
 from vlkit.cli import main
 from vlkit.data.synthetic import shapes_tokenizer
+from vlkit.eval.retrieval import similarity_matrix
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +26,7 @@ def photo(tmp_path_factory):
 def blip2(tmp_path_factory):
     tok = shapes_tokenizer()
     llm = dict(vocab_size=tok.vocab_size, bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id)
-    model = vlkit.create_model("blip2-tiny", llm=llm, retrieval_heads=False).eval()
+    model = vlkit.create_model("blip2-tiny", llm=llm, qformer={"vocab_size": tok.vocab_size}).eval()
     torch.manual_seed(0)
     with torch.no_grad():
         for p in model.parameters():
@@ -56,3 +60,28 @@ def test_vqa_prompts_the_llm_with_the_question(blip2, photo, capsys):
     assert answer == tok.decode([i for i in ids[n:].tolist() if i not in special], skip_special_tokens=True).strip()
     assert main(["vqa", "--model", folder, photo, "what color", "--prompt", "no slot"]) == 2
     assert "--prompt must hold {}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["captioning", "vqa", "retrieval"])
+def test_eval_runs_a_blip2(blip2, kind, tmp_path):
+    _, _, folder = blip2
+    out = tmp_path / "metrics.json"
+    args = ["eval", kind, "--model", folder, "--size", "6", "--batch-size", "4", "--json", str(out)]
+    if kind != "retrieval":
+        args += ["--max-new-tokens", "3", "--num-beams", "1"]
+    assert main(args) == 0
+    metrics = json.loads(out.read_text())
+    key = {"captioning": "cider", "vqa": "vqa_accuracy", "retrieval": "i2t_R@1"}[kind]
+    assert key in metrics and all(0 <= v <= 100 for k, v in metrics.items() if k not in ("cider", "images", "texts"))
+
+
+def test_similarity_of_per_query_image_features_is_the_best_query():
+    g = torch.Generator().manual_seed(0)
+    image, text = torch.randn(3, 4, 8, generator=g), torch.randn(5, 8, generator=g)
+    expected = torch.tensor(
+        [
+            [max(torch.cosine_similarity(image[i, q], text[t], dim=0) for q in range(4)) for t in range(5)]
+            for i in range(3)
+        ]
+    )
+    assert torch.allclose(similarity_matrix(image, text), expected, atol=1e-6)

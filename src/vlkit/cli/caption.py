@@ -20,8 +20,10 @@ import argparse
 
 import torch
 
+from ..eval.captioning import decode_llm, llm_prompt_ids
 from ..eval.datasets import read_answer_list
-from ..eval.resolve import BLIP_TOKENIZER, captioner, load_model_and_tokenizer, require_captioner, vqa_model
+from ..eval.resolve import BLIP_TOKENIZER, load_model_and_tokenizer, require_captioner, vqa_model
+from ..eval.vqa import BLIP2_VQA_PROMPT
 from ..models.blip2 import Blip2
 from ..runtime import resolve_device
 from .generation_options import add_generation_arguments, generation_config_from_args, sampling_generator
@@ -78,40 +80,6 @@ def add_commands(commands) -> None:
     q.set_defaults(run=run_vqa)
 
 
-BLIP2_VQA_PROMPT = "Question: {} Answer:"
-
-
-def _blip2(model: torch.nn.Module) -> Blip2 | None:
-    """The BLIP-2 with a language model ``model`` is, or None."""
-    model = captioner(model)
-    return model if isinstance(model, Blip2) and model.language_model is not None else None
-
-
-def _caption_model(model, source):
-    return _blip2(model) or require_captioner(model, source)
-
-
-def _vqa_model(model, source):
-    return _blip2(model) or vqa_model(model, source)
-
-
-def blip2_prompt(tokenizer, model: Blip2, text: str) -> torch.Tensor:
-    """A BLIP-2 prompt as its LLM reads it: (1, T) ids, BOS (when the LLM has one) then ``text``."""
-    bos = model.config.llm.bos_token_id
-    ids = ([] if bos is None else [bos]) + tokenizer.encode(text)
-    if not ids:
-        raise ValueError("--prompt is empty and the language model has no BOS token to start from")
-    return torch.tensor([ids], dtype=torch.long)
-
-
-def blip2_text(tokenizer, ids: torch.Tensor, model: Blip2) -> str:
-    """Ids (L,) -> text, without BOS, the end token, padding and ids the tokenizer lacks."""
-    llm = model.config.llm
-    drop = {llm.bos_token_id, llm.eos_token_id, getattr(llm, "pad_token_id", None)}
-    n = tokenizer.vocab_size
-    return tokenizer.decode([i for i in ids.tolist() if i not in drop and i < n], skip_special_tokens=True).strip()
-
-
 def _load(args, pick):
     """(``pick(model, source)`` of the model ``--model`` names, on ``--device``, and its tokenizer);
     ``args.device`` becomes the checked torch device."""
@@ -141,12 +109,12 @@ def ids_to_text(tokenizer, ids: torch.Tensor, config) -> str:
 
 def run_caption(args) -> int:
     config = generation_config_from_args(args)
-    model, tokenizer = _load(args, _caption_model)
+    model, tokenizer = _load(args, require_captioner)
     generator = sampling_generator(args, args.device)
     blip2 = isinstance(model, Blip2)
     prompt = None
     if blip2:
-        prompt = blip2_prompt(tokenizer, model, args.prompt or "").to(args.device)  # (1, T): BOS prompt
+        prompt = llm_prompt_ids(tokenizer, model.config.llm, args.prompt or "").to(args.device)  # (1, T): BOS prompt
     elif args.prompt:
         prompt = tokenizer([args.prompt])["input_ids"].to(args.device)  # (1, T): [CLS] prompt [SEP]
     if args.batch_size < 1:
@@ -157,7 +125,11 @@ def run_caption(args) -> int:
         with torch.no_grad():
             ids = model.generate(pixels, prompt, generation_config=config, generator=generator)
         for path, row in zip(paths, ids):
-            text = blip2_text(tokenizer, row, model) if blip2 else ids_to_text(tokenizer, row, model.config)
+            text = (
+                decode_llm(tokenizer, row, model.config.llm, skip=1)
+                if blip2
+                else ids_to_text(tokenizer, row, model.config)
+            )
             print(f"{path}\t{text}")
     return 0
 
@@ -165,17 +137,17 @@ def run_caption(args) -> int:
 def run_vqa(args) -> int:
     config = generation_config_from_args(args)
     candidates = read_answer_list(args.answers) if args.answers else None
-    model, tokenizer = _load(args, _vqa_model)
+    model, tokenizer = _load(args, vqa_model)
     pixels = read_images([args.image], model).to(args.device)
     if isinstance(model, Blip2):
         if candidates is not None:
             raise ValueError("--answers ranks a closed answer list with a BLIP VQA model; BLIP-2 answers by generating")
         if "{}" not in args.prompt:
             raise ValueError(f"--prompt must hold {{}} where the question goes, got {args.prompt!r}")
-        prompt = blip2_prompt(tokenizer, model, args.prompt.replace("{}", args.question)).to(args.device)
+        prompt = llm_prompt_ids(tokenizer, model.config.llm, args.prompt.replace("{}", args.question)).to(args.device)
         with torch.no_grad():
             ids = model.generate(pixels, prompt, generation_config=config)
-        print(blip2_text(tokenizer, ids[0, prompt.shape[1] :], model))
+        print(decode_llm(tokenizer, ids[0], model.config.llm, skip=prompt.shape[1]))
         return 0
     question = tokenizer([args.question])
     q_ids, q_mask = question["input_ids"].to(args.device), question["attention_mask"].to(args.device)
