@@ -270,3 +270,16 @@ def test_the_papers_trainable_parameter_count():
         model = vlkit.create_model("blip2-opt-2.7b").freeze()
     counts = model.parameter_counts()
     assert round(counts["trainable"] / 1e6) == 188 and round(counts["total"] / 1e9, 1) == 3.8
+
+
+def test_frozen_parts_in_bf16_train_the_qformer_in_float32():
+    model = vlkit.create_model("blip2-tiny").freeze().cast_frozen(torch.bfloat16)
+    assert model.vision.cls_token.dtype == torch.bfloat16 and model.qformer.query_tokens.dtype == torch.float32
+    model.train()
+    pixels, ids = _pixels(2), torch.randint(1, 900, (2, 4))
+    logits = model(pixels, ids)
+    assert logits.shape == (2, 4, 1000) and torch.isfinite(logits.float()).all()
+    logits.float().sum().backward()
+    assert model.qformer.query_tokens.grad is not None and model.qformer.query_tokens.grad.dtype == torch.float32
+    assert model.generate(pixels, ids, max_new_tokens=3).shape[0] == 2
+    assert model.itm_logits(pixels, ids).dtype == torch.float32

@@ -163,6 +163,13 @@ class Blip2(Model[Blip2Config]):
                 module.eval()
         return self
 
+    def cast_frozen(self, dtype: torch.dtype) -> Blip2:
+        """Keep the frozen parts in ``dtype`` (bf16 on a GPU halves their memory); the Q-Former and
+        the heads stay as they are (float32), and activations are cast at the borders."""
+        for module in self.frozen_modules().values():
+            module.to(dtype)
+        return self
+
     def parameter_counts(self) -> dict[str, int]:
         """{"trainable": n, "total": n} (each tensor once), the figure to print at the start of training."""
         trainable, total = count_parameters(self)
@@ -174,11 +181,11 @@ class Blip2(Model[Blip2Config]):
         when the tower is frozen."""
         frozen = not any(p.requires_grad for p in self.vision.parameters())
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
-            return self.vision.encode(pixel_values)
+            return self.vision.encode(pixel_values.to(self.vision.cls_token.dtype))
 
     def query_outputs(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> the Q-Former's query outputs (B, Q, H)."""
-        return self.qformer(self.image_embeds(pixel_values))
+        """(B, 3, H, W) -> the Q-Former's query outputs (B, Q, H), in the Q-Former's dtype."""
+        return self.qformer(self.image_embeds(pixel_values).to(self.qformer.query_tokens.dtype))
 
     def soft_prompt(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> the queries projected into the LLM's embedding space (B, Q, H_llm)."""
@@ -302,7 +309,8 @@ class Blip2(Model[Blip2Config]):
             raise ValueError(
                 f"itm_logits scores pairs: got {pixel_values.shape[0]} images and {input_ids.shape[0]} texts"
             )
-        hidden = self.qformer(self.image_embeds(pixel_values), input_ids, attention_mask, mode="itm")
+        image = self.image_embeds(pixel_values).to(self.qformer.query_tokens.dtype)  # (B, 1 + N, Cv)
+        hidden = self.qformer(image, input_ids, attention_mask, mode="itm")
         return itm_head(hidden[:, : self.config.qformer.num_query_tokens]).mean(dim=1)
 
     def scale(self) -> torch.Tensor:
