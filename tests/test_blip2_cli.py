@@ -85,3 +85,16 @@ def test_similarity_of_per_query_image_features_is_the_best_query():
         ]
     )
     assert torch.allclose(similarity_matrix(image, text), expected, atol=1e-6)
+
+
+def test_convert_to_hf(blip2, tmp_path, capsys):
+    transformers = pytest.importorskip("transformers")
+    _, _, folder = blip2
+    assert main(["convert", folder, "--to", "hf", str(tmp_path / "refused")]) == 2  # no image placeholder id
+    assert "image_token_id" in capsys.readouterr().err
+    model = vlkit.create_model("blip2-tiny", image_token_id=999)
+    source = model.save_pretrained(tmp_path / "vlkit")
+    assert main(["convert", str(source), "--to", "hf", str(tmp_path / "hf")]) == 0
+    ref = transformers.Blip2ForConditionalGeneration.from_pretrained(tmp_path / "hf")
+    assert torch.equal(ref.query_tokens, model.qformer.query_tokens)
+    assert transformers.Blip2ForImageTextRetrieval.from_pretrained(tmp_path / "hf" / "retrieval").itm_head is not None
