@@ -283,3 +283,27 @@ def test_frozen_parts_in_bf16_train_the_qformer_in_float32():
     assert model.qformer.query_tokens.grad is not None and model.qformer.query_tokens.grad.dtype == torch.float32
     assert model.generate(pixels, ids, max_new_tokens=3).shape[0] == 2
     assert model.itm_logits(pixels, ids).dtype == torch.float32
+
+
+def test_training_steps_leave_the_frozen_weights_bit_identical():
+    from vlkit.losses.lm import lm_labels, lm_loss
+    from vlkit.train.optim import build_optimizer
+
+    torch.manual_seed(0)
+    model = vlkit.create_model("blip2-tiny").freeze().train()
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(("vision.", "language_model."))}
+    queries = model.qformer.query_tokens.detach().clone()
+    optimizer = build_optimizer(model, lr=1e-3, weight_decay=0.05)
+    pixels, ids = _pixels(4), torch.randint(1, 900, (4, 6), generator=torch.Generator().manual_seed(3))
+    for _ in range(3):
+        loss = lm_loss(model(pixels, ids), lm_labels(ids, prompt_length=1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in frozen.items())
+    assert not torch.equal(model.qformer.query_tokens, queries)  # the Q-Former learned
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert in_optimizer == trainable and {id(p) for p in optimizer.state} <= trainable  # (unused heads get no state)
+    assert id(model.qformer.query_tokens) in {id(p) for p in optimizer.state}
+    assert sum(p.numel() for p in model.parameters() if id(p) in in_optimizer) == model.parameter_counts()["trainable"]
