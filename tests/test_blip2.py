@@ -214,8 +214,12 @@ def test_retrieval_round_trip_to_transformers(retrieval, tmp_path):
 
 
 def test_captioner_with_retrieval_heads_writes_two_folders(tmp_path):
-    model = vlkit.create_model("blip2-tiny", image_token_id=999).eval()
-    out = export_hf(model, tmp_path / "both")
+    model = vlkit.create_model("blip2-tiny", image_token_id=999, itg_head=True).eval()
+    out = export_hf(model, tmp_path / "both")  # (HF has no ITG head: it is left out)
+    from safetensors.torch import load_file
+
+    for folder in (out, out / "retrieval"):
+        assert not [k for k in load_file(folder / "model.safetensors") if "itg" in k or k == "temp"]
     cap = transformers.Blip2ForConditionalGeneration.from_pretrained(out).eval()
     ret = transformers.Blip2ForImageTextRetrieval.from_pretrained(out / "retrieval").eval()
     pixels, ids = _pixels(2), torch.randint(3, 900, (2, 4))
@@ -307,3 +311,21 @@ def test_training_steps_leave_the_frozen_weights_bit_identical():
     assert in_optimizer == trainable and {id(p) for p in optimizer.state} <= trainable  # (unused heads get no state)
     assert id(model.qformer.query_tokens) in {id(p) for p in optimizer.state}
     assert sum(p.numel() for p in model.parameters() if id(p) in in_optimizer) == model.parameter_counts()["trainable"]
+
+
+def test_itg_logits_are_causal_and_read_the_image():
+    model = vlkit.create_model("blip2-tiny", itg_head=True).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)  # an untrained Q-Former barely reads the image
+    pixels, ids = _pixels(2), torch.randint(1, 900, (2, 6), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        logits = model.itg_logits(pixels, ids)
+        changed = ids.clone()
+        changed[:, 4:] = 7
+        assert logits.shape == (2, 6, 1000)
+        assert max_diff(model.itg_logits(pixels, changed)[:, :4], logits[:, :4]) <= 1e-6  # later text unseen
+        assert max_diff(model.itg_logits(pixels, changed)[:, 4:], logits[:, 4:]) > 1e-3
+        assert max_diff(model.itg_logits(pixels.flip(0), ids), logits) > 1e-3  # the queries carry the image
+    assert vlkit.create_model("blip2-tiny").itg_head is None

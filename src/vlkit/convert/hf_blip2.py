@@ -189,6 +189,7 @@ def hf_parts(config) -> dict[str, object]:
     only, no retrieval heads) at the top when there is an LLM, the retrieval model in ``retrieval/``
     beside it (or at the top when there is no LLM)."""
     replace = dataclasses.replace
+    config = replace(config, itg_head=False)  # HF has no ITG head
     if config.llm is None:
         return {"": config}
     parts = {"": replace(config, retrieval_heads=False, qformer=replace(config.qformer, text_input=False))}
@@ -241,7 +242,7 @@ def config_to_hf(config) -> dict:
 
 def state_dict_to_hf(state_dict: StateDict, config) -> StateDict:
     """vlkit Blip2 state dict -> HF keys of the parts ``config`` (one of :func:`hf_parts`) has."""
-    dropped = ["temp"]
+    dropped = ["temp", "itg_head."]  # HF's BLIP-2 has neither the ITC temperature nor the ITG head
     if config.llm is None:
         dropped += [LLM, "language_projection."]
     if not config.retrieval_heads:

@@ -11,6 +11,9 @@
 - ``vision_proj``, ``text_proj``, ``itm_head`` and ``temp`` (``retrieval_heads``): image-text
   contrast over the query outputs (one feature per query; the best query scores a pair) and
   matching over the averaged query outputs, as HF's ``Blip2ForImageTextRetrieval``.
+- ``itg_head`` (``itg_head=True``; no HF checkpoint holds it): BLIP-2's stage-1 image-grounded text
+  generation head on the Q-Former's text outputs under the ITG mask, BERT's LM head tied to the
+  Q-Former's token embedding, as LAVIS has it.
 
 ``input_ids`` never hold image placeholder tokens (transformers 5 expects ``num_query_tokens`` of
 them and silently ignores the image without them): vlkit puts the queries in front itself, and a
@@ -31,7 +34,7 @@ from ..constants import BLIP2_VISION
 from ..layers import KVCache
 from ..runtime import eval_mode
 from .base import Model, count_parameters
-from .bert import init_weights
+from .bert import MLMHead, init_weights
 from .generation import CachedStep, generate_tokens
 from .generation_config import GenerationConfig, resolve_generation_config
 from .gpt import gpt_tiny
@@ -56,6 +59,7 @@ class Blip2Config:
     # HF's image placeholder id (in the LLM's vocabulary), kept to write HF folders; never valid in input_ids
     image_token_id: int | None = None
     retrieval_heads: bool = False  # vision_proj, text_proj, itm_head, temp
+    itg_head: bool = False  # stage 1's text generation head on the Q-Former (not in HF checkpoints)
     embed_dim: int = 256  # ITC feature size
     init_temperature: float = 0.07
     max_logit_scale: float = 100.0  # scale() = 1 / temp, temp clamped to [1 / max_logit_scale, 0.5]
@@ -84,8 +88,9 @@ class Blip2Config:
             raise ValueError(f"llm_type {self.llm_type!r} does not match the llm config {type(llm).__name__}")
         if self.llm is None and not self.retrieval_heads:
             raise ValueError("Blip2Config needs a language model (llm) or retrieval_heads (or both)")
-        if self.retrieval_heads and not self.qformer.text_input:
-            raise ValueError("retrieval_heads read text through the Q-Former: set qformer.text_input=True")
+        for name in ("retrieval_heads", "itg_head"):
+            if getattr(self, name) and not self.qformer.text_input:
+                raise ValueError(f"{name} read text through the Q-Former: set qformer.text_input=True")
         if self.max_logit_scale < 2.0:
             raise ValueError(f"max_logit_scale must be >= 2 (temp <= 0.5), got {self.max_logit_scale}")
 
@@ -108,6 +113,7 @@ class Blip2(Model[Blip2Config]):
     text_proj: nn.Linear | None
     itm_head: nn.Linear | None
     temp: nn.Parameter | None
+    itg_head: MLMHead | None
 
     def __init__(self, config: Blip2Config):
         super().__init__(config)
@@ -129,7 +135,9 @@ class Blip2(Model[Blip2Config]):
             self.text_proj = nn.Linear(H, c.embed_dim)
             self.itm_head = nn.Linear(H, 2)
             self.temp = nn.Parameter(torch.tensor(float(c.init_temperature)))
-        for part in (self.language_projection, self.vision_proj, self.text_proj, self.itm_head):
+        q = c.qformer
+        self.itg_head = MLMHead(H, q.vocab_size, act=q.act, norm_eps=q.norm_eps) if c.itg_head else None
+        for part in (self.language_projection, self.vision_proj, self.text_proj, self.itm_head, self.itg_head):
             if part is not None:
                 part.apply(init_weights)
 
@@ -312,6 +320,19 @@ class Blip2(Model[Blip2Config]):
         image = self.image_embeds(pixel_values).to(self.qformer.query_tokens.dtype)  # (B, 1 + N, Cv)
         hidden = self.qformer(image, input_ids, attention_mask, mode="itm")
         return itm_head(hidden[:, : self.config.qformer.num_query_tokens]).mean(dim=1)
+
+    def itg_logits(
+        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Stage 1's image-grounded text generation: Q-Former ids (B, T) (BLIP-2 starts them with
+        [DEC]) -> next-token logits at the text positions (B, T, V_qformer), the text seeing the
+        queries and the earlier text (the ITG mask), the queries the image."""
+        itg_head = self._require("itg_head")
+        image = self.image_embeds(pixel_values).to(self.qformer.query_tokens.dtype)  # (B, 1 + N, Cv)
+        hidden = self.qformer(image, input_ids, attention_mask, mode="itg")  # (B, Q + T, H)
+        tokens = self.qformer.tokens
+        assert tokens is not None  # itg_head needs qformer.text_input (checked by the config)
+        return itg_head(hidden[:, self.config.qformer.num_query_tokens :], tokens.weight)
 
     def scale(self) -> torch.Tensor:
         """The ITC inverse temperature 1 / temp, temp clamped to [1 / max_logit_scale, 0.5]."""
