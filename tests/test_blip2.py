@@ -162,6 +162,8 @@ def test_image_placeholder_in_input_ids_is_an_error(captioner):
         model(_pixels(1), ids)
     with pytest.raises(ValueError, match="placeholder"):
         model.generate(_pixels(1), ids, max_new_tokens=2)
+    with pytest.raises(ValueError, match="vocabulary"):
+        model(_pixels(1), torch.tensor([[BOS, V_LM]]))
 
 
 def test_blip2_model_folder_loads_the_same_weights(captioner, tmp_path):

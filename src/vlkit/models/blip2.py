@@ -203,6 +203,9 @@ class Blip2(Model[Blip2Config]):
     def _check_prompt(self, input_ids: torch.Tensor, batch: int) -> None:
         if input_ids.dim() != 2 or input_ids.shape[0] not in (1, batch) or input_ids.shape[1] == 0:
             raise ValueError(f"input_ids must be (1 or {batch}, T >= 1), got shape {tuple(input_ids.shape)}")
+        vocab = self.config.llm.vocab_size
+        if bool((input_ids < 0).any()) or bool((input_ids >= vocab).any()):
+            raise ValueError(f"input_ids must be ids of the language model's vocabulary [0, {vocab})")
         image_token = self.config.image_token_id
         if image_token is not None and bool((input_ids == image_token).any()):
             raise ValueError(
