@@ -143,6 +143,20 @@ def test_meta_published_layout(tmp_path):
         assert torch.equal(back(ids), model(ids))
 
 
+def test_untied_config_with_the_embedding_as_head_loads_tied(tmp_path):
+    """An exporter that writes the tied head out under tie_word_embeddings=False (transformers'
+    LLaVA needs OPT untied) reads back as the tied model it is."""
+    torch.manual_seed(0)
+    ref = _perturb(transformers.OPTForCausalLM(_hf_config(tie_word_embeddings=False))).eval()
+    with torch.no_grad():
+        ref.lm_head.weight.copy_(ref.model.decoder.embed_tokens.weight)
+    model = vlkit.from_pretrained(save_hf(ref, tmp_path / "hf"))
+    assert model.lm_head is None and model.config.tie_word_embeddings
+    ids = torch.randint(3, V, (2, 7))
+    with torch.no_grad():
+        assert max_diff(model(ids), ref(ids).logits) <= TOL
+
+
 @pytest.mark.parametrize(
     "field, value, named",
     [

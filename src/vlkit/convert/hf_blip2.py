@@ -26,7 +26,6 @@ from .keys import StateDict, fuse, pair_rules, prefixed, rename_keys, split
 MODEL_TYPE = "blip2"  # the vlkit family it loads into
 ARCHITECTURES = ("Blip2ForConditionalGeneration", "Blip2Model", "Blip2ForImageTextRetrieval")
 TOKENIZER_CLASS = None  # the LLM's (or the Q-Former's BERT) tokenizer; not written with the model
-READS_HF_CONFIG = True  # state_dict_from_hf(state_dict, hf_config): the LLM's converter is the config's
 ENCODER_DECODER = ("t5", "mt5", "umt5")
 LLM = "language_model."
 
@@ -165,8 +164,9 @@ def config_from_hf(hf: dict, state_dict: StateDict) -> dict:
     return fields
 
 
-def state_dict_from_hf(state_dict: StateDict, hf_config: dict) -> StateDict:
-    """HF BLIP-2 keys -> vlkit's; the LLM's through its own converter."""
+def state_dict_from_hf_config(state_dict: StateDict, hf_config: dict) -> StateDict:
+    """HF BLIP-2 keys -> vlkit's; the LLM's through its own converter, the one the config names
+    (so ``from_pretrained`` passes the config, as for LLaVA)."""
     text_input = "embeddings.word_embeddings.weight" in state_dict
     drop = _DROP if text_input else (*_DROP, _TEXT_FFN)  # a captioner's unused text feed-forward
     own = {k: v for k, v in state_dict.items() if not k.startswith(LLM)}

@@ -70,19 +70,26 @@ def config_from_hf(hf: dict, state_dict: StateDict) -> dict:
         max_positions=hf.get("max_position_embeddings", 2048),
         dropout=float(hf.get("dropout", 0.1)),
         attention_dropout=float(hf.get("attention_dropout", 0.0)),
-        tie_word_embeddings=hf.get("tie_word_embeddings", True),
+        tie_word_embeddings=_head_is_embedding(state_dict) or hf.get("tie_word_embeddings", True),
         pad_token_id=hf.get("pad_token_id", 1),
         bos_token_id=hf.get("bos_token_id", 2),
         eos_token_id=eos,
     )
 
 
+def _head_is_embedding(state_dict: StateDict) -> bool:
+    """Whether the file holds an ``lm_head.weight`` equal to the token embedding: the tied head
+    written out (the model is tied whatever the config says)."""
+    head = state_dict.get("lm_head.weight")
+    embedding = state_dict.get(_EMBEDDING, state_dict.get(_EMBEDDING.removeprefix("model.")))
+    return head is not None and embedding is not None and torch.equal(head, embedding)
+
+
 def state_dict_from_hf(state_dict: StateDict) -> StateDict:
-    """OPTForCausalLM or OPTModel keys -> vlkit OPT keys (q, k, v fused). An ``lm_head.weight``
-    equal to the token embedding is the tied head written out, and is left out."""
+    """OPTForCausalLM or OPTModel keys -> vlkit OPT keys (q, k, v fused); a written-out tied head
+    is left out."""
     state = add_prefix(state_dict, "model.", keep=("lm_head.",))
-    head, embedding = state.get("lm_head.weight"), state.get(_EMBEDDING)
-    if head is not None and embedding is not None and torch.equal(head, embedding):
+    if _head_is_embedding(state):
         state = {k: v for k, v in state.items() if k != "lm_head.weight"}
     return fuse(rename_keys(state, pair_rules(_PAIRS)), "qkv", ("q", "k", "v"))
 

@@ -1,6 +1,6 @@
 """Model families: one file each, a frozen config dataclass, modules and presets."""
 
-from . import albef, bert, blip, blip2, clip, gpt, opt, vit  # noqa: F401  (register the families and presets)
+from . import albef, bert, blip, blip2, clip, gpt, opt, vit, vlm  # noqa: F401  (register the families and presets)
 from .albef import ALBEF, ALBEFConfig, ALBEFTextConfig
 from .base import CheckpointError, Model, count_parameters
 from .bert import BertConfig, BertModel
@@ -14,6 +14,7 @@ from .opt import OPT, OPTConfig
 from .qformer import QFormerConfig
 from .registry import create_model, list_models, register
 from .vit import ViT, ViTConfig
+from .vlm import VLM, VLMConfig
 
 __all__ = [
     "CheckpointError",
@@ -27,6 +28,8 @@ __all__ = [
     "OPTConfig",
     "ViT",
     "ViTConfig",
+    "VLM",
+    "VLMConfig",
     "CLIP",
     "CLIPConfig",
     "CLIPTextConfig",

@@ -167,12 +167,9 @@ def _read_hf(folder: Path, cfg: dict) -> tuple[str, dict, dict]:
         fields = conv.config_from_hf(cfg, hf_state)
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"{folder / CONFIG_FILE}: HF {cfg['model_type']} config lacks or mistypes {e}") from None
-    # a composite's converter (BLIP-2) reads its parts' converters from the config: it takes the config too
-    if getattr(conv, "READS_HF_CONFIG", False):
-        state = conv.state_dict_from_hf(hf_state, cfg)
-    else:
-        state = conv.state_dict_from_hf(hf_state)
-    return conv.MODEL_TYPE, _with_image_processor(fields, folder), state
+    if hasattr(conv, "state_dict_from_hf_config"):  # a composite model (LLaVA): its parts' keys depend on the config
+        return conv.MODEL_TYPE, _with_image_processor(fields, folder), conv.state_dict_from_hf_config(hf_state, cfg)
+    return conv.MODEL_TYPE, _with_image_processor(fields, folder), conv.state_dict_from_hf(hf_state)
 
 
 def _read_checkpoint(folder: Path) -> tuple[str, dict, dict]:

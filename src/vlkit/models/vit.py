@@ -113,6 +113,19 @@ class ViT(Model[ViTConfig]):
 
     forward = encode
 
+    def hidden_states_at(self, pixel_values: torch.Tensor, layer: int) -> torch.Tensor:
+        """(B, 3, H, W) -> the tower's hidden states (B, 1 + N, C) at ``layer``, numbered as HF's
+        ``hidden_states[layer]``: 0 the embeddings (after CLIP's pre-norm), i the output of block i,
+        negative counted from the end (-1: the last block); before the final norm. Only the blocks
+        up to ``layer`` run (LLaVA reads -2, the second-to-last)."""
+        depth = len(self.encoder)
+        if not -(depth + 1) <= layer <= depth:
+            raise ValueError(f"layer {layer} is outside this {depth}-block tower's [-{depth + 1}, {depth}]")
+        x = self.embed(pixel_values)  # (B, 1 + N, C)
+        for block in self.encoder.blocks[: layer % (depth + 1)]:
+            x = block(x)
+        return x
+
     def pool(self, hidden: torch.Tensor) -> torch.Tensor:
         """HF ViTModel's pooler_output: tanh(W h_[CLS]) (B, C)."""
         if self.pooler is None:
