@@ -50,13 +50,13 @@ def test_qformer_mask_hides_text_padding():
 
 
 # --- HF models ------------------------------------------------------------------------------------
-def _hf_config(shape: str, *, retrieval: bool = False):
+def _hf_config(shape: str, *, retrieval: bool = False, text_input: bool | None = None):
     Q, freq, layers, width, llm, lm_width = SHAPES[shape]
     vision = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, image_size=32,
                   patch_size=8)  # fmt: skip
     qformer = dict(hidden_size=width, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=4,
                    cross_attention_frequency=freq, vocab_size=V_QF, max_position_embeddings=32,
-                   use_qformer_text_input=retrieval)  # fmt: skip
+                   use_qformer_text_input=retrieval if text_input is None else text_input)  # fmt: skip
     if llm == "opt":
         text = transformers.OPTConfig(vocab_size=V_LM, hidden_size=lm_width, word_embed_proj_dim=lm_width,
                                       num_hidden_layers=2, ffn_dim=64, num_attention_heads=2,
@@ -331,3 +331,19 @@ def test_itg_logits_are_causal_and_read_the_image():
         assert max_diff(model.itg_logits(pixels, changed)[:, 4:], logits[:, 4:]) > 1e-3
         assert max_diff(model.itg_logits(pixels.flip(0), ids), logits) > 1e-3  # the queries carry the image
     assert vlkit.create_model("blip2-tiny").itg_head is None
+
+
+def test_captioner_with_qformer_text_input_reads_queries_only(tmp_path):
+    """A Blip2ForConditionalGeneration built with use_qformer_text_input=True holds a text
+    feed-forward its captioning never runs: vlkit leaves it out and matches the logits."""
+    torch.manual_seed(0)
+    ref = transformers.Blip2ForConditionalGeneration(_hf_config("q4-f2-opt", text_input=True)).eval()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    model = vlkit.from_pretrained(save_hf(ref, tmp_path / "cap"))
+    assert not model.config.qformer.text_input
+    pixels, ids = _pixels(2), _prompts(2)
+    with torch.no_grad():
+        expected = ref(pixel_values=pixels, input_ids=_with_image_tokens(ids, 4)).logits[:, 4:]
+        assert max_diff(model(pixels, ids), expected) <= 1e-4
