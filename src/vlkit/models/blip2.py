@@ -104,7 +104,8 @@ def itc_scores(image_features: torch.Tensor, text_features: torch.Tensor) -> tor
 @register_family
 class Blip2(Model[Blip2Config]):
     """BLIP-2: ``vision``, ``qformer``, and as the config says ``language_projection`` +
-    ``language_model`` and the retrieval heads ``vision_proj``, ``text_proj``, ``itm_head``, ``temp``."""
+    ``language_model``, the retrieval heads ``vision_proj``, ``text_proj``, ``itm_head``, ``temp``
+    and the ITG head ``itg_head``."""
 
     config_class = Blip2Config
     language_model: Any  # a vlkit decoder (the decoder protocol), or None
@@ -149,7 +150,7 @@ class Blip2(Model[Blip2Config]):
         if module is None:
             what = "a language model (config.llm)" if part in ("language_model", "language_projection") else part
             raise ValueError(f"this BLIP-2 has no {what} (config: llm_type={self.config.llm_type!r}, "
-                             f"retrieval_heads={self.config.retrieval_heads})")  # fmt: skip
+                             f"retrieval_heads={self.config.retrieval_heads}, itg_head={self.config.itg_head})")  # fmt: skip
         return module
 
     # --- frozen parts -------------------------------------------------------------------------
