@@ -37,6 +37,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_models.py
 	$(PY) benchmarks/bench_clip.py
 	$(PY) benchmarks/bench_tokenizers.py
+	$(PY) benchmarks/bench_blip2.py
 
 # The main job: train a tiny CLIP on the built-in shapes data (2 CPU cores, a few minutes), then
 # print zero-shot accuracy and retrieval Recall@1 and where the checkpoint and plots are.

@@ -22,3 +22,6 @@ CLIP_VISION: dict[str, Any] = dict(  # OpenAI's ViT-B/32 unless overridden: ln_p
 BLIP_VISION: dict[str, Any] = dict(  # ViT-B/16 at 384 px: patch bias, no pre-norm, images squashed bicubically
     image_size=384, norm_eps=1e-5, image_mean=CLIP_MEAN, image_std=CLIP_STD, interpolation="bicubic"
 )
+BLIP2_VISION: dict[str, Any] = dict(  # EVA ViT-g/14 at 224 px as BLIP-2 uses it (39 layers): BLIP's tower otherwise
+    BLIP_VISION, image_size=224, patch_size=14, width=1408, depth=39, num_heads=16, mlp_dim=6144, norm_eps=1e-6
+)

@@ -1,8 +1,13 @@
-"""``vlkit caption`` and ``vlkit vqa``: BLIP image captioning and visual question answering.
+"""``vlkit caption`` and ``vlkit vqa``: BLIP and BLIP-2 image captioning and visual question answering.
 
     vlkit caption --model FOLDER photo1.jpg photo2.jpg [--num-beams 3] [--prompt "a picture of"]
     vlkit caption --model runs/blip-shapes photo.jpg --sample --top-p 0.9
     vlkit vqa --model FOLDER photo.jpg "what is in the picture?" [--answers answers.txt]
+    vlkit vqa --model BLIP2_FOLDER photo.jpg "what is in the picture?" [--prompt "Question: {} Answer:"]
+
+A BLIP-2 (with a language model) captions and answers by prompting its LLM: ``--prompt`` is the
+text the caption continues, and for ``vqa`` the template the question is put in (zero-shot VQA as
+the paper prompts it); the prompt goes to the LLM after its BOS token.
 
 ``--model`` takes what every command takes (:func:`vlkit.eval.load_model`): a model folder, a run
 folder, a training checkpoint (.pt), or a hub id. For ``vqa`` a captioning BLIP folder with a
@@ -15,8 +20,11 @@ import argparse
 
 import torch
 
+from ..eval.captioning import decode_llm, llm_prompt_ids
 from ..eval.datasets import read_answer_list
 from ..eval.resolve import BLIP_TOKENIZER, load_model_and_tokenizer, require_captioner, vqa_model
+from ..eval.vqa import BLIP2_VQA_PROMPT
+from ..models.blip2 import Blip2
 from ..runtime import resolve_device
 from .generation_options import add_generation_arguments, generation_config_from_args, sampling_generator
 
@@ -37,7 +45,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 def add_commands(commands) -> None:
     p = commands.add_parser(
         "caption",
-        help="caption images with a BLIP model",
+        help="caption images with a BLIP or BLIP-2 model",
         description="Print one caption per image (IMAGE<TAB>caption).",
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
@@ -50,7 +58,7 @@ def add_commands(commands) -> None:
 
     q = commands.add_parser(
         "vqa",
-        help="answer a question about an image with a BLIP VQA model",
+        help="answer a question about an image with a BLIP VQA model or a BLIP-2",
         description="Print the answer to QUESTION about IMAGE.",
     )
     q.add_argument("image", metavar="IMAGE")
@@ -64,6 +72,11 @@ def add_commands(commands) -> None:
         help="file with one candidate answer per line: rank them (BLIP's closed-set VQA) instead of generating",
     )
     q.add_argument("--k", type=int, default=128, help="answers shortlisted by their first token before ranking")
+    q.add_argument(
+        "--prompt",
+        default=BLIP2_VQA_PROMPT,
+        help=f"BLIP-2: the prompt the question is put in at {{}} (default {BLIP2_VQA_PROMPT!r}, the paper's)",
+    )
     q.set_defaults(run=run_vqa)
 
 
@@ -98,8 +111,11 @@ def run_caption(args) -> int:
     config = generation_config_from_args(args)
     model, tokenizer = _load(args, require_captioner)
     generator = sampling_generator(args, args.device)
+    blip2 = isinstance(model, Blip2)
     prompt = None
-    if args.prompt:
+    if blip2:
+        prompt = llm_prompt_ids(tokenizer, model.config.llm, args.prompt or "").to(args.device)  # (1, T): BOS prompt
+    elif args.prompt:
         prompt = tokenizer([args.prompt])["input_ids"].to(args.device)  # (1, T): [CLS] prompt [SEP]
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -109,7 +125,12 @@ def run_caption(args) -> int:
         with torch.no_grad():
             ids = model.generate(pixels, prompt, generation_config=config, generator=generator)
         for path, row in zip(paths, ids):
-            print(f"{path}\t{ids_to_text(tokenizer, row, model.config)}")
+            text = (
+                decode_llm(tokenizer, row, model.config.llm, skip=1)
+                if blip2
+                else ids_to_text(tokenizer, row, model.config)
+            )
+            print(f"{path}\t{text}")
     return 0
 
 
@@ -118,6 +139,16 @@ def run_vqa(args) -> int:
     candidates = read_answer_list(args.answers) if args.answers else None
     model, tokenizer = _load(args, vqa_model)
     pixels = read_images([args.image], model).to(args.device)
+    if isinstance(model, Blip2):
+        if candidates is not None:
+            raise ValueError("--answers ranks a closed answer list with a BLIP VQA model; BLIP-2 answers by generating")
+        if "{}" not in args.prompt:
+            raise ValueError(f"--prompt must hold {{}} where the question goes, got {args.prompt!r}")
+        prompt = llm_prompt_ids(tokenizer, model.config.llm, args.prompt.replace("{}", args.question)).to(args.device)
+        with torch.no_grad():
+            ids = model.generate(pixels, prompt, generation_config=config)
+        print(decode_llm(tokenizer, ids[0], model.config.llm, skip=prompt.shape[1]))
+        return 0
     question = tokenizer([args.question])
     q_ids, q_mask = question["input_ids"].to(args.device), question["attention_mask"].to(args.device)
     with torch.no_grad():

@@ -14,12 +14,13 @@ and take the image tower's fixed options from the family's vision config
 checkpoint gives its sizes.
 """
 
-from . import hf_bert, hf_blip, hf_clip, hf_gpt2, hf_llama, hf_llava, hf_opt, hf_vit
+from . import hf_bert, hf_blip, hf_blip2, hf_clip, hf_gpt2, hf_llama, hf_llava, hf_opt, hf_vit
 
 # HF config.json "model_type" -> converter module
 HF_CONVERTERS = {
     "bert": hf_bert,
     "blip": hf_blip,
+    "blip-2": hf_blip2,
     "clip": hf_clip,
     "gpt2": hf_gpt2,
     "llava": hf_llava,

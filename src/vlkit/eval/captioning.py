@@ -1,5 +1,5 @@
-"""Captioning evaluation: caption images with a BLIP (or any model with BLIP's ``generate``) and
-score the captions against references with BLEU-1..4, CIDEr-D and exact match.
+"""Captioning evaluation: caption images with a BLIP or a BLIP-2 (or any model with BLIP's
+``generate``) and score the captions against references with BLEU-1..4, CIDEr-D and exact match.
 
     captions = generate_captions(model, tokenizer, pixel_batches, num_beams=3, min_length=5)
     captions = generate_captions(model, tokenizer, pixel_batches, generation_config=GenerationConfig(num_beams=3))
@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from ..models.blip2 import Blip2
 from ..models.generation_config import GenerationConfig
 from ..runtime import autocast, eval_mode
 from .caption_metrics import caption_scores, simple_tokenize
@@ -44,6 +45,30 @@ def prompt_ids(tokenizer, prompt: str | None) -> torch.Tensor | None:
     return tokenizer([prompt])["input_ids"]
 
 
+def llm_prompt_ids(tokenizer, llm_config, text: str) -> torch.Tensor:
+    """A prompt as a BLIP-2's language model reads it: (1, T) ids, BOS (when the LLM has one) then
+    ``text`` (no image placeholders: the model puts its queries in front)."""
+    bos = llm_config.bos_token_id
+    ids = ([] if bos is None else [bos]) + tokenizer.encode(text)
+    if not ids:
+        raise ValueError("the prompt is empty and the language model has no BOS token to start from")
+    return torch.tensor([ids], dtype=torch.long)
+
+
+def decode_llm(tokenizer, ids: torch.Tensor | Sequence[int], llm_config, skip: int = 0) -> str:
+    """A BLIP-2's generated ids (L,) -> text: the first ``skip`` tokens dropped, the text ends at the
+    LLM's end token; BOS, padding and ids beyond the tokenizer's vocabulary are left out."""
+    ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+    ids = ids[skip:]
+    eos = llm_config.eos_token_id
+    if eos in ids:
+        ids = ids[: ids.index(eos)]
+    drop = {llm_config.bos_token_id, getattr(llm_config, "pad_token_id", None)}
+    return tokenizer.decode(
+        [i for i in ids if i not in drop and i < tokenizer.vocab_size], skip_special_tokens=True
+    ).strip()
+
+
 @torch.no_grad()
 def generate_captions(
     model,
@@ -61,11 +86,17 @@ def generate_captions(
     """One caption per image of ``batches`` (pixel values (B, 3, H, W)), without the prompt.
 
     ``generation_config`` and the keyword ``overrides`` (``num_beams``, ``max_new_tokens``,
-    ``min_length``, ...) go to ``model.generate``; greedy by default.
+    ``min_length``, ...) go to ``model.generate``; greedy by default. A BLIP-2 is prompted through
+    its language model (BOS, then the prompt).
     """
     device = torch.device(device)
-    prompt_t = prompt_ids(tokenizer, prompt)
-    skip = 1 if prompt_t is None else prompt_t.shape[1] - 1  # [DEC] + the prompt's words (its [SEP] is dropped)
+    blip2 = isinstance(model, Blip2)
+    if blip2:
+        prompt_t: torch.Tensor | None = llm_prompt_ids(tokenizer, model.config.llm, prompt or "")
+        skip = prompt_t.shape[1]  # BOS + the prompt
+    else:
+        prompt_t = prompt_ids(tokenizer, prompt)
+        skip = 1 if prompt_t is None else prompt_t.shape[1] - 1  # [DEC] + the prompt's words (its [SEP] is dropped)
     if prompt_t is not None:
         prompt_t = prompt_t.to(device)
     captions: list[str] = []
@@ -75,7 +106,10 @@ def generate_captions(
                 out = model.generate(
                     pixels.to(device), prompt_t, generation_config=generation_config, **overrides
                 )  # (B, L)
-            captions += [decode_generated(tokenizer, row, model.config.text, skip) for row in out.cpu()]
+            if blip2:
+                captions += [decode_llm(tokenizer, row, model.config.llm, skip) for row in out.cpu()]
+            else:
+                captions += [decode_generated(tokenizer, row, model.config.text, skip) for row in out.cpu()]
     return captions
 
 

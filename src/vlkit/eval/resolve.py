@@ -26,6 +26,7 @@ from torch import nn
 from ..models import CheckpointError, from_pretrained
 from ..models.albef import ALBEF
 from ..models.blip import Blip
+from ..models.blip2 import Blip2
 from ..tokenizers import get_tokenizer
 from ..train.checkpoint import consolidate, latest_checkpoint, load_checkpoint
 from ..train.config import Config
@@ -138,10 +139,16 @@ def _describe(model: nn.Module) -> str:
     return f"a {getattr(model, 'model_type', type(model).__name__)!r} model"
 
 
-def require_captioner(model: nn.Module, source: str | os.PathLike) -> Blip:
-    """The captioning BLIP (a decoder reading the image) of ``model``, or a ValueError that says
-    what ``source`` holds instead."""
+def _blip2_with_llm(model: nn.Module) -> bool:
+    return isinstance(model, Blip2) and model.language_model is not None
+
+
+def require_captioner(model: nn.Module, source: str | os.PathLike) -> Blip | Blip2:
+    """The captioning BLIP (a decoder reading the image) or the BLIP-2 with a language model of
+    ``model``, or a ValueError that says what ``source`` holds instead."""
     model = captioner(model)
+    if _blip2_with_llm(model):
+        return model
     if isinstance(model, Blip) and model.config.text_decoder and model.config.decoder_context == "image":
         return model
     hint = (
@@ -152,9 +159,12 @@ def require_captioner(model: nn.Module, source: str | os.PathLike) -> Blip:
     raise ValueError(f"{source} holds {_describe(model)}, not a captioning BLIP (a decoder reading the image){hint}")
 
 
-def vqa_model(model: nn.Module, source: str | os.PathLike) -> Blip:
+def vqa_model(model: nn.Module, source: str | os.PathLike) -> Blip | Blip2:
     """The BLIP VQA model (a decoder reading the question) ``source`` stands for: ``model`` itself,
-    the VQA half of a ``blip-vqa`` pair, or the ``vqa/`` sub-folder of its model folder."""
+    the VQA half of a ``blip-vqa`` pair, or the ``vqa/`` sub-folder of its model folder; or a BLIP-2
+    with a language model (zero-shot VQA by prompting it)."""
+    if _blip2_with_llm(model):
+        return model
     if hasattr(model, "vqa"):
         return model.vqa
     if isinstance(model, Blip) and model.config.text_decoder and model.config.decoder_context == "question":

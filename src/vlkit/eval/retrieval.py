@@ -86,8 +86,12 @@ class RankResult:
 
 
 def similarity_matrix(image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
-    """Cosine similarities (N_img, N_txt) of two feature sets (normalised here)."""
-    return F.normalize(image_features.float(), dim=-1) @ F.normalize(text_features.float(), dim=-1).t()
+    """Cosine similarities (N_img, N_txt) of two feature sets (normalised here). Images with one
+    feature per query (N_img, Q, D), as BLIP-2 encodes them, score with their best query."""
+    image, text = F.normalize(image_features.float(), dim=-1), F.normalize(text_features.float(), dim=-1)
+    if image.dim() == 3:
+        return torch.einsum("iqd,td->itq", image, text).max(dim=-1).values
+    return image @ text.t()
 
 
 def rank(image_features: torch.Tensor, text_features: torch.Tensor, k: int = 10) -> RankResult:

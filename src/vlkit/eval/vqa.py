@@ -1,5 +1,6 @@
 """VQA evaluation: answer questions with a BLIP VQA model (``decoder_context="question"``), by
-generation or by ranking a closed answer list, and score the answers.
+generation or by ranking a closed answer list, or zero-shot with a BLIP-2 by prompting its language
+model (``BLIP2_VQA_PROMPT``, the paper's), and score the answers.
 
     answers = answer_questions(model, tokenizer, pixel_values, questions)            # generation
     answers = rank_answer_list(model, tokenizer, pixel_values, questions, candidates)  # ranking
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ..models.blip2 import Blip2
 from ..models.generation_config import GenerationConfig
 from ..runtime import autocast, eval_mode
 from .vqa_metrics import normalize_answer, vqa_accuracy
@@ -24,6 +26,7 @@ from .vqa_metrics import normalize_answer, vqa_accuracy
 SINGLE_ANSWER_ANNOTATORS = 10  # a question with one answer counts as ten annotators who agree
 # BLIP's VQA decoding: 1 to 10 answer tokens (BLIP evaluates with 3 beams, see the CLI)
 VQA_GENERATION = GenerationConfig(max_new_tokens=10, min_length=1)
+BLIP2_VQA_PROMPT = "Question: {} Answer:"  # BLIP-2's zero-shot VQA prompt; {} is the question
 
 
 def _check(pixel_values: torch.Tensor, questions: Sequence[str]) -> None:
@@ -48,9 +51,11 @@ def answer_questions(
     precision: str = "auto",
     batch_size: int = 256,
     generation_config: GenerationConfig | None = None,
+    prompt: str = BLIP2_VQA_PROMPT,
     **overrides,
 ) -> list[str]:
-    """The generated answer to ``questions[i]`` about image ``pixel_values[i]`` (N, 3, H, W).
+    """The generated answer to ``questions[i]`` about image ``pixel_values[i]`` (N, 3, H, W). A
+    BLIP-2 answers the question put in ``prompt`` (at ``{}``) by continuing it with its LLM.
 
     Questions are tokenized one by one and run in groups of equal length (no padding), at most
     ``batch_size`` at a time. ``generation_config`` (default ``VQA_GENERATION``: greedy, at most
@@ -60,7 +65,15 @@ def answer_questions(
     _check(pixel_values, questions)
     device = torch.device(device)
     config = (generation_config or VQA_GENERATION).replace(**overrides)
-    encoded = [tokenizer([q])["input_ids"][0] for q in questions]  # (T_i,) each
+    blip2 = isinstance(model, Blip2)
+    if blip2 and "{}" not in prompt:
+        raise ValueError(f"the VQA prompt must hold {{}} where the question goes, got {prompt!r}")
+    if blip2:
+        from .captioning import decode_llm, llm_prompt_ids
+
+        encoded = [llm_prompt_ids(tokenizer, model.config.llm, prompt.replace("{}", q))[0] for q in questions]
+    else:
+        encoded = [tokenizer([q])["input_ids"][0] for q in questions]  # (T_i,) each
     groups: dict[int, list[int]] = defaultdict(list)
     for i, ids in enumerate(encoded):
         groups[len(ids)].append(i)
@@ -71,11 +84,17 @@ def answer_questions(
                 part = index[s : s + batch_size]
                 ids = torch.stack([encoded[i] for i in part]).to(device)  # (b, T), no padding
                 with autocast(device, precision):
-                    out = model.answer(
-                        pixel_values[part].to(device), ids, torch.ones_like(ids), generation_config=config
-                    )  # (b, L)
+                    if blip2:  # the prompt, then the answer
+                        out = model.generate(pixel_values[part].to(device), ids, generation_config=config)
+                    else:
+                        out = model.answer(
+                            pixel_values[part].to(device), ids, torch.ones_like(ids), generation_config=config
+                        )  # (b, L)
                 for i, row in zip(part, out.cpu()):
-                    answers[i] = _decode_answer(tokenizer, row, model.config.text)
+                    if blip2:
+                        answers[i] = decode_llm(tokenizer, row, model.config.llm, skip=ids.shape[1])
+                    else:
+                        answers[i] = _decode_answer(tokenizer, row, model.config.text)
     return answers
 
 

@@ -111,6 +111,12 @@ class Model(nn.Module, Generic[ConfigT]):
         return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
 
 
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameters of ``model``, each tensor counted once (tied weights once)."""
+    unique = {id(p): p for p in model.parameters()}.values()
+    return sum(p.numel() for p in unique if p.requires_grad), sum(p.numel() for p in unique)
+
+
 def check_towers(config: Any, vision_class: type, text_class: type) -> None:
     """A two-tower config's ``vision`` and ``text`` are of the classes its family builds from."""
     if not isinstance(config.vision, vision_class) or not isinstance(config.text, text_class):
