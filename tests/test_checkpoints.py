@@ -88,7 +88,7 @@ def test_bad_sources(tmp_path):
         vlkit.from_pretrained(tmp_path / "missing")
     with pytest.raises(FileNotFoundError, match="config.json"):
         vlkit.from_pretrained(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mamba"}))
     with pytest.raises(CheckpointError, match="unknown checkpoint layout"):
         vlkit.from_pretrained(tmp_path)
     (tmp_path / "config.json").write_text(

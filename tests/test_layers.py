@@ -10,7 +10,11 @@ from vlkit.layers import (
     Block,
     KVCache,
     PatchEmbed,
+    RMSNorm,
+    RotaryEmbedding,
+    SwiGLU,
     Transformer,
+    apply_rotary,
     build_attention_mask,
     resize_position_embedding,
     sincos_2d_position_encoding,
@@ -227,3 +231,94 @@ def test_block_compiles_without_graph_breaks():
     mask = build_attention_mask(torch.tensor([[1, 1, 1, 0, 0], [1] * 5]), 5, 5, causal=True)
     compiled = torch.compile(blk, fullgraph=True, backend="eager")
     assert torch.allclose(compiled(x, attn_mask=mask, context=ctx), blk(x, attn_mask=mask, context=ctx), atol=1e-6)
+
+
+def test_rmsnorm_known_answer_and_float32_compute():
+    norm = RMSNorm(4, eps=0.0)
+    with torch.no_grad():
+        norm.weight.copy_(torch.tensor([1.0, 2.0, 1.0, 0.5]))
+    x = torch.tensor([[3.0, -4.0, 0.0, 0.0]])  # rms = sqrt(25 / 4) = 2.5
+    assert torch.allclose(norm(x), torch.tensor([[1.2, -3.2, 0.0, 0.0]]), atol=1e-6)
+    eps = RMSNorm(2, eps=1.0)(torch.tensor([[1.0, 1.0]]))  # 1 / sqrt(1 + 1)
+    assert torch.allclose(eps, torch.full((1, 2), 2**-0.5), atol=1e-6)
+    # bf16 input: the statistics in float32, one rounding to bf16 at the end (as HF's LlamaRMSNorm)
+    x = (torch.randn(4, 64, generator=torch.Generator().manual_seed(0)) * 30).to(torch.bfloat16)
+    out = RMSNorm(64, eps=1e-6).to(torch.bfloat16)(x)
+    ref = (x.double() * (x.double().pow(2).mean(-1, keepdim=True) + 1e-6).rsqrt()).to(torch.bfloat16)
+    assert out.dtype == torch.bfloat16 and (out != ref).float().mean() < 0.01
+
+
+def test_rotary_preserves_norms_and_depends_on_relative_position():
+    torch.manual_seed(0)
+    rope = RotaryEmbedding(16, theta=500.0)
+    q, k = torch.randn(1, 2, 1, 16), torch.randn(1, 2, 1, 16)
+
+    def at(x, pos):
+        cos, sin = rope(torch.tensor([[pos]]))
+        return apply_rotary(x, cos, sin)
+
+    assert torch.allclose(at(q, 0), q)  # position 0 is the identity
+    assert torch.allclose(at(q, 37).norm(dim=-1), q.norm(dim=-1), atol=1e-5)
+    dots = [(at(q, m) * at(k, n)).sum(-1) for m, n in ((5, 2), (13, 10), (103, 100))]  # all m - n = 3
+    assert torch.allclose(dots[0], dots[1], atol=1e-4) and torch.allclose(dots[0], dots[2], atol=1e-4)
+    assert not torch.allclose(dots[0], (at(q, 5) * at(k, 5)).sum(-1), atol=1e-3)
+    # the rotate-half layout: channel i pairs with i + hd/2, angle pos * theta^(-2i/hd)
+    cos, sin = rope(torch.tensor([[3]]))
+    angle = 3 * 500.0 ** (-2 * 1 / 16)
+    assert math.isclose(cos[0, 0, 1].item(), math.cos(angle), abs_tol=1e-6)
+    assert math.isclose(sin[0, 0, 9].item(), math.sin(angle), abs_tol=1e-6)
+
+
+def test_grouped_query_attention_equals_mha_with_repeated_kv_heads():
+    torch.manual_seed(0)
+    C, nh, nkv, hd = 32, 4, 2, 8
+    gqa = Attention(C, nh, num_kv_heads=nkv, qkv_bias=False)
+    assert gqa.qkv.weight.shape == (C + 2 * nkv * hd, C)
+    mha = Attention(C, nh, qkv_bias=False)
+    wq, wk, wv = gqa.qkv.weight.split([C, nkv * hd, nkv * hd])
+    rep = lambda w: w.view(nkv, hd, C).repeat_interleave(nh // nkv, dim=0).reshape(nh * hd, C)
+    with torch.no_grad():
+        mha.qkv.weight.copy_(torch.cat([wq, rep(wk), rep(wv)]))
+        mha.proj.load_state_dict(gqa.proj.state_dict())
+    x = torch.randn(2, 6, C)
+    mask = build_attention_mask(torch.tensor([[0, 1, 1, 1, 1, 1], [1] * 6]), 6, 6, causal=True)
+    cos, sin = RotaryEmbedding(hd)(torch.arange(6).expand(2, 6))
+    assert torch.allclose(gqa(x, attn_mask=mask, rope=(cos, sin)), mha(x, attn_mask=mask, rope=(cos, sin)), atol=1e-6)
+    with pytest.raises(ValueError, match="multiple of num_kv_heads"):
+        Attention(C, nh, num_kv_heads=3)
+
+
+def _llama_block(**kw):
+    return Block(32, 4, 48, norm="rmsnorm", act="swiglu", rotary=True, num_kv_heads=2, qkv_bias=False,
+                 proj_bias=False, mlp_bias=False, **kw)  # fmt: skip
+
+
+def test_llama_block_layout_and_cached_rotary_decoding():
+    torch.manual_seed(0)
+    blk = _llama_block()
+    assert isinstance(blk.norm1, RMSNorm) and isinstance(blk.mlp, SwiGLU)
+    assert sorted(k for k, _ in blk.named_parameters()) == [
+        "attn.proj.weight", "attn.qkv.weight", "mlp.fc1.weight", "mlp.fc2.weight", "norm1.weight", "norm2.weight",
+    ]  # fmt: skip
+    dec = Transformer(32, 2, 4, 48, norm="rmsnorm", act="swiglu", rotary=True, num_kv_heads=2).eval()
+    rotary = RotaryEmbedding(8, theta=1000.0)
+    x = torch.randn(2, 7, 32)
+    full = dec(x, is_causal=True, rope=rotary(torch.arange(7).expand(2, 7)))
+    cache = KVCache(2)
+    outs = [dec(x[:, :3], is_causal=True, cache=cache, rope=rotary(torch.arange(3).expand(2, 3)))]
+    for t in range(3, 7):
+        outs.append(dec(x[:, t : t + 1], cache=cache, rope=rotary(torch.full((2, 1), t))))
+    assert cache[0].self_kv[0].shape == (2, 2, 7, 8)  # the cache keeps the 2 key/value heads, unrepeated
+    assert torch.allclose(torch.cat(outs, dim=1), full, atol=1e-5)
+    with pytest.raises(ValueError, match="rope must be given"):
+        dec(x)
+
+
+def test_llama_block_compiles_without_graph_breaks():
+    torch.manual_seed(0)
+    blk = _llama_block().eval()
+    x = torch.randn(2, 5, 32)
+    rope = RotaryEmbedding(8)(torch.tensor([[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]]))
+    mask = build_attention_mask(torch.tensor([[0, 0, 1, 1, 1], [1] * 5]), 5, 5, causal=True)
+    compiled = torch.compile(blk, fullgraph=True, backend="eager")
+    assert torch.allclose(compiled(x, attn_mask=mask, rope=rope), blk(x, attn_mask=mask, rope=rope), atol=1e-6)

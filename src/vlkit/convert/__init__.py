@@ -14,7 +14,7 @@ and take the image tower's fixed options from the family's vision config
 checkpoint gives its sizes.
 """
 
-from . import hf_bert, hf_blip, hf_clip, hf_gpt2, hf_llava, hf_opt, hf_vit
+from . import hf_bert, hf_blip, hf_clip, hf_gpt2, hf_llama, hf_llava, hf_opt, hf_vit
 
 # HF config.json "model_type" -> converter module
 HF_CONVERTERS = {
@@ -25,4 +25,5 @@ HF_CONVERTERS = {
     "llava": hf_llava,
     "opt": hf_opt,
     "vit": hf_vit,
+    **{model_type: hf_llama for model_type in hf_llama.HF_MODEL_TYPES},
 }

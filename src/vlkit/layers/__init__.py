@@ -9,8 +9,10 @@ from .embeddings import (
     sincos_2d_position_encoding,
     sinusoidal_position_encoding,
 )
-from .mlp import GELU, Mlp, QuickGELU, make_activation
+from .mlp import GELU, Mlp, QuickGELU, SwiGLU, make_activation, make_mlp
+from .norms import RMSNorm, make_norm
 from .patch_embed import PatchEmbed, resize_position_embedding
+from .rotary import RotaryEmbedding, apply_rotary, rotate_half
 
 __all__ = [
     "Attention",
@@ -28,6 +30,13 @@ __all__ = [
     "Mlp",
     "QuickGELU",
     "make_activation",
+    "SwiGLU",
+    "make_mlp",
+    "RMSNorm",
+    "make_norm",
+    "RotaryEmbedding",
+    "apply_rotary",
+    "rotate_half",
     "PatchEmbed",
     "resize_position_embedding",
 ]

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .rotary import apply_rotary
+
 
 class LayerCache:
     """Past keys and values of one block: self-attention grows by one step per decoded token,
@@ -86,11 +88,15 @@ def build_attention_mask(
 
 
 class Attention(nn.Module):
-    """Multi-head scaled dot-product attention.
+    """Multi-head scaled dot-product attention, with grouped-query attention and rotary positions.
 
-    Self-attention projects queries, keys and values with one fused ``qkv`` linear layer;
-    cross-attention (``context_dim`` given) projects queries with ``q`` and keys/values of the
-    context with ``kv``.
+    Self-attention projects queries, keys and values with one fused ``qkv`` linear layer (rows:
+    queries, then keys, then values); cross-attention (``context_dim`` given) projects queries with
+    ``q`` and keys/values of the context with ``kv``. ``num_kv_heads`` < ``num_heads`` is
+    grouped-query attention (Llama 2 70B, Mistral, TinyLlama): keys and values have
+    ``num_kv_heads`` heads, each shared by ``num_heads / num_kv_heads`` query heads; the KV cache
+    stores them unrepeated. ``rope`` (cos, sin) given to ``forward`` rotates queries and keys of
+    self-attention (see :mod:`vlkit.layers.rotary`).
     """
 
     def __init__(
@@ -98,6 +104,7 @@ class Attention(nn.Module):
         dim: int,
         num_heads: int,
         *,
+        num_kv_heads: int | None = None,
         context_dim: int | None = None,
         qkv_bias: bool = True,
         proj_bias: bool = True,
@@ -107,21 +114,29 @@ class Attention(nn.Module):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
-        self.num_heads = num_heads
+        num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+        if num_kv_heads < 1 or num_heads % num_kv_heads:
+            raise ValueError(f"num_heads {num_heads} is not a multiple of num_kv_heads {num_kv_heads}")
+        self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
         self.head_dim = dim // num_heads
+        kv_dim = num_kv_heads * self.head_dim
         self.is_cross = context_dim is not None
         if context_dim is not None:
             self.q = nn.Linear(dim, dim, bias=qkv_bias)
-            self.kv = nn.Linear(context_dim, 2 * dim, bias=qkv_bias)
+            self.kv = nn.Linear(context_dim, 2 * kv_dim, bias=qkv_bias)
         else:
-            self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+            self.qkv = nn.Linear(dim, dim + 2 * kv_dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
         self.attn_drop = attn_drop
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def _heads(self, t: torch.Tensor) -> torch.Tensor:
+    def _heads(self, t: torch.Tensor, n: int) -> torch.Tensor:
         B, T, _ = t.shape
-        return t.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
+        return t.view(B, T, n, self.head_dim).transpose(1, 2)  # (B, n, T, hd)
+
+    def _keys_values(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k, v = t.chunk(2, dim=-1)
+        return self._heads(k, self.num_kv_heads), self._heads(v, self.num_kv_heads)  # (B, nkv, S, hd) each
 
     def forward(
         self,
@@ -131,21 +146,26 @@ class Attention(nn.Module):
         attn_mask: torch.Tensor | None = None,
         is_causal: bool = False,
         cache: LayerCache | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """x: (B, T, C); context: (B, S, Cc) for cross-attention; attn_mask: bool, True = attend."""
+        """x: (B, T, C); context: (B, S, Cc) for cross-attention; attn_mask: bool, True = attend;
+        rope: (cos, sin), each (B, T, hd), of the positions of x."""
         B, T, C = x.shape
         if self.is_cross:
             if context is None:
                 raise ValueError("cross-attention needs a context tensor")
-            q = self._heads(self.q(x))
+            q = self._heads(self.q(x), self.num_heads)
             if cache is not None and cache.cross_kv is not None:
                 k, v = cache.cross_kv
             else:
-                k, v = (self._heads(t) for t in self.kv(context).chunk(2, dim=-1))
+                k, v = self._keys_values(self.kv(context))
                 if cache is not None:
                     cache.cross_kv = (k, v)
         else:
-            q, k, v = (self._heads(t) for t in self.qkv(x).chunk(3, dim=-1))
+            q, kv = self.qkv(x).split([C, self.qkv.out_features - C], dim=-1)
+            q, (k, v) = self._heads(q, self.num_heads), self._keys_values(kv)  # (B, nh, T, hd), (B, nkv, T, hd)
+            if rope is not None:
+                q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
             if cache is not None:
                 k, v = cache.append(k, v)
         y = F.scaled_dot_product_attention(
@@ -155,6 +175,7 @@ class Attention(nn.Module):
             attn_mask=attn_mask,
             dropout_p=self.attn_drop if self.training else 0.0,
             is_causal=is_causal and attn_mask is None,
+            enable_gqa=self.num_kv_heads != self.num_heads,  # query head h reads kv head h // (nh / nkv)
         )  # (B, nh, T, hd)
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.proj_drop(self.proj(y))

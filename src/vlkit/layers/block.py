@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from .attention import Attention, KVCache
-from .mlp import Mlp
+from .mlp import Mlp, SwiGLU, make_mlp
+from .norms import make_norm
 
 
 class Block(nn.Module):
@@ -22,6 +23,12 @@ class Block(nn.Module):
     ``query_mlp=True`` (BLIP-2's Q-Former) gives the first ``num_queries`` positions (the learned
     queries) a feed-forward of their own (``mlp_query``, ``norm2_query``); with ``num_queries`` set,
     only those positions cross-attend to the context, while self-attention spans all positions.
+
+    The Llama family (Llama, Mistral, Qwen2, SmolLM) sets ``norm="rmsnorm"``, ``act="swiglu"`` (the
+    gated feed-forward), ``rotary=True`` (``forward`` then needs ``rope``, the cos/sin of the
+    positions from :class:`~vlkit.layers.RotaryEmbedding`), ``num_kv_heads`` for grouped-query
+    attention and no biases (``qkv_bias=proj_bias=mlp_bias=False``; Qwen2 keeps ``qkv_bias``).
+    The defaults are the LayerNorm/GELU/bias blocks of BERT, GPT-2, ViT and CLIP.
     """
 
     def __init__(
@@ -39,32 +46,47 @@ class Block(nn.Module):
         drop: float = 0.0,
         attn_drop: float = 0.0,
         query_mlp: bool = False,
+        norm: str = "layernorm",
+        num_kv_heads: int | None = None,
+        rotary: bool = False,
+        proj_bias: bool = True,
+        mlp_bias: bool = True,
     ) -> None:
         super().__init__()
         self.norm_first = norm_first
-        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop)
-        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.rotary = rotary
+        self.attn = Attention(
+            dim,
+            num_heads,
+            num_kv_heads=num_kv_heads,
+            qkv_bias=qkv_bias,
+            proj_bias=proj_bias,
+            attn_drop=attn_drop,
+            proj_drop=drop,
+        )
+        self.norm1 = make_norm(norm, dim, eps=norm_eps)
         self.cross_attn: Attention | None = None
-        self.norm_cross: nn.LayerNorm | None = None
+        self.norm_cross: nn.Module | None = None
         if cross_attention:
             self.cross_attn = Attention(
                 dim,
                 num_heads,
                 context_dim=context_dim or dim,
                 qkv_bias=qkv_bias,
+                proj_bias=proj_bias,
                 attn_drop=attn_drop,
                 proj_drop=drop,
             )
-            self.norm_cross = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = Mlp(dim, mlp_dim or 4 * dim, act=act, drop=drop)
-        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp_query: Mlp | None = None
-        self.norm2_query: nn.LayerNorm | None = None
+            self.norm_cross = make_norm(norm, dim, eps=norm_eps)
+        self.mlp = make_mlp(dim, mlp_dim or 4 * dim, act=act, drop=drop, bias=mlp_bias)
+        self.norm2 = make_norm(norm, dim, eps=norm_eps)
+        self.mlp_query: Mlp | SwiGLU | None = None
+        self.norm2_query: nn.Module | None = None
         if query_mlp:
-            self.mlp_query = Mlp(dim, mlp_dim or 4 * dim, act=act, drop=drop)
-            self.norm2_query = nn.LayerNorm(dim, eps=norm_eps)
+            self.mlp_query = make_mlp(dim, mlp_dim or 4 * dim, act=act, drop=drop, bias=mlp_bias)
+            self.norm2_query = make_norm(norm, dim, eps=norm_eps)
 
-    def _residual(self, x: torch.Tensor, norm: nn.LayerNorm, f) -> torch.Tensor:
+    def _residual(self, x: torch.Tensor, norm: nn.Module, f) -> torch.Tensor:
         return x + f(norm(x)) if self.norm_first else norm(x + f(x))
 
     def forward(
@@ -77,10 +99,16 @@ class Block(nn.Module):
         context_mask: torch.Tensor | None = None,
         cache=None,
         num_queries: int = 0,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """x: (B, T, C); context: (B, S, Cc); masks are boolean, True = attend. ``num_queries``:
-        how many leading positions are Q-Former queries (0: none; see ``query_mlp``)."""
-        x = self._residual(x, self.norm1, lambda h: self.attn(h, attn_mask=attn_mask, is_causal=is_causal, cache=cache))
+        how many leading positions are Q-Former queries (0: none; see ``query_mlp``). ``rope``:
+        (cos, sin), each (B, T, head_dim), of the positions of x; needed exactly when ``rotary``."""
+        if (rope is not None) != self.rotary:
+            raise ValueError(f"this block has rotary={self.rotary}; rope must be given exactly when it is True")
+        x = self._residual(
+            x, self.norm1, lambda h: self.attn(h, attn_mask=attn_mask, is_causal=is_causal, cache=cache, rope=rope)
+        )
         if num_queries and self.mlp_query is not None:
             queries, text = x[:, :num_queries], x[:, num_queries:]  # (B, Q, C), (B, T - Q, C)
             queries = self._feed_forward(
@@ -139,6 +167,7 @@ class Transformer(nn.Module):
         context_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
         num_queries: int = 0,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         for i, block in enumerate(self.blocks):
             x = block(
@@ -149,5 +178,6 @@ class Transformer(nn.Module):
                 context_mask=context_mask,
                 cache=None if cache is None else cache[i],
                 num_queries=num_queries,
+                rope=rope,
             )
         return x

@@ -51,3 +51,28 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.fc2(self.act(self.fc1(x))))
+
+
+class SwiGLU(nn.Module):
+    """Gated feed-forward of Llama, Mistral and Qwen2: ``down(silu(gate(x)) * up(x))``.
+
+    ``gate`` and ``up`` are one fused projection ``fc1`` (gate rows first, then up: (2 * hidden, dim));
+    ``fc2`` is ``down``. The key names match :class:`Mlp`'s, so code that adapts an MLP by name
+    (LoRA target modules) sees both alike."""
+
+    def __init__(self, dim: int, hidden_dim: int, *, drop: float = 0.0, bias: bool = False) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, 2 * hidden_dim, bias=bias)
+        self.fc2 = nn.Linear(hidden_dim, dim, bias=bias)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.fc1(x).chunk(2, dim=-1)  # (..., hidden) each
+        return self.drop(self.fc2(F.silu(gate) * up))
+
+
+def make_mlp(dim: int, hidden_dim: int, *, act: str, drop: float = 0.0, bias: bool = True) -> Mlp | SwiGLU:
+    """``act="swiglu"``: the gated :class:`SwiGLU`; any other activation name: :class:`Mlp`."""
+    if act == "swiglu":
+        return SwiGLU(dim, hidden_dim, drop=drop, bias=bias)
+    return Mlp(dim, hidden_dim, act=act, drop=drop, bias=bias)

@@ -1,6 +1,6 @@
 """Model families: one file each, a frozen config dataclass, modules and presets."""
 
-from . import albef, bert, blip, clip, gpt, opt, vit, vlm  # noqa: F401  (register the families and presets)
+from . import albef, bert, blip, clip, gpt, llama, opt, vit, vlm  # noqa: F401  (register the families and presets)
 from .albef import ALBEF, ALBEFConfig, ALBEFTextConfig
 from .base import CheckpointError, Model
 from .bert import BertConfig, BertModel
@@ -8,6 +8,7 @@ from .blip import Blip, BlipConfig, BlipTextConfig, itm_rerank
 from .clip import CLIP, CLIPConfig, CLIPTextConfig
 from .generation_config import GenerationConfig
 from .gpt import GPT, GPTConfig
+from .llama import Llama, LlamaConfig
 from .loading import from_pretrained
 from .opt import OPT, OPTConfig
 from .registry import create_model, list_models, register
@@ -24,6 +25,8 @@ __all__ = [
     "GPTConfig",
     "OPT",
     "OPTConfig",
+    "Llama",
+    "LlamaConfig",
     "ViT",
     "ViTConfig",
     "VLM",

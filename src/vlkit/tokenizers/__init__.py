@@ -13,11 +13,13 @@ folder (``tok.save(folder)``: vlkit's files plus an HF ``tokenizer.json``) and l
 from .base import Tokenizer
 from .bpe import GPT2_PATTERN, BPETokenizer
 from .bpe_core import bytes_to_unicode
+from .chat import ChatText, apply_chat_template, encode_chat
 from .clip import CLIPTokenizer
 from .clip_clean import clip_clean
 from .hf import tokenizer_from_hf_json
 from .loading import get_tokenizer, list_tokenizers, register_tokenizer
 from .simple import CharTokenizer, WordTokenizer
+from .sp_bpe import SentencePieceBPETokenizer
 from .training import read_corpus
 from .wordpiece import WordPieceTokenizer
 
@@ -44,4 +46,8 @@ __all__ = [
     "clip_clean",
     "GPT2_PATTERN",
     "ALGORITHM_CLASSES",
+    "SentencePieceBPETokenizer",
+    "ChatText",
+    "apply_chat_template",
+    "encode_chat",
 ]

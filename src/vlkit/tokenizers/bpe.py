@@ -19,12 +19,15 @@ from .training import count_words, progress_bar
 from .vocab_files import merges_to_ids, read_merges_txt, read_vocab_json, write_merges_txt, write_vocab_json
 
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+DIGIT = regex.compile(r"\p{N}")  # Rust's char::is_numeric, what HF's Digits pre-tokenizer splits on
 
 
 @register_algorithm("bpe")
 class BPETokenizer(Tokenizer):
     """Byte-level BPE (GPT-2). ``tokens`` is the vocabulary in id order; ``merges`` the ranked
-    pairs of token strings. ``pattern`` is the pre-tokenization regex (GPT-2's by default)."""
+    pairs of token strings. ``pattern`` is the pre-tokenization regex (GPT-2's by default);
+    ``individual_digits`` first makes every digit a piece of its own (HF's ``Digits`` pre-tokenizer,
+    as StarCoder's and SmolLM's tokenizers have it)."""
 
     data_files = ("vocab.json", "merges.txt")
 
@@ -38,6 +41,7 @@ class BPETokenizer(Tokenizer):
         add_prefix_space: bool = False,
         normalizer: dict | None = None,
         ignore_merges: bool = False,
+        individual_digits: bool = False,
         **kwargs,
     ):
         super().__init__(tokens, special_tokens, **kwargs)
@@ -50,6 +54,9 @@ class BPETokenizer(Tokenizer):
         compiled = regex.compile(pattern)
         # GPT-2's pattern matches every character; another pattern's gaps are pieces too (HF "Isolated").
         self._findall = compiled.findall if pattern == GPT2_PATTERN else _isolated_split(compiled)
+        self.individual_digits = individual_digits
+        if individual_digits:
+            self._findall = _digits_first(self._findall)
         self._bpe = BPEMerges(merges_to_ids(self.merges, self._token_to_id, "BPE merges"))
         byte_map = bytes_to_unicode()
         self._byte_ids = [self._token_to_id.get(byte_map[b]) for b in range(256)]
@@ -178,6 +185,7 @@ class BPETokenizer(Tokenizer):
             "add_prefix_space": self.add_prefix_space,
             "normalizer": self.normalizer,
             "ignore_merges": self.ignore_merges,
+            "individual_digits": self.individual_digits,
         }
 
     def _save_data(self, folder: Path) -> None:
@@ -195,32 +203,21 @@ class BPETokenizer(Tokenizer):
             add_prefix_space=config.get("add_prefix_space", False),
             normalizer=config.get("normalizer"),
             ignore_merges=config.get("ignore_merges", False),
+            individual_digits=config.get("individual_digits", False),
             **cls._kwargs_from_config(config),
         )
 
     def to_hf_json(self) -> dict:
         from .hf import hf_document
 
-        if self.pattern == GPT2_PATTERN:
-            pre = {
-                "type": "ByteLevel",
-                "add_prefix_space": self.add_prefix_space,
-                "trim_offsets": True,
-                "use_regex": True,
-            }
-        else:
-            pre = {
-                "type": "Sequence",
-                "pretokenizers": [
-                    {"type": "Split", "pattern": {"Regex": self.pattern}, "behavior": "Isolated", "invert": False},
-                    {
-                        "type": "ByteLevel",
-                        "add_prefix_space": self.add_prefix_space,
-                        "trim_offsets": True,
-                        "use_regex": False,
-                    },
-                ],
-            }
+        gpt2 = self.pattern == GPT2_PATTERN
+        pres = [{"type": "Digits", "individual_digits": True}] if self.individual_digits else []
+        if not gpt2:
+            pres.append({"type": "Split", "pattern": {"Regex": self.pattern}, "behavior": "Isolated", "invert": False})
+        pres.append(
+            {"type": "ByteLevel", "add_prefix_space": self.add_prefix_space, "trim_offsets": True, "use_regex": gpt2}
+        )
+        pre = pres[0] if len(pres) == 1 else {"type": "Sequence", "pretokenizers": pres}
         model = {
             "type": "BPE",
             "dropout": None,
@@ -251,5 +248,17 @@ def _isolated_split(pattern: regex.Pattern) -> Callable[[str], list[str]]:
         if pos < len(text):
             out.append(text[pos:])
         return out
+
+    return split
+
+
+def _digits_first(findall: Callable[[str], list[str]]) -> Callable[[str], list[str]]:
+    """Every digit a piece of its own, the text between digits split by ``findall``."""
+    digits = _isolated_split(DIGIT)
+
+    def split(text: str) -> list[str]:
+        if DIGIT.search(text) is None:
+            return findall(text)
+        return [p for piece in digits(text) for p in ([piece] if DIGIT.fullmatch(piece) else findall(piece))]
 
     return split

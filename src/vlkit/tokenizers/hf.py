@@ -1,7 +1,9 @@
 """HF ``tokenizer.json``: writing vlkit tokenizers in that form and reading the BPE, WordPiece and
 WordLevel tokenizers it describes.
 
-Supported when reading: the models BPE (byte-level as GPT-2/RoBERTa, or CLIP's with ``</w>``),
+Supported when reading: the models BPE (byte-level as GPT-2/RoBERTa, Llama 3, Qwen2 and SmolLM
+with their split regex and individual digits; SentencePiece-style with byte fallback as Llama 2,
+TinyLlama and Mistral; or CLIP's with ``</w>``),
 WordPiece (BERT normalizer and pre-tokenizer) and WordLevel (as vlkit writes it); the post
 processors TemplateProcessing, BertProcessing, RobertaProcessing and ByteLevel. Anything else
 raises a ValueError naming the file and the component.
@@ -235,9 +237,8 @@ def _bpe(p: _Parsed) -> Tokenizer:
     from .clip import END_OF_WORD
 
     model, where = p.model, p.where
-    for key, ok in (("dropout", (None,)), ("byte_fallback", (False, None)), ("fuse_unk", (False, None))):
-        if model.get(key) not in ok:
-            raise ValueError(f"{where}: BPE with {key}={model.get(key)!r} is not supported by vlkit")
+    if model.get("dropout") is not None:
+        raise ValueError(f"{where}: BPE with dropout={model.get('dropout')!r} is not supported by vlkit")
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model.get("merges", [])]
     if model.get("end_of_word_suffix") == END_OF_WORD:
         return _clip_bpe(p, merges)
@@ -245,14 +246,24 @@ def _bpe(p: _Parsed) -> Tokenizer:
         raise ValueError(
             f"{where}: BPE with subword prefix/suffix is not supported by vlkit (only byte-level and CLIP)"
         )
-    pre_types = p.pre_types
+    if p.pre_types in ([], ["Metaspace"]):  # SentencePiece's layout (Llama 2, TinyLlama, Mistral)
+        return _sentencepiece_bpe(p, merges)
+    for key in ("byte_fallback", "fuse_unk"):
+        if model.get(key) not in (False, None):
+            raise ValueError(f"{where}: byte-level BPE with {key}={model.get(key)!r} is not supported by vlkit")
+    pres, individual_digits = p.pres, False
+    if pres and pres[0].get("type") == "Digits":
+        if not pres[0].get("individual_digits", False):
+            raise ValueError(f"{where}: the Digits pre-tokenizer is supported with individual_digits=true only")
+        pres, individual_digits = pres[1:], True
+    pre_types = [x.get("type") for x in pres]
     if "ByteLevel" not in pre_types:
         raise ValueError(f"{where}: only byte-level BPE is supported by vlkit; pre-tokenizers {pre_types}")
-    byte_level = p.pres[pre_types.index("ByteLevel")]
+    byte_level = pres[pre_types.index("ByteLevel")]
     if pre_types == ["ByteLevel"] and byte_level.get("use_regex", True):
         pattern = GPT2_PATTERN
     elif pre_types == ["Split", "ByteLevel"] and not byte_level.get("use_regex", True):
-        split = p.pres[0]
+        split = pres[0]
         if split.get("behavior") != "Isolated" or split.get("invert") or "Regex" not in split.get("pattern", {}):
             raise ValueError(f"{where}: Split pre-tokenizer {split} is not supported by vlkit")
         pattern = split["pattern"]["Regex"]
@@ -266,6 +277,24 @@ def _bpe(p: _Parsed) -> Tokenizer:
         add_prefix_space=byte_level.get("add_prefix_space", False),
         normalizer=p.normalizer,
         ignore_merges=bool(model.get("ignore_merges", False)),
+        individual_digits=individual_digits,
+        **p.common,
+    )
+
+
+def _sentencepiece_bpe(p: _Parsed, merges: list[tuple]) -> Tokenizer:
+    from .sp_bpe import SentencePieceBPETokenizer
+
+    p.roles.setdefault("unk", p.model.get("unk_token") or "<unk>")
+    p.roles = {r: t for r, t in p.roles.items() if t in p.vocab}
+    return SentencePieceBPETokenizer(
+        p.tokens,
+        merges,
+        p.roles,
+        normalizer=p.normalizer,
+        metaspace=p.pres[0] if p.pres else None,
+        byte_fallback=bool(p.model.get("byte_fallback", False)),
+        fuse_unk=bool(p.model.get("fuse_unk", False)),
         **p.common,
     )
 
@@ -329,6 +358,7 @@ def hf_tokenizer_class(tok: Tokenizer, preferred: str | None) -> str:
             and tok.pattern == GPT2_PATTERN
             and tok.normalizer is None
             and not tok.ignore_merges
+            and not tok.individual_digits
             and not tok.prefix
             and not tok.suffix
         )
