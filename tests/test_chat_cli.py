@@ -68,3 +68,17 @@ def test_errors_are_one_line(folder, tmp_path, capsys):
     assert main(["chat", "--model", str(folder / "vlm"), str(tmp_path / "none.png"), "--prompt", "hi"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(e.startswith("vlkit chat: error: ") for e in err)
+
+
+def test_vqa_and_caption_accept_a_vlm(folder, capsys):
+    model = str(folder / "vlm")
+    image = str(folder / "red.png")
+    assert main(["vqa", "--model", model, image, "what shape is it?", "--num-beams", "1", "--max-new-tokens", "6"]) == 0
+    expected = _expected(folder, [{"from": "human", "value": "<image>\nwhat shape is it?"}], ["red.png"])
+    assert capsys.readouterr().out == expected.strip() + "\n"
+    assert main(["caption", "--model", model, image, "--num-beams", "2", "--max-new-tokens", "6"]) == 0
+    path, text = capsys.readouterr().out.rstrip("\n").split("\t")
+    assert path == image
+    (folder / "answers.txt").write_text("red\nblue\n")
+    assert main(["vqa", "--model", model, image, "what?", "--answers", str(folder / "answers.txt")]) == 2
+    assert "for BLIP VQA models" in capsys.readouterr().err

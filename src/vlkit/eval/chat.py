@@ -28,13 +28,14 @@ def answer(
     pixel_values: torch.Tensor | None,
     turns: Sequence[Mapping],
     *,
-    max_new_tokens: int = 64,
+    max_new_tokens: int | None = 64,
     on_text: Callable[[str], None] | None = None,
     **generation,
 ) -> str:
     """The model's answer (text, without the end token) to the last user turn of ``turns`` about
     ``pixel_values`` (1, 3, H, W) or no image; ``on_text`` gets the answer's text piece by piece as
-    the tokens are chosen. ``generation``: more options of ``VLM.generate`` (``do_sample``, ...)."""
+    the tokens are chosen (greedy or sampling). ``generation``: more options of ``VLM.generate``
+    (``do_sample``, ``generation_config``, ...); ``max_new_tokens=None`` leaves the config's."""
     device = next(model.parameters()).device
     ids = torch.tensor([prompt_ids(tokenizer, turns)], device=device)
     eos = model.config.text.eos_token_id
@@ -52,13 +53,11 @@ def answer(
             on_text(text[len(shown) :])
             shown = text
 
-    out = model.generate(
-        None if pixel_values is None else pixel_values.to(device),
-        ids,
-        max_new_tokens=max_new_tokens,
-        streamer=stream,
-        **generation,
-    )
+    if max_new_tokens is not None:
+        generation["max_new_tokens"] = max_new_tokens
+    if on_text is not None:
+        generation["streamer"] = stream
+    out = model.generate(None if pixel_values is None else pixel_values.to(device), ids, **generation)
     tokens = [t for t in out[0, ids.shape[1] :].tolist() if t != eos and t < vocab]
     text = tokenizer.decode(tokens, skip_special_tokens=True)
     if on_text is not None and text.startswith(shown) and len(text) > len(shown):
