@@ -51,3 +51,11 @@ blip-demo: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# A tiny LLaVA-style VLM on the same data: stage 1 (the projector aligns a frozen CLIP tower and
+# Llama LLM), then stage 2 (projector and LLM on generated conversations); answer accuracy per
+# question type on held-out images, then `vlkit chat --model runs/vlm-stage2/model IMAGE`.
+.PHONY: vlm-demo
+vlm-demo: $(VENV)/.installed
+	$(VENV)/bin/vlkit train --config configs/vlm-stage1.yaml --overwrite
+	$(VENV)/bin/vlkit train --config configs/vlm-stage2.yaml --overwrite

@@ -17,7 +17,7 @@ import torch
 from PIL.Image import DecompressionBombError
 from safetensors import SafetensorError
 
-from . import caption, convert, data, embed, eval, tokenize, train
+from . import caption, chat, convert, data, embed, eval, tokenize, train
 
 # What a user can cause. ValueError covers vlkit.CheckpointError, JSON and UnicodeDecodeError;
 # OSError covers missing files, permissions and a full disk; KeyError and TypeError are what
@@ -39,7 +39,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # terminal colours some libraries put int
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlkit", description="Vision-language models: train, evaluate, use.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (caption, convert, data, embed, eval, tokenize, train):
+    for group in (caption, chat, convert, data, embed, eval, tokenize, train):
         group.add_commands(commands)
     return parser
 

@@ -1,4 +1,5 @@
-"""``vlkit caption`` and ``vlkit vqa``: BLIP and BLIP-2 image captioning and visual question answering.
+"""``vlkit caption`` and ``vlkit vqa``: BLIP and BLIP-2 image captioning and visual question answering; a
+LLaVA-style VLM answers the question (vqa) or a request for a description (caption, or --prompt).
 
     vlkit caption --model FOLDER photo1.jpg photo2.jpg [--num-beams 3] [--prompt "a picture of"]
     vlkit caption --model runs/blip-shapes photo.jpg --sample --top-p 0.9
@@ -25,6 +26,7 @@ from ..eval.datasets import read_answer_list
 from ..eval.resolve import BLIP_TOKENIZER, load_model_and_tokenizer, require_captioner, vqa_model
 from ..eval.vqa import BLIP2_VQA_PROMPT
 from ..models.blip2 import Blip2
+from ..models.vlm import VLM
 from ..runtime import resolve_device
 from .generation_options import add_generation_arguments, generation_config_from_args, sampling_generator
 
@@ -45,7 +47,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 def add_commands(commands) -> None:
     p = commands.add_parser(
         "caption",
-        help="caption images with a BLIP or BLIP-2 model",
+        help="caption images with a BLIP or BLIP-2 model (or a LLaVA-style VLM)",
         description="Print one caption per image (IMAGE<TAB>caption).",
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
@@ -58,7 +60,7 @@ def add_commands(commands) -> None:
 
     q = commands.add_parser(
         "vqa",
-        help="answer a question about an image with a BLIP VQA model or a BLIP-2",
+        help="answer a question about an image with a BLIP VQA model, a BLIP-2 or a LLaVA-style VLM",
         description="Print the answer to QUESTION about IMAGE.",
     )
     q.add_argument("image", metavar="IMAGE")
@@ -82,10 +84,20 @@ def add_commands(commands) -> None:
 
 def _load(args, pick):
     """(``pick(model, source)`` of the model ``--model`` names, on ``--device``, and its tokenizer);
-    ``args.device`` becomes the checked torch device."""
+    a LLaVA-style VLM is taken as it is. ``args.device`` becomes the checked torch device."""
     args.device = resolve_device(args.device)
     model, tokenizer = load_model_and_tokenizer(args.model, args.tokenizer)
-    return pick(model, args.model).to(args.device).eval(), tokenizer
+    model = model if isinstance(model, VLM) else pick(model, args.model)
+    return model.to(args.device).eval(), tokenizer
+
+
+def _vlm_answer(model: VLM, tokenizer, pixels: torch.Tensor, message: str, config) -> str:
+    """A VLM's greedy (or as ``config`` says) answer to ``message`` about one image (1, 3, H, W)."""
+    from ..eval.chat import answer
+    from ..tokenizers.chat import IMAGE_TOKEN
+
+    turns = [{"from": "human", "value": f"{IMAGE_TOKEN}\n{message}"}]
+    return answer(model, tokenizer, pixels, turns, max_new_tokens=None, generation_config=config).strip()
 
 
 def read_images(paths, model) -> torch.Tensor:
@@ -110,6 +122,13 @@ def ids_to_text(tokenizer, ids: torch.Tensor, config) -> str:
 def run_caption(args) -> int:
     config = generation_config_from_args(args)
     model, tokenizer = _load(args, require_captioner)
+    if isinstance(model, VLM):  # one image at a time, asked for a description (or --prompt)
+        from ..data.conversations import CAPTION_INSTRUCTION
+
+        for path in args.images:
+            pixels = read_images([path], model).to(args.device)
+            print(f"{path}\t{_vlm_answer(model, tokenizer, pixels, args.prompt or CAPTION_INSTRUCTION, config)}")
+        return 0
     generator = sampling_generator(args, args.device)
     blip2 = isinstance(model, Blip2)
     prompt = None
@@ -148,6 +167,11 @@ def run_vqa(args) -> int:
         with torch.no_grad():
             ids = model.generate(pixels, prompt, generation_config=config)
         print(decode_llm(tokenizer, ids[0], model.config.llm, skip=prompt.shape[1]))
+        return 0
+    if isinstance(model, VLM):
+        if candidates is not None:
+            raise ValueError("--answers (ranking candidate answers) is for BLIP VQA models; a VLM generates its answer")
+        print(_vlm_answer(model, tokenizer, pixels, args.question, config))
         return 0
     question = tokenizer([args.question])
     q_ids, q_mask = question["input_ids"].to(args.device), question["attention_mask"].to(args.device)

@@ -28,6 +28,7 @@ REASONS = (
     "non-text question",
     "missing answer",
     "non-text answer",  # questions about images
+    "bad conversation",  # LLaVA-format conversations (the detail says what is wrong)
     "non-text image path",
     "missing file",
     "zero-size file",  # found when the annotations are read

@@ -14,6 +14,7 @@ of the batch in that order.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -241,12 +242,14 @@ class VLM(Model[VLMConfig]):
         attention_mask: torch.Tensor | None = None,
         generation_config: GenerationConfig | None = None,
         generator: torch.Generator | None = None,
+        streamer: Callable[[torch.Tensor], None] | None = None,
         **overrides,
     ) -> torch.Tensor:
         """Continue prompts (B, T) about images (N, 3, H, W) -> ``input_ids`` followed by the new
         tokens (B, T + new). Options as :meth:`vlkit.models.GPT.generate`; left-padded batches
         pass ``attention_mask``; ``eos_token_id`` and ``pad_token_id`` default to the LLM's.
-        Lengths (``min_length``, the position limit) count image tokens expanded."""
+        Lengths (``min_length``, the position limit) count image tokens expanded. ``streamer``
+        (greedy and sampling) is called with each new token (B,) as soon as it is chosen."""
         if max_new_tokens is not None:
             overrides["max_new_tokens"] = max_new_tokens
         text = self.config.text
@@ -262,8 +265,36 @@ class VLM(Model[VLMConfig]):
             step = CachedStep(
                 self._next_logits, KVCache(text.num_layers), attention_mask=prompt.mask, prompt_embeds=prompt.embeds
             )
-            out = generate_tokens(step, prompt.ids, config, generator=generator, max_positions=text.max_positions)
+            if streamer is not None and config.num_beams > 1:
+                raise ValueError("streamer works with greedy decoding and sampling, not beam search (num_beams > 1)")
+            streaming = None if streamer is None else _Streaming(step, streamer)
+            out = generate_tokens(
+                step if streaming is None else streaming,
+                prompt.ids,
+                config,
+                generator=generator,
+                max_positions=text.max_positions,
+            )
+            if streaming is not None:
+                for t in range(prompt.ids.shape[1] + streaming.sent, out.shape[1]):
+                    streaming.streamer(out[:, t])  # the last token is chosen but never fed back
         return torch.cat([input_ids, out[:, prompt.ids.shape[1] :]], dim=1)
+
+
+class _Streaming:
+    """A decoding step that hands each chosen token (fed back as the next input) to ``streamer``."""
+
+    def __init__(self, step: CachedStep, streamer: Callable[[torch.Tensor], None]) -> None:
+        self.step, self.streamer, self.sent = step, streamer, 0
+
+    def __call__(self, new_ids: torch.Tensor) -> torch.Tensor:
+        if self.step.cache.length:  # after the prompt: new_ids (B, 1) are the tokens just chosen
+            self.streamer(new_ids[:, -1])
+            self.sent += 1
+        return self.step(new_ids)
+
+    def reorder(self, index: torch.Tensor) -> None:
+        self.step.reorder(index)
 
 
 @register("vlm-tiny")
@@ -283,4 +314,29 @@ def vlm_tiny() -> VLMConfig:
             eos_token_id=0,
         ),
         image_token_id=999,
+    )
+
+
+@register("vlm-shapes-tiny")
+def vlm_shapes_tiny() -> VLMConfig:
+    """For the VLM recipes' tests and the shapes demo: a 2-layer CLIP tower on 32-pixel images
+    (16 patches) and a 2-layer Llama (GQA) sized for :func:`vlkit.data.conversations.conversation_tokenizer`
+    (ids: pad 0, <s> 2, </s> 3, <image> 4)."""
+    from .llama import LlamaConfig
+
+    return VLMConfig(
+        vision=clip_vision_config(image_size=32, patch_size=8, width=64, depth=2, num_heads=4, mlp_dim=256),
+        text=LlamaConfig(
+            vocab_size=128,
+            hidden_size=64,
+            intermediate_size=128,
+            num_layers=2,
+            num_heads=4,
+            num_kv_heads=2,
+            max_positions=256,
+            bos_token_id=2,
+            eos_token_id=3,
+            pad_token_id=0,
+        ),
+        image_token_id=4,
     )

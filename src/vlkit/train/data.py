@@ -8,7 +8,7 @@ from pathlib import Path
 from ..data.folder import ImageTextFolder
 from ..data.synthetic import ShapesDataset
 
-DATA_KINDS = ("shapes", "folder", "webdataset")
+DATA_KINDS = ("shapes", "folder", "webdataset", "conversations")
 
 
 def build_datasets(
@@ -46,6 +46,17 @@ def build_datasets(
         val = None
         if data.val_annotations:
             val = ImageTextFolder(Path(data.val_annotations), transform=eval_transform, **common)
+        return train, val
+    if data.kind == "conversations":  # LLaVA-format JSONL (vlkit.data.conversations), for the VLM recipes
+        from ..data.conversations import ConversationFolder
+
+        if not data.train_annotations:
+            raise ValueError("data.kind is 'conversations' but data.train_annotations (a JSONL file) is not set")
+        common = dict(root=data.root, image_key=data.image_key)
+        train = ConversationFolder(Path(data.train_annotations), transform=train_transform, **common)
+        val = None
+        if data.val_annotations:
+            val = ConversationFolder(Path(data.val_annotations), transform=eval_transform, **common)
         return train, val
     raise ValueError(f"data.kind must be one of {DATA_KINDS}, got {data.kind!r}")
 

@@ -37,12 +37,15 @@ from .blip import BLIPOptions, BLIPRecipe
 from .blip_vqa import BLIPVQAOptions, BLIPVQARecipe
 from .clip import CLIPOptions, CLIPRecipe
 from .common import EvalOutput
+from .vlm import VLMOptions, VLMStage1Recipe, VLMStage2Recipe
 
 RECIPES = {
     "albef": ALBEFRecipe,
     "blip": BLIPRecipe,
     "blip-vqa": BLIPVQARecipe,
     "clip": CLIPRecipe,
+    "vlm-stage1": VLMStage1Recipe,
+    "vlm-stage2": VLMStage2Recipe,
 }
 
 
@@ -68,5 +71,8 @@ __all__ = [
     "EvalOutput",
     "RECIPES",
     "Recipe",
+    "VLMOptions",
+    "VLMStage1Recipe",
+    "VLMStage2Recipe",
     "get_recipe",
 ]

@@ -1,0 +1,231 @@
+"""The ``vlm-stage1`` and ``vlm-stage2`` recipes: LLaVA's two-stage training of a
+:class:`vlkit.models.VLM`.
+
+- ``vlm-stage1`` (alignment): only the projector trains, on image-caption pairs (each becomes
+  ``<image>\\ndescribe the image.`` answered by the caption). The vision tower and the LLM are
+  frozen: they require no grad (so the optimizer leaves them out) and stay in eval mode.
+- ``vlm-stage2`` (instruction tuning): the projector and the LLM train on conversations
+  (LLaVA JSONL with ``data.kind: conversations``, or the shapes' generated conversations), the
+  LLM fully or, with ``lora: true``, through LoRA adapters on ``lora_target_modules``. The vision
+  tower stays frozen. ``stage1_model`` names the stage-1 model folder to start from.
+
+The loss is next-token cross-entropy on the assistant's answers only. The saved model folder
+(``model/``) is the whole VLM, adapters merged; with LoRA, ``model/adapter/`` holds the adapters
+and the projector (``adapter.safetensors``, ``adapter_config.json``), which
+:func:`vlkit.layers.lora.load_adapter` puts on the stage-1 model.
+
+Options (the config's ``task:`` section): see :class:`VLMOptions`.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...data.conversations import ConversationCollator, conversation_tokenizer, shapes_conversation
+from ...data.loader import eval_loader
+from ...layers.lora import LoRAConfig, apply_lora, merge_lora, save_adapter
+from ...models.vlm import VLM
+from ...runtime import autocast, eval_mode
+from ...tasks.vlm import VLMTask
+from .base import Recipe
+from .common import EvalOutput, check_model_spec, load_tokenizer, model_from_spec
+
+CONVERSATION_TOKENIZER = "conversations"
+ADAPTER_FOLDER = "adapter"
+
+
+@dataclass(frozen=True)
+class VLMOptions:
+    tokenizer: str = CONVERSATION_TOKENIZER  # "conversations" (the shapes' word tokenizer), a preset or a folder
+    stage1_model: str | None = None  # stage 2: the stage-1 model folder to start from (replaces model:)
+    lora: bool = False  # stage 2: train the LLM through LoRA adapters (else fully)
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_target_modules: str = "attn.qkv,attn.proj"  # comma-separated module names (path suffixes) in the LLM
+    eval_conversations: int = 200  # stage 2: greedy answers to the held-out conversations scored per type
+    max_new_tokens: int = 8
+
+    def __post_init__(self) -> None:
+        LoRAConfig(self.lora_rank, self.lora_alpha, self.lora_dropout, self.target_modules())  # its checks
+        if self.eval_conversations < 0 or self.max_new_tokens < 1:
+            raise ValueError(
+                f"eval_conversations must be >= 0 and max_new_tokens >= 1, got {self.eval_conversations} "
+                f"and {self.max_new_tokens}"
+            )
+
+    def target_modules(self) -> tuple[str, ...]:
+        return tuple(t.strip() for t in self.lora_target_modules.split(",") if t.strip())
+
+    def lora_config(self) -> LoRAConfig:
+        return LoRAConfig(self.lora_rank, self.lora_alpha, self.lora_dropout, self.target_modules())
+
+
+class VLMTrainee(nn.Module):
+    """A VLM with its frozen parts (``frozen``: child names) kept in eval mode and out of the
+    optimizer. ``save_pretrained`` writes the VLM (adapters merged) and, with LoRA, the adapters
+    and the projector into ``adapter/``."""
+
+    def __init__(self, vlm: VLM, *, frozen: tuple[str, ...], lora: LoRAConfig | None = None) -> None:
+        super().__init__()
+        self.vlm, self.frozen, self.lora = vlm, frozen, lora
+        for name in frozen:
+            getattr(vlm, name).requires_grad_(False)
+        if lora is not None:
+            projector = [p.requires_grad for p in vlm.projector.parameters()]
+            apply_lora(
+                vlm.llm, target_modules=lora.target_modules, rank=lora.rank, alpha=lora.alpha, dropout=lora.dropout
+            )
+            for p, trains in zip(vlm.projector.parameters(), projector):
+                p.requires_grad_(trains)
+
+    @property
+    def config(self):
+        return self.vlm.config
+
+    def train(self, mode: bool = True) -> VLMTrainee:
+        super().train(mode)
+        for name in self.frozen:
+            getattr(self.vlm, name).eval()
+        return self
+
+    def forward(
+        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.vlm(pixel_values, input_ids, attention_mask)
+
+    def merged(self) -> VLM:
+        """The VLM as plain weights (a merged copy when it carries adapters)."""
+        return self.vlm if self.lora is None else merge_lora(copy.deepcopy(self.vlm))
+
+    def save_pretrained(self, folder, tokenizer=None) -> Path:
+        folder = Path(self.merged().save_pretrained(folder, tokenizer=tokenizer))
+        if self.lora is not None:
+            extra = {f"projector.{k}": v for k, v in self.vlm.projector.state_dict().items()}
+            save_adapter(self.vlm, folder / ADAPTER_FOLDER, self.lora, extra)
+        return folder
+
+
+class _Shared:
+    """The methods the two stages share (see the module docs; the recipe's ``stage`` decides what
+    trains). Recipes stay flat (each a direct child of :class:`.base.Recipe`): each takes these
+    functions as its methods."""
+
+    def __init__(self, model_spec: dict[str, Any] | None = None, options: Any = None, **fields) -> None:
+        import dataclasses
+
+        self.model_spec = dict(model_spec or {"preset": self.default_preset})
+        self.options = dataclasses.replace(options or self.Options(), **fields)
+        check_model_spec(self.model_spec, self.options, self.name)
+        name = self.options.tokenizer
+        self.tokenizer = conversation_tokenizer() if name == CONVERSATION_TOKENIZER else load_tokenizer(name)
+        self.task = self.build_task()
+
+    def build_task(self) -> VLMTask:
+        return VLMTask()
+
+    def build_model(self) -> nn.Module:
+        spec = self.model_spec
+        if self.options.stage1_model is not None:
+            spec = {"pretrained": self.options.stage1_model}
+        vlm = model_from_spec(spec, expected=VLM, task=self.name)
+        image = self.tokenizer.token_to_id("<image>")
+        if image != vlm.config.image_token_id or self.tokenizer.vocab_size > vlm.config.text.vocab_size:
+            raise ValueError(
+                f"the tokenizer (<image> id {image}, {self.tokenizer.vocab_size} tokens) does not fit the model "
+                f"(image_token_id {vlm.config.image_token_id}, vocabulary {vlm.config.text.vocab_size})"
+            )
+        if self.stage == 1:
+            return VLMTrainee(vlm, frozen=("visual", "llm"))
+        return VLMTrainee(vlm, frozen=("visual",), lora=self.options.lora_config() if self.options.lora else None)
+
+    def image_model(self, model: nn.Module) -> nn.Module:
+        return model.vlm if isinstance(model, VLMTrainee) else model
+
+    def collate(self, seed: int = 0) -> Callable:
+        return ConversationCollator(self.tokenizer, source="caption" if self.stage == 1 else "chat", seed=seed)
+
+    def batch_size(self, batch: dict[str, Any]) -> int:
+        return int(batch["input_ids"].shape[0]) if "input_ids" in batch else 0
+
+    def evaluate(self, model: nn.Module, dataset, **kwargs) -> EvalOutput:
+        """Validation ``lm_loss`` (the answers' cross-entropy) and, in stage 2 on the shapes, the
+        accuracy of greedy answers per question type (``answer_accuracy``, ``accuracy_<type>``)."""
+        device, precision = kwargs.get("device", "cpu"), kwargs.get("precision", "auto")
+        total, count = 0.0, 0
+        with eval_mode(model), torch.no_grad():
+            for batch in eval_loader(dataset, self.collate(seed=0), kwargs.get("batch_size", 64)):
+                if "input_ids" not in batch:
+                    continue
+                batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                with autocast(device, precision):
+                    loss = self.task.losses(model, batch)["lm_loss"]
+                n = int((batch["labels"][:, 1:] != -100).sum())
+                total, count = total + float(loss) * n, count + n
+        metrics = {"lm_loss": total / max(count, 1), "loss": total / max(count, 1)}
+        if self.stage == 2 and self.options.eval_conversations > 0 and hasattr(dataset, "attributes"):
+            metrics.update(answer_accuracy(self.image_model(model), self.tokenizer, dataset, self.options, device))
+        return EvalOutput(metrics)
+
+    def summary(self, metrics: dict[str, float], num_images: int | None = None) -> list[str]:
+        lines = [f"validation answer loss: {metrics['lm_loss']:.4f}"] if "lm_loss" in metrics else []
+        if "answer_accuracy" in metrics:
+            types = sorted(k[len("accuracy_") :] for k in metrics if k.startswith("accuracy_"))
+            parts = ", ".join(f"{t} {metrics['accuracy_' + t]:.1f}%" for t in types)
+            n = int(metrics["answers"])
+            lines.append(
+                f"answer accuracy on {n} held-out answers (greedy): {metrics['answer_accuracy']:.1f}% ({parts})"
+            )
+        return lines
+
+
+@torch.no_grad()
+def answer_accuracy(vlm: VLM, tokenizer, dataset, options: VLMOptions, device) -> dict[str, float]:
+    """Greedy answers to held-out shapes conversations (1-3 turns, the true earlier answers in the
+    history): accuracy overall and per answer type, in percent."""
+    from ...eval.chat import answer
+
+    right: dict[str, list[bool]] = {}
+    for index in range(min(options.eval_conversations, len(dataset))):
+        item = dataset[index]
+        turns = shapes_conversation(item["attributes"], random.Random(index))
+        pixels = item["pixel_values"][None].to(device)
+        for k in range(1, len(turns), 2):
+            said = answer(vlm, tokenizer, pixels, turns[:k], max_new_tokens=options.max_new_tokens)
+            right.setdefault(turns[k]["type"], []).append(said.strip() == turns[k]["value"])
+    every = [r for rs in right.values() for r in rs]
+    out = {"answers": float(len(every)), "answer_accuracy": 100.0 * sum(every) / max(len(every), 1)}
+    out.update({f"accuracy_{t}": 100.0 * sum(rs) / len(rs) for t, rs in sorted(right.items())})
+    return out
+
+
+_METHODS = ("__init__", "build_task", "build_model", "image_model", "collate", "batch_size", "evaluate", "summary")
+
+
+class VLMStage1Recipe(Recipe):
+    name = "vlm-stage1"
+    stage = 1
+    validation_loss = "lm_loss"
+    Options = VLMOptions
+    default_preset = "vlm-shapes-tiny"
+
+
+class VLMStage2Recipe(Recipe):
+    name = "vlm-stage2"
+    stage = 2
+    validation_loss = "lm_loss"
+    Options = VLMOptions
+    default_preset = "vlm-shapes-tiny"
+
+
+for _recipe in (VLMStage1Recipe, VLMStage2Recipe):
+    for _name in _METHODS:
+        setattr(_recipe, _name, _Shared.__dict__[_name])
