@@ -114,77 +114,89 @@ class VLMTrainee(nn.Module):
         return folder
 
 
-class _Shared:
-    """The methods the two stages share (see the module docs; the recipe's ``stage`` decides what
-    trains). Recipes stay flat (each a direct child of :class:`.base.Recipe`): each takes these
-    functions as its methods."""
+def _vlm_recipe(stage: int) -> type[Recipe]:
+    """The recipe of one stage (see the module docs: ``stage`` decides what trains). Both stages
+    are built here from one class body, each a direct child of :class:`.base.Recipe`."""
 
-    def __init__(self, model_spec: dict[str, Any] | None = None, options: Any = None, **fields) -> None:
-        import dataclasses
+    class VLMRecipe(Recipe):
+        name = f"vlm-stage{stage}"
+        validation_loss = "lm_loss"
+        Options = VLMOptions
+        default_preset = "vlm-shapes-tiny"
 
-        self.model_spec = dict(model_spec or {"preset": self.default_preset})
-        self.options = dataclasses.replace(options or self.Options(), **fields)
-        check_model_spec(self.model_spec, self.options, self.name)
-        name = self.options.tokenizer
-        self.tokenizer = conversation_tokenizer() if name == CONVERSATION_TOKENIZER else load_tokenizer(name)
-        self.task = self.build_task()
+        def __init__(
+            self, model_spec: dict[str, Any] | None = None, options: Any = None, *, loss: Any = None, **fields
+        ) -> None:
+            import dataclasses
 
-    def build_task(self) -> VLMTask:
-        return VLMTask()
+            self.loss = loss  # the loss: section (chunk_size) is for contrastive tasks; a VLM has none
+            self.model_spec = dict(model_spec or {"preset": self.default_preset})
+            self.options = dataclasses.replace(options or self.Options(), **fields)
+            check_model_spec(self.model_spec, self.options, self.name)
+            name = self.options.tokenizer
+            self.tokenizer = conversation_tokenizer() if name == CONVERSATION_TOKENIZER else load_tokenizer(name)
+            self.task = self.build_task()
 
-    def build_model(self) -> nn.Module:
-        spec = self.model_spec
-        if self.options.stage1_model is not None:
-            spec = {"pretrained": self.options.stage1_model}
-        vlm = model_from_spec(spec, expected=VLM, task=self.name)
-        image = self.tokenizer.token_to_id("<image>")
-        if image != vlm.config.image_token_id or self.tokenizer.vocab_size > vlm.config.text.vocab_size:
-            raise ValueError(
-                f"the tokenizer (<image> id {image}, {self.tokenizer.vocab_size} tokens) does not fit the model "
-                f"(image_token_id {vlm.config.image_token_id}, vocabulary {vlm.config.text.vocab_size})"
-            )
-        if self.stage == 1:
-            return VLMTrainee(vlm, frozen=("visual", "llm"))
-        return VLMTrainee(vlm, frozen=("visual",), lora=self.options.lora_config() if self.options.lora else None)
+        def build_task(self) -> VLMTask:
+            return VLMTask()
 
-    def image_model(self, model: nn.Module) -> nn.Module:
-        return model.vlm if isinstance(model, VLMTrainee) else model
+        def build_model(self) -> nn.Module:
+            spec = self.model_spec
+            if self.options.stage1_model is not None:
+                spec = {"pretrained": self.options.stage1_model}
+            vlm = model_from_spec(spec, expected=VLM, task=self.name)
+            image = self.tokenizer.token_to_id("<image>")
+            if image != vlm.config.image_token_id or self.tokenizer.vocab_size > vlm.config.text.vocab_size:
+                raise ValueError(
+                    f"the tokenizer (<image> id {image}, {self.tokenizer.vocab_size} tokens) does not fit the model "
+                    f"(image_token_id {vlm.config.image_token_id}, vocabulary {vlm.config.text.vocab_size})"
+                )
+            if self.stage == 1:
+                return VLMTrainee(vlm, frozen=("visual", "llm"))
+            return VLMTrainee(vlm, frozen=("visual",), lora=self.options.lora_config() if self.options.lora else None)
 
-    def collate(self, seed: int = 0) -> Callable:
-        return ConversationCollator(self.tokenizer, source="caption" if self.stage == 1 else "chat", seed=seed)
+        def image_model(self, model: nn.Module) -> nn.Module:
+            return model.vlm if isinstance(model, VLMTrainee) else model
 
-    def batch_size(self, batch: dict[str, Any]) -> int:
-        return int(batch["input_ids"].shape[0]) if "input_ids" in batch else 0
+        def collate(self, seed: int = 0) -> Callable:
+            return ConversationCollator(self.tokenizer, source="caption" if self.stage == 1 else "chat", seed=seed)
 
-    def evaluate(self, model: nn.Module, dataset, **kwargs) -> EvalOutput:
-        """Validation ``lm_loss`` (the answers' cross-entropy) and, in stage 2 on the shapes, the
-        accuracy of greedy answers per question type (``answer_accuracy``, ``accuracy_<type>``)."""
-        device, precision = kwargs.get("device", "cpu"), kwargs.get("precision", "auto")
-        total, count = 0.0, 0
-        with eval_mode(model), torch.no_grad():
-            for batch in eval_loader(dataset, self.collate(seed=0), kwargs.get("batch_size", 64)):
-                if "input_ids" not in batch:
-                    continue
-                batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-                with autocast(device, precision):
-                    loss = self.task.losses(model, batch)["lm_loss"]
-                n = int((batch["labels"][:, 1:] != -100).sum())
-                total, count = total + float(loss) * n, count + n
-        metrics = {"lm_loss": total / max(count, 1), "loss": total / max(count, 1)}
-        if self.stage == 2 and self.options.eval_conversations > 0 and hasattr(dataset, "attributes"):
-            metrics.update(answer_accuracy(self.image_model(model), self.tokenizer, dataset, self.options, device))
-        return EvalOutput(metrics)
+        def batch_size(self, batch: dict[str, Any]) -> int:
+            return int(batch["input_ids"].shape[0]) if "input_ids" in batch else 0
 
-    def summary(self, metrics: dict[str, float], num_images: int | None = None) -> list[str]:
-        lines = [f"validation answer loss: {metrics['lm_loss']:.4f}"] if "lm_loss" in metrics else []
-        if "answer_accuracy" in metrics:
-            types = sorted(k[len("accuracy_") :] for k in metrics if k.startswith("accuracy_"))
-            parts = ", ".join(f"{t} {metrics['accuracy_' + t]:.1f}%" for t in types)
-            n = int(metrics["answers"])
-            lines.append(
-                f"answer accuracy on {n} held-out answers (greedy): {metrics['answer_accuracy']:.1f}% ({parts})"
-            )
-        return lines
+        def evaluate(self, model: nn.Module, dataset, **kwargs) -> EvalOutput:
+            """Validation ``lm_loss`` (the answers' cross-entropy) and, in stage 2 on the shapes, the
+            accuracy of greedy answers per question type (``answer_accuracy``, ``accuracy_<type>``)."""
+            device, precision = kwargs.get("device", "cpu"), kwargs.get("precision", "auto")
+            total, count = 0.0, 0
+            with eval_mode(model), torch.no_grad():
+                for batch in eval_loader(dataset, self.collate(seed=0), kwargs.get("batch_size", 64)):
+                    if "input_ids" not in batch:
+                        continue
+                    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                    with autocast(device, precision):
+                        loss = self.task.losses(model, batch)["lm_loss"]
+                    n = int((batch["labels"][:, 1:] != -100).sum())
+                    total, count = total + float(loss) * n, count + n
+            metrics = {"lm_loss": total / max(count, 1), "loss": total / max(count, 1)}
+            if self.stage == 2 and self.options.eval_conversations > 0 and hasattr(dataset, "attributes"):
+                metrics.update(answer_accuracy(self.image_model(model), self.tokenizer, dataset, self.options, device))
+            return EvalOutput(metrics)
+
+        def summary(self, metrics: dict[str, float], num_images: int | None = None) -> list[str]:
+            lines = [f"validation answer loss: {metrics['lm_loss']:.4f}"] if "lm_loss" in metrics else []
+            if "answer_accuracy" in metrics:
+                types = sorted(k[len("accuracy_") :] for k in metrics if k.startswith("accuracy_"))
+                parts = ", ".join(f"{t} {metrics['accuracy_' + t]:.1f}%" for t in types)
+                n = int(metrics["answers"])
+                lines.append(
+                    f"answer accuracy on {n} held-out answers (greedy): {metrics['answer_accuracy']:.1f}% ({parts})"
+                )
+            return lines
+
+    VLMRecipe.stage = stage
+    VLMRecipe.__qualname__ = VLMRecipe.__name__ = f"VLMStage{stage}Recipe"
+    return VLMRecipe
 
 
 @torch.no_grad()
@@ -207,25 +219,5 @@ def answer_accuracy(vlm: VLM, tokenizer, dataset, options: VLMOptions, device) -
     return out
 
 
-_METHODS = ("__init__", "build_task", "build_model", "image_model", "collate", "batch_size", "evaluate", "summary")
-
-
-class VLMStage1Recipe(Recipe):
-    name = "vlm-stage1"
-    stage = 1
-    validation_loss = "lm_loss"
-    Options = VLMOptions
-    default_preset = "vlm-shapes-tiny"
-
-
-class VLMStage2Recipe(Recipe):
-    name = "vlm-stage2"
-    stage = 2
-    validation_loss = "lm_loss"
-    Options = VLMOptions
-    default_preset = "vlm-shapes-tiny"
-
-
-for _recipe in (VLMStage1Recipe, VLMStage2Recipe):
-    for _name in _METHODS:
-        setattr(_recipe, _name, _Shared.__dict__[_name])
+VLMStage1Recipe = _vlm_recipe(1)
+VLMStage2Recipe = _vlm_recipe(2)
