@@ -124,3 +124,18 @@ def test_sentencepiece_tokenizer_is_refused_with_the_reason(tmp_path):
     (tmp_path / "spiece.model").write_bytes(b"\x0a\x00")
     with pytest.raises(ValueError, match="SentencePiece"):
         vlkit.get_tokenizer(tmp_path)
+
+
+def test_text_features_do_not_depend_on_how_the_batch_was_padded():
+    """The last position is pooled, so every text is read at the full context length (padded with
+    pad_token_id): padding to the batch's longest, to the context, or a text alone give one feature."""
+    tok = vlkit.get_tokenizer("clip")
+    model = vlkit.create_model("siglip-tiny").eval()
+    texts = ["a red circle", "a small blue square at the top left"]
+    longest, full = tok(texts, padding="longest"), tok(texts, padding="max_length", context_length=32)
+    alone = tok(texts[:1], padding="longest")
+    with torch.no_grad():
+        want = model.encode_text(full["input_ids"], full["attention_mask"])
+        assert max_diff(model.encode_text(longest["input_ids"], longest["attention_mask"]), want) <= TOL
+        assert max_diff(model.encode_text(alone["input_ids"], alone["attention_mask"]), want[:1]) <= TOL
+        assert max_diff(model.encode_text(longest["input_ids"]), model.encode_text(full["input_ids"])) <= TOL

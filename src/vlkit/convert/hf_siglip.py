@@ -92,7 +92,11 @@ def config_from_hf(hf: dict, state_dict: StateDict) -> dict:
         raise ValueError(f"text projection_size {projection} must equal the vision hidden_size {vision['width']}")
     return dict(
         vision=dict(vision, act=_act(v.get("hidden_act", "gelu_pytorch_tanh"), "vision")),
-        text=dict(text, act=_act(t.get("hidden_act", "gelu_pytorch_tanh"), "text")),
+        text=dict(
+            text,
+            act=_act(t.get("hidden_act", "gelu_pytorch_tanh"), "text"),
+            pad_token_id=t.get("pad_token_id", 1),
+        ),
     )
 
 
@@ -125,7 +129,7 @@ def config_to_hf(config) -> dict:
             # SiglipModel reads none of these; HF's defaults (CLIP's 49406, 49407) may lie outside the vocabulary
             "bos_token_id": None,
             "eos_token_id": None,
-            "pad_token_id": None,
+            "pad_token_id": t.pad_token_id,
         },
         "vision_config": {
             **tower(v, _VISION_FIELDS),

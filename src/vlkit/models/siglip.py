@@ -80,6 +80,10 @@ class SiglipTextConfig:
     act: str = "gelu_tanh"
     norm_eps: float = 1e-6
     dropout: float = 0.0
+    # Shorter inputs are padded with this id to context_length before encoding: SigLIP pools the last
+    # position, so a text's feature must not depend on how its batch was padded. 1 is SigLIP's "</s>";
+    # None: texts are read as given.
+    pad_token_id: int | None = 1
 
     def __post_init__(self) -> None:
         if self.width % self.num_heads:
@@ -143,6 +147,7 @@ class SiglipTextTower(nn.Module):
     def __init__(self, config: SiglipTextConfig, embed_dim: int):
         super().__init__()
         c = config
+        self.config = c
         self.token_embed = TokenEmbedding(c.vocab_size, c.width)
         self.pos_embed = LearnedPositionEmbedding(c.context_length, c.width)
         self.drop = nn.Dropout(c.dropout)
@@ -151,10 +156,17 @@ class SiglipTextTower(nn.Module):
         self.head = nn.Linear(c.width, embed_dim)
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T) ids -> hidden states after the final norm (B, T, C). ``attention_mask`` (B, T), 1
-        for real tokens, hides padding as a key (transformers does the same when given one)."""
+        """(B, T) ids -> hidden states after the final norm (B, L, C), L = context_length: shorter
+        inputs are first padded with ``pad_token_id`` (as SigLIP's tokenizer pads to the full length).
+        ``attention_mask`` (B, T), 1 for real tokens, hides padding as a key (as transformers does
+        when given one)."""
         if input_ids.dim() != 2:
             raise ValueError(f"expected input_ids of shape (B, T), got {tuple(input_ids.shape)}")
+        L = self.config.context_length
+        if input_ids.shape[1] < L and self.config.pad_token_id is not None:
+            input_ids = F.pad(input_ids, (0, L - input_ids.shape[1]), value=self.config.pad_token_id)  # (B, L)
+            if attention_mask is not None:
+                attention_mask = F.pad(attention_mask, (0, L - attention_mask.shape[1]), value=0)
         T = input_ids.shape[1]
         x = self.drop(self.token_embed(input_ids) + self.pos_embed(T))  # (B, T, C)
         mask = None if attention_mask is None else build_attention_mask(attention_mask, T, T)
@@ -262,7 +274,9 @@ def siglip_so400m_patch14_384() -> SiglipConfig:
 
 @register("siglip-tiny")
 def siglip_tiny() -> SiglipConfig:
-    """For tests and CPU smoke runs: 32-pixel images, 8-pixel patches, width 64, 2 layers, CLIP's
-    49408-token vocabulary (vlkit has CLIP's tokenizer; it cannot read SigLIP's SentencePiece)."""
+    """For tests and CPU smoke runs: 32-pixel images, 8-pixel patches, width 64, 2 layers; CLIP's
+    49408-token vocabulary and padding id 0 (vlkit has CLIP's tokenizer; it cannot read SigLIP's
+    SentencePiece), texts of up to 32 tokens."""
     tower = dict(width=64, depth=2, num_heads=4, mlp_dim=256)
-    return _siglip(dict(tower, image_size=32, patch_size=8), dict(tower, vocab_size=49408, context_length=77))
+    text = dict(tower, vocab_size=49408, context_length=32, pad_token_id=0)
+    return _siglip(dict(tower, image_size=32, patch_size=8), text)
