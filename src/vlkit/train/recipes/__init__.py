@@ -36,12 +36,14 @@ from .blip import BLIPOptions, BLIPRecipe
 from .blip_vqa import BLIPVQAOptions, BLIPVQARecipe
 from .clip import CLIPOptions, CLIPRecipe
 from .common import EvalOutput
+from .siglip import SigLIPOptions, SigLIPRecipe
 
 RECIPES = {
     "albef": ALBEFRecipe,
     "blip": BLIPRecipe,
     "blip-vqa": BLIPVQARecipe,
     "clip": CLIPRecipe,
+    "siglip": SigLIPRecipe,
 }
 
 
@@ -65,6 +67,8 @@ __all__ = [
     "CLIPRecipe",
     "EvalOutput",
     "RECIPES",
+    "SigLIPOptions",
+    "SigLIPRecipe",
     "Recipe",
     "get_recipe",
 ]

@@ -1,0 +1,32 @@
+"""The SigLIP task: a two-tower model trained with the pairwise sigmoid loss."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..losses.sigmoid import sigmoid_loss
+from ..models.base import unwrap
+
+
+class SigLIPTask:
+    """``losses(model, batch)`` -> ``{"sigmoid_loss"}``; under torchrun each process scores its images
+    against the texts of every process (passed round a ring, never gathered). ``chunk_size``: compute
+    the loss in tiles of at most chunk_size x chunk_size logits (the same loss and gradients)."""
+
+    name = "siglip"
+
+    def __init__(self, chunk_size: int | None = None) -> None:
+        self.chunk_size = chunk_size
+
+    def losses(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        image_features, text_features = model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
+        inner = unwrap(model)
+        return sigmoid_loss(image_features, text_features, inner.scale(), inner.bias(), chunk_size=self.chunk_size)
+
+    def log_values(self, model: nn.Module) -> dict[str, float]:
+        """The learned scale (inverse temperature) and bias."""
+        inner = unwrap(model)
+        return {"logit_scale": inner.scale().item(), "logit_bias": inner.bias().item()}
