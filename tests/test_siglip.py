@@ -132,7 +132,7 @@ def test_text_features_do_not_depend_on_how_the_batch_was_padded():
     tok = vlkit.get_tokenizer("clip")
     model = vlkit.create_model("siglip-tiny").eval()
     texts = ["a red circle", "a small blue square at the top left"]
-    longest, full = tok(texts, padding="longest"), tok(texts, padding="max_length", context_length=32)
+    longest, full = tok(texts, padding="longest"), tok(texts, padding="max_length")  # 77, the model's length
     alone = tok(texts[:1], padding="longest")
     with torch.no_grad():
         want = model.encode_text(full["input_ids"], full["attention_mask"])

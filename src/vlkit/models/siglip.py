@@ -275,8 +275,8 @@ def siglip_so400m_patch14_384() -> SiglipConfig:
 @register("siglip-tiny")
 def siglip_tiny() -> SiglipConfig:
     """For tests and CPU smoke runs: 32-pixel images, 8-pixel patches, width 64, 2 layers; CLIP's
-    49408-token vocabulary and padding id 0 (vlkit has CLIP's tokenizer; it cannot read SigLIP's
-    SentencePiece), texts of up to 32 tokens."""
+    tokenizer's vocabulary (49408 tokens), padding id 0 and 77 positions (vlkit cannot read
+    SigLIP's SentencePiece tokenizer)."""
     tower = dict(width=64, depth=2, num_heads=4, mlp_dim=256)
-    text = dict(tower, vocab_size=49408, context_length=32, pad_token_id=0)
+    text = dict(tower, vocab_size=49408, context_length=77, pad_token_id=0)
     return _siglip(dict(tower, image_size=32, patch_size=8), text)
