@@ -91,3 +91,11 @@ def test_train_siglip_on_shapes_through_the_cli(tmp_path, capsys):
     assert {"loss", "i2t_R@1", "t2i_R@1", "zeroshot_shape_top1", "zeroshot_colour_top1"} <= set(val)
     model = vlkit.from_pretrained(out / "model")
     assert type(model).__name__ == "Siglip" and model.bias().item() == pytest.approx(train[-1]["logit_bias"], abs=1e-3)
+    # and out as an HF folder transformers' SiglipModel loads, with the recipe's (CLIP) tokenizer
+    assert main(["convert", str(out / "model"), "--to", "hf", str(tmp_path / "hf")]) == 0
+    transformers = pytest.importorskip("transformers")
+    ref = transformers.SiglipModel.from_pretrained(str(tmp_path / "hf")).eval()
+    ids = vlkit.get_tokenizer("clip")(["a red circle"], padding="max_length", context_length=16)["input_ids"]
+    with torch.no_grad():
+        assert max_diff(model.encode_text(ids), ref.get_text_features(input_ids=ids).pooler_output) <= 1e-5
+    assert ref.logit_bias.item() == pytest.approx(model.bias().item())
