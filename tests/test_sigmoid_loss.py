@@ -87,6 +87,20 @@ def test_bf16_features_give_float32_loss_close_to_float32():
     assert got.item() == pytest.approx(want.item(), rel=2e-2)
 
 
+def test_tiles_are_float32_under_bf16_autocast():
+    img, txt = _features(16, 8, seed=2, dtype=torch.float32)
+    img, txt = img.detach().bfloat16().float().requires_grad_(), txt.detach().bfloat16().float().requires_grad_()
+    want = sigmoid_loss(img, txt, 10.0, -10.0)["sigmoid_loss"]
+    want.backward()
+    want_grad = img.grad.clone()
+    img.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = sigmoid_loss(img, txt, 10.0, -10.0, chunk_size=5)["sigmoid_loss"]
+    got.backward()
+    assert got.dtype == torch.float32 and got.item() == pytest.approx(want.item(), rel=1e-5)
+    assert torch.allclose(img.grad, want_grad, rtol=1e-4, atol=1e-6)
+
+
 def test_rejects_bad_inputs():
     img, txt = _features(4, 3, seed=0)
     with pytest.raises(ValueError, match="same shape"):

@@ -89,6 +89,11 @@ class _SigmoidLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, img, txt, scale, bias, chunk: int, distributed: bool):
+        with torch.autocast(img.device.type, enabled=False):  # the tiles in float32 (or float64), never bf16
+            return _SigmoidLoss._forward(ctx, img, txt, scale, bias, chunk, distributed)
+
+    @staticmethod
+    def _forward(ctx, img, txt, scale, bias, chunk: int, distributed: bool):
         rank, world = distributed_world() if distributed else (0, 1)
         dtype = torch.promote_types(img.dtype, torch.float32)  # tiles in float32 at least (bf16 features)
         x, y, s, b = img.detach().to(dtype), txt.detach().to(dtype), scale.detach().to(dtype), bias.detach().to(dtype)
@@ -98,11 +103,16 @@ class _SigmoidLoss(torch.autograd.Function):
             if step < world - 1:
                 block = _ring_shift(block, rank, world)  # now the texts of rank (rank - step - 1) % world
         ctx.save_for_backward(img, txt, scale, bias)
-        ctx.chunk, ctx.rank, ctx.world = chunk, rank, world
+        ctx.chunk, ctx.rank, ctx.world, ctx.device_type = chunk, rank, world, img.device.type
         return total / img.shape[0]  # in the tiles' dtype (float32 for bf16 features)
 
     @staticmethod
     def backward(ctx, grad):
+        with torch.autocast(ctx.device_type, enabled=False):
+            return _SigmoidLoss._backward(ctx, grad)
+
+    @staticmethod
+    def _backward(ctx, grad):
         img, txt, scale, bias = ctx.saved_tensors
         rank, world, chunk = ctx.rank, ctx.world, ctx.chunk
         dtype = torch.promote_types(img.dtype, torch.float32)
