@@ -23,6 +23,7 @@ from ..files import new_folder
 # holds none (a `vlkit train` run writes the model without it), when the vocabulary size matches.
 RECIPE_TOKENIZERS = {
     "clip": ("clip", 49408),
+    "siglip": ("clip", 49408),
     "blip": ("bert-base-uncased", 30524),
     "bert": ("bert-base-uncased", 30522),
 }

@@ -1,6 +1,6 @@
 """Model families: one file each, a frozen config dataclass, modules and presets."""
 
-from . import albef, bert, blip, blip2, clip, gpt, llama, opt, vit, vlm  # noqa: F401  (register the families and presets)
+from . import albef, bert, blip, blip2, clip, gpt, llama, opt, siglip, vit, vlm  # noqa: F401  (register the families and presets)
 from .albef import ALBEF, ALBEFConfig, ALBEFTextConfig
 from .base import CheckpointError, Model, count_parameters
 from .bert import BertConfig, BertModel
@@ -14,6 +14,7 @@ from .loading import from_pretrained
 from .opt import OPT, OPTConfig
 from .qformer import QFormerConfig
 from .registry import create_model, list_models, register
+from .siglip import Siglip, SiglipConfig, SiglipTextConfig, SiglipVisionConfig
 from .vit import ViT, ViTConfig
 from .vlm import VLM, VLMConfig
 
@@ -48,6 +49,10 @@ __all__ = [
     "ALBEF",
     "ALBEFConfig",
     "ALBEFTextConfig",
+    "Siglip",
+    "SiglipConfig",
+    "SiglipTextConfig",
+    "SiglipVisionConfig",
     "from_pretrained",
     "create_model",
     "list_models",

@@ -13,7 +13,18 @@ from .albef import ALBEFTask, caption_ids
 from .blip import BLIPTask
 from .clip import CLIPTask
 from .features import FeatureTask
+from .siglip import SigLIPTask
 from .vlm import VLMTask
 from .vqa import BLIPVQATask, VQATask
 
-__all__ = ["ALBEFTask", "BLIPTask", "BLIPVQATask", "CLIPTask", "FeatureTask", "VLMTask", "VQATask", "caption_ids"]
+__all__ = [
+    "ALBEFTask",
+    "BLIPTask",
+    "BLIPVQATask",
+    "CLIPTask",
+    "FeatureTask",
+    "SigLIPTask",
+    "VLMTask",
+    "VQATask",
+    "caption_ids",
+]

@@ -19,6 +19,7 @@ from .wordpiece import WordPieceTokenizer
 DATA = Path(__file__).parent / "data"
 CLIP_BPE_FILE = DATA / "bpe_simple_vocab_16e6.txt.gz"
 BERT_UNCASED_VOCAB = DATA / "bert-base-uncased-vocab.txt"
+SENTENCEPIECE_FILE = "spiece.model"  # SigLIP's and T5's tokenizer, which vlkit does not read
 
 _REGISTRY: dict[str, Callable[..., Tokenizer]] = {}
 
@@ -137,6 +138,12 @@ def _from_folder(folder: Path, **kwargs) -> Tokenizer:
     gz = sorted(folder.glob("bpe_simple_vocab*.txt.gz"))
     if gz:
         return _clip_from_bpe_file(gz[0], **kwargs)
+    if (folder / SENTENCEPIECE_FILE).is_file():
+        raise ValueError(
+            f"{folder / SENTENCEPIECE_FILE} is a SentencePiece tokenizer (SigLIP, T5, Gemma), which vlkit cannot "
+            "read; tokenize with transformers (SiglipTokenizer, which needs the sentencepiece package) and pass "
+            "the input_ids, padded to the model's context length"
+        )
     raise ValueError(
         f"{folder} holds no tokenizer: expected {CONFIG_FILE}, tokenizer.json, vocab.json + merges.txt, "
         "vocab.txt or bpe_simple_vocab_16e6.txt.gz"

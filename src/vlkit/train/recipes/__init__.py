@@ -37,6 +37,7 @@ from .blip import BLIPOptions, BLIPRecipe
 from .blip_vqa import BLIPVQAOptions, BLIPVQARecipe
 from .clip import CLIPOptions, CLIPRecipe
 from .common import EvalOutput
+from .siglip import SigLIPOptions, SigLIPRecipe
 from .vlm import VLMOptions, VLMStage1Recipe, VLMStage2Recipe
 
 RECIPES = {
@@ -46,6 +47,7 @@ RECIPES = {
     "clip": CLIPRecipe,
     "vlm-stage1": VLMStage1Recipe,
     "vlm-stage2": VLMStage2Recipe,
+    "siglip": SigLIPRecipe,
 }
 
 
@@ -70,6 +72,8 @@ __all__ = [
     "CLIPRecipe",
     "EvalOutput",
     "RECIPES",
+    "SigLIPOptions",
+    "SigLIPRecipe",
     "Recipe",
     "VLMOptions",
     "VLMStage1Recipe",

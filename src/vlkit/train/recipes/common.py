@@ -86,6 +86,11 @@ def captions_in(batch: dict[str, Any]) -> int:
     return len(batch["captions"])
 
 
+def clip_validation_loss(model: nn.Module, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """CLIP's contrastive loss of one validation batch (normalised features), on this process alone."""
+    return clip_loss(image, text, model.scale(), gather=False)["contrastive_loss"]
+
+
 @torch.no_grad()
 def contrastive_evaluate(
     model: nn.Module,
@@ -99,10 +104,12 @@ def contrastive_evaluate(
     zeroshot: bool = True,
     retrieval: bool = True,
     plot_size: int = 12,
+    validation_loss: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] = clip_validation_loss,
 ) -> EvalOutput:
     """Validation contrastive loss (mean over batches of ``batch_size``), Recall@1/5/10 both ways
     and, on data with zero-shot labels, zero-shot top-1/top-5 accuracy per label set, for any model
-    with ``encode_image`` / ``encode_text`` (``normalize=True``) and ``scale()``."""
+    with ``encode_image`` / ``encode_text`` (``normalize=True``) and ``scale()``.
+    ``validation_loss(model, image_features, text_features)``: the loss of one batch (CLIP's by default)."""
     device = torch.device(device)
     image_feats, text_feats, captions = [], [], []
     loss_sum, n = 0.0, 0
@@ -115,7 +122,7 @@ def contrastive_evaluate(
                 txt = model.encode_text(
                     batch["input_ids"].to(device), batch["attention_mask"].to(device), normalize=True
                 )  # (B, D)
-                loss = clip_loss(img, txt, model.scale(), gather=False)["contrastive_loss"]
+                loss = validation_loss(model, img, txt)
             loss_sum += loss.float().item() * len(img)
             n += len(img)
             image_feats.append(img.float().cpu())
