@@ -31,6 +31,10 @@ $(VENV)/.installed: pyproject.toml tools/torchvision_schemas.py
 	# CPU torch; a start-up hook in the venv defines the two schemas it needs, only in that case, so
 	# transformers, open_clip and timm import in a plain .venv/bin/python too.
 	$(PY) tools/torchvision_schemas.py --install
+	# tests/test_search_browser.py drives a real browser: Debian's chromium (Playwright's own
+	# browser download needs the open internet), installed here when missing (needs root or sudo).
+	command -v chromium >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
 	touch $@
 
 bench: $(VENV)/.installed

@@ -13,8 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("faiss")
-
 from search_helpers import shape_images, tiny_clip
 from vlkit.cli import main
 from vlkit.search import Searcher, build_faiss, read_index, recall_at_k
@@ -204,7 +202,8 @@ def test_build_with_ann_prints_recall(model, images, tmp_path, capsys):
 
 
 def test_export_parquet_rows_match_index(model, images, tmp_path, capsys):
-    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow.parquet as pq
+
     build(model, images, tmp_path / "idx")
     assert main(["index", "export", str(tmp_path / "idx"), "--parquet", str(tmp_path / "out.parquet")]) == 0
     table = pq.read_table(tmp_path / "out.parquet")

@@ -43,7 +43,10 @@ def _results(hits: list[Hit]) -> dict:
 def create_app(searcher: Searcher, *, assistant=None, max_upload_bytes: int = MAX_UPLOAD_BYTES):
     """The FastAPI app serving ``searcher``'s index (module docstring); ``assistant``
     (:class:`vlkit.search.assist.Assistant`) adds captions and questions."""
-    require("multipart", "python-multipart")
+    try:
+        require("python_multipart", "python-multipart")
+    except ImportError:  # python-multipart before 0.0.13
+        require("multipart", "python-multipart")
     fastapi = require("fastapi")
     from fastapi import File, Form, HTTPException, Query, Request, UploadFile
     from fastapi.concurrency import run_in_threadpool
