@@ -52,5 +52,14 @@ clip-demo: $(VENV)/.installed
 blip-demo: $(VENV)/.installed
 	$(VENV)/bin/vlkit train --config configs/blip-shapes.yaml --overwrite
 
+# Image search (docs/search.md): the shapes' 1000 held-out images indexed with the CLIP demo's
+# model (trained first when runs/clip-shapes has none), the precision of example queries, then
+# the search page at http://127.0.0.1:8000/ (Ctrl-C stops it).
+.PHONY: search-demo
+search-demo: $(VENV)/.installed
+	test -f runs/clip-shapes/model/config.json || $(VENV)/bin/vlkit train --config configs/clip-shapes.yaml --overwrite
+	$(PY) -m vlkit.search.demo --model runs/clip-shapes --out runs/search-demo
+	$(VENV)/bin/vlkit serve --index runs/search-demo/index --host 127.0.0.1 --port 8000
+
 clean:
 	rm -rf $(VENV) build *.egg-info
