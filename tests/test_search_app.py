@@ -167,3 +167,30 @@ def test_queries_during_an_update_use_the_previous_version_then_the_new(tmp_path
     assert client.get("/api/info").json()["images"] == 8
     r = client.post("/api/search", params={"k": 1}, files={"image": ("q.png", (images / "0050.png").read_bytes())})
     assert r.json()["results"][0]["path"] == "0050.png"
+
+
+def test_caption_and_question_about_a_result(setup):
+    import torch
+
+    import vlkit
+    from vlkit.data.images import load_image
+    from vlkit.eval.vqa import answer_questions
+    from vlkit.search.assist import Assistant
+
+    root, images = setup
+    torch.manual_seed(0)
+    captioner = vlkit.create_model("blip-tiny", text_encoder=False, retrieval_heads=False).eval()
+    vqa = vlkit.create_model("blip-tiny", decoder_context="question", retrieval_heads=False).eval()
+    tokenizer = vlkit.get_tokenizer("bert-base-uncased")
+    assistant = Assistant(captioner, tokenizer, vqa)
+    client = TestClient(create_app(Searcher(root / "idx"), assistant=assistant))
+    assert client.get("/api/info").json()["questions"] is True
+    r = client.get("/api/caption", params={"path": "0001.png"})
+    assert r.status_code == 200 and r.json()["caption"] == assistant.caption(load_image(images / "0001.png"))
+    r = client.post("/api/ask", data={"path": "0001.png", "question": "what colour is the shape?"})
+    pixels = vlkit.image_transform(vqa)(load_image(images / "0001.png"))[None]
+    assert r.status_code == 200
+    assert r.json()["answer"] == answer_questions(vqa, tokenizer, pixels, ["what colour is the shape?"])[0]
+    assert client.post("/api/ask", data={"path": "secret.txt", "question": "what?"}).status_code == 404
+    plain = TestClient(create_app(Searcher(root / "idx")))
+    assert plain.get("/api/caption", params={"path": "0001.png"}).status_code == 404

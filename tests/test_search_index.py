@@ -240,3 +240,28 @@ def test_torchrun_build_matches_single_process(model, images, tmp_path):
     single, multi = read_index(tmp_path / "single"), read_index(tmp_path / "multi")
     assert [e.path for e in multi.entries] == [e.path for e in single.entries]
     assert np.allclose(multi.embeddings, single.embeddings, atol=1e-5)
+
+
+def test_build_with_captioner_stores_captions_and_update_keeps_captioning(model, images, tmp_path):
+    import torch
+
+    import vlkit
+    from vlkit.data.images import load_image
+    from vlkit.search.assist import Assistant
+
+    torch.manual_seed(0)
+    blip = vlkit.create_model("blip-tiny", text_encoder=False, retrieval_heads=False)
+    with torch.no_grad():
+        for p in blip.parameters():
+            p.add_(torch.randn_like(p) * 0.2)  # make the image matter to the random decoder
+    blip_folder = str(blip.save_pretrained(tmp_path / "blip"))
+    assert build(model, images, tmp_path / "idx", "--captioner", blip_folder) == 0
+    data = read_index(tmp_path / "idx")
+    assistant = Assistant.load(blip_folder)
+    entry = data.entries[data.positions["0004.png"]]
+    assert entry.caption and entry.caption == assistant.caption(load_image(images / "0004.png"))
+    assert all(e.caption for e in data.entries)
+    shape_images(images, 1, start=500)
+    assert main(["index", "update", str(tmp_path / "idx"), "--workers", "0"]) == 0
+    data = read_index(tmp_path / "idx")
+    assert data.entries[data.positions["0500.png"]].caption == assistant.caption(load_image(images / "0500.png"))

@@ -31,12 +31,14 @@ def add_commands(commands) -> None:
     p.add_argument("--out", required=True, help="the index folder to write")
     p.add_argument("--ann", choices=search.ANN_KINDS, default="flat", help="exact (flat, default) or approximate")
     p.add_argument("--overwrite", action="store_true", help="replace an existing index (atomically)")
+    p.add_argument("--captioner", default=None, help="a captioning BLIP: store a caption for every image")
     _embedding_options(p)
     p.set_defaults(run=_build)
     p = sub.add_parser("update", help="embed new and changed images, drop deleted ones")
     p.add_argument("index", help="the index folder")
     p.add_argument("--model", default=None, help="the index's model from another place (default: where it was)")
     p.add_argument("--ann", choices=search.ANN_KINDS, default=None, help="change the index kind")
+    p.add_argument("--captioner", default=None, help="caption new images with this BLIP (default: the index's)")
     _embedding_options(p)
     p.set_defaults(run=_update)
     p = sub.add_parser("export", help="write embeddings + metadata for vector databases")
@@ -66,12 +68,17 @@ def _print_report(report) -> int:
 
 def _build(args: argparse.Namespace) -> int:
     options = _options(args)
-    report = search.build_index(args.out, args.model, args.images, ann=args.ann, overwrite=args.overwrite, **options)
+    report = search.build_index(
+        args.out, args.model, args.images, ann=args.ann, overwrite=args.overwrite, captioner=args.captioner, **options
+    )
     return _print_report(report)
 
 
 def _update(args: argparse.Namespace) -> int:
-    return _print_report(search.update_index(args.index, model=args.model, ann=args.ann, **_options(args)))
+    options = _options(args)
+    return _print_report(
+        search.update_index(args.index, model=args.model, ann=args.ann, captioner=args.captioner, **options)
+    )
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -110,7 +110,7 @@ def create_app(searcher: Searcher, *, assistant=None, max_upload_bytes: int = MA
             "version": data.version,
             "model": data.info.get("model"),
             "ann": data.info.get("ann"),
-            "captions": assistant is not None,
+            "captions": assistant is not None or any(e.caption is not None for e in data.entries),
             "questions": assistant is not None and assistant.can_answer,
         }
 
@@ -148,8 +148,11 @@ def create_app(searcher: Searcher, *, assistant=None, max_upload_bytes: int = MA
 
     @app.get("/api/caption")
     def caption(path: str):
-        helper = need_assistant("captioning")
         full, _ = indexed_file(path)
+        stored = searcher.data.entries[searcher.data.positions[path]].caption
+        if assistant is None and stored is not None:  # written by `vlkit index build --captioner`
+            return {"path": path, "caption": stored}
+        helper = need_assistant("captioning")
         return {"path": path, "caption": helper.caption(load_image(full))}
 
     @app.post("/api/ask")

@@ -7,11 +7,16 @@ assistant.ask(image, "what colour is the shape?")    # needs a VQA model (blip-v
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import torch
 from PIL import Image
 
+from ..data.image_files import ImageFiles
 from ..data.transforms import image_transform
 from ..eval.captioning import generate_captions
+from ..eval.harness import ImageBatches
 from ..eval.resolve import load_model_and_tokenizer, require_captioner, vqa_model
 from ..eval.vqa import answer_questions
 
@@ -43,6 +48,15 @@ class Assistant:
 
     def caption(self, image: Image.Image) -> str:
         return generate_captions(self.captioner, self.tokenizer, [self._pixels(image)], device=self.device)[0]
+
+    def caption_files(self, files: Sequence[Path], batch_size: int = 32) -> list[str | None]:
+        """A caption per file (None for a file that cannot be decoded)."""
+        batches = ImageBatches(ImageFiles(files, self.transform), batch_size)
+        captions = generate_captions(self.captioner, self.tokenizer, batches, device=self.device)
+        out: list[str | None] = [None] * len(files)
+        for i, text in zip(batches.kept, captions):
+            out[i] = text
+        return out
 
     def ask(self, image: Image.Image, question: str) -> str:
         if self.vqa is None:

@@ -21,7 +21,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -92,7 +92,8 @@ def plan(root: Path, previous: IndexData | None) -> tuple[list[tuple[Entry, int]
                 continue
         entry = Entry(rel, st.st_size, st.st_mtime_ns, file_sha256(path))
         if entry.sha256 in by_hash:
-            keep.append((entry, by_hash[entry.sha256]))
+            row = by_hash[entry.sha256]
+            keep.append((replace(entry, caption=previous.entries[row].caption), row))
         else:
             todo.append(entry)
     return keep, todo
@@ -104,14 +105,18 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
-def _embed_slice(model, root: Path, todo: list[Entry], rank: int, world: int, **embed_options):
-    """This process's share of ``todo``: (positions in ``todo``, features (n, D), skipped)."""
+def _embed_slice(model, root: Path, todo: list[Entry], rank: int, world: int, captioner=None, **embed_options):
+    """This process's share of ``todo``: (positions in ``todo``, features (n, D), skipped, captions
+    (n) or None)."""
     mine = list(range(rank, len(todo), world))
     if not mine:
-        return [], None, []
+        return [], None, [], None
     files = [root / todo[i].path for i in mine]
     result = embed_image_files(model, files, require_any=False, **embed_options)
-    return [mine[i] for i in result.kept], result.features.numpy(), list(result.skipped.skipped)
+    captions = None
+    if captioner is not None and result.kept:
+        captions = captioner.caption_files([files[i] for i in result.kept], batch_size=embed_options["batch_size"])
+    return [mine[i] for i in result.kept], result.features.numpy(), list(result.skipped.skipped), captions
 
 
 def index_folder(
@@ -126,11 +131,14 @@ def index_folder(
     num_workers: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = False,
+    captioner=None,
+    captioner_source: str | None = None,
     log: Callable[[str], None] = print,
 ) -> BuildReport:
     """Write a new version of the index ``out`` for the images under ``root`` (module docstring).
     Under torchrun every process calls this; rank 0 writes and returns the full report. The
-    caller holds :func:`vlkit.search.store.writer_lock` (rank 0)."""
+    caller holds :func:`vlkit.search.store.writer_lock` (rank 0). ``captioner``
+    (:class:`vlkit.search.assist.Assistant`) captions the newly embedded images."""
     start = time.perf_counter()
     root = Path(root).resolve()
     if not root.is_dir():
@@ -145,7 +153,7 @@ def index_folder(
         log(f"{len(keep) + len(todo)} image files under {root}: {len(todo)} to embed, {len(keep)} unchanged")
     t0 = time.perf_counter()
     options = dict(batch_size=batch_size, num_workers=num_workers, device=device, progress=progress and rank == 0)
-    slices = [_embed_slice(model, root, todo, rank, world, **options)]
+    slices = [_embed_slice(model, root, todo, rank, world, captioner, **options)]
     if world > 1:
         gathered: list = [None] * world
         dist.all_gather_object(gathered, slices[0])
@@ -155,10 +163,11 @@ def index_folder(
         return BuildReport()
     report = BuildReport(embedded=0, reused=len(keep), embed_seconds=embed_seconds)
     rows: dict[str, tuple[Entry, np.ndarray]] = {e.path: (e, previous.embeddings[row]) for e, row in keep}
-    for positions, feats, skipped in slices:
+    for positions, feats, skipped, captions in slices:
         report.skipped.add(skipped)
         for j, pos in enumerate(positions):
-            rows[todo[pos].path] = (todo[pos], feats[j])
+            entry = todo[pos] if captions is None else replace(todo[pos], caption=captions[j])
+            rows[entry.path] = (entry, feats[j])
         report.embedded += len(positions)
     if not rows:
         raise ValueError(f"no image could be indexed under {root}: {report.skipped.summary(len(todo))}")
@@ -177,6 +186,7 @@ def index_folder(
         "ann": ann,
         "count": len(entries),
         "recall_at_10": report.recall_at_10,
+        "captioner": captioner_source,
         "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     report.version = write_index(out, IndexData(info, entries, embeddings, index))
@@ -195,6 +205,12 @@ def _load_embedder(source: str, device: torch.device):
     from ..eval.resolve import load_model, require_embedder
 
     return require_embedder(load_model(source), source).to(device).eval()
+
+
+def _load_captioner(source: str | None, device: torch.device):
+    from .assist import Assistant
+
+    return Assistant.load(source, device) if source else None
 
 
 @contextlib.contextmanager
@@ -221,10 +237,12 @@ def build_index(
     ann: str = "flat",
     overwrite: bool = False,
     device: str = "auto",
+    captioner: str | None = None,
     **options,
 ) -> BuildReport:
     """``vlkit index build``: index every image under ``images`` with the model ``model`` (a
-    path or name :func:`vlkit.eval.resolve.load_model` reads) into the folder ``out``."""
+    path or name :func:`vlkit.eval.resolve.load_model` reads) into the folder ``out``; with
+    ``captioner`` (a captioning BLIP) every image gets a caption too."""
     out = Path(out)
     if out.exists() and not is_index(out) and (not out.is_dir() or any(out.iterdir())):
         raise OutputExistsError(f"{out} exists and is not an index; choose another output")
@@ -232,14 +250,29 @@ def build_index(
         raise OutputExistsError(f"index {out} already exists; update it with `vlkit index update` or pass --overwrite")
     with _processes(device) as dev:
         embedder = _load_embedder(model, dev)
+        helper = _load_captioner(captioner, dev)
         with _lock(out):
             return index_folder(
-                out, embedder, model_source=_source_name(model), root=images, ann=ann, device=dev, **options
+                out,
+                embedder,
+                model_source=_source_name(model),
+                root=images,
+                ann=ann,
+                device=dev,
+                captioner=helper,
+                captioner_source=_source_name(captioner) if captioner else None,
+                **options,
             )
 
 
 def update_index(
-    out: str | os.PathLike, *, model: str | None = None, ann: str | None = None, device: str = "auto", **options
+    out: str | os.PathLike,
+    *,
+    model: str | None = None,
+    ann: str | None = None,
+    device: str = "auto",
+    captioner: str | None = None,
+    **options,
 ) -> BuildReport:
     """``vlkit index update``: a new version of ``out`` with new and changed files embedded and
     deleted ones gone, by the index's own model (``model``, if given, must be that model)."""
@@ -250,6 +283,7 @@ def update_index(
         source = model or previous.info["model"]
         embedder = _load_embedder(source, dev)
         check_same_model(previous.info["identity"], embedder, index=str(out), model_name=source)
+        captioner = captioner or previous.info.get("captioner")
         return index_folder(
             out,
             embedder,
@@ -258,5 +292,7 @@ def update_index(
             previous=previous,
             ann=ann or previous.info["ann"],
             device=dev,
+            captioner=_load_captioner(captioner, dev),
+            captioner_source=_source_name(captioner) if captioner else None,
             **options,
         )
