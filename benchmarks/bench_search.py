@@ -229,8 +229,16 @@ def main() -> None:
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--kinds", nargs="+", default=["flat", "hnsw", "ivf"])
     p.add_argument("--data", nargs="+", default=["uniform", "clustered"])
-    p.add_argument("--ef-search", type=int, nargs="+", default=[128, 512], help="HNSW query-time settings")
-    p.add_argument("--nprobe-fraction", type=int, nargs="+", default=[8, 2], help="IVF: probe 1/F of the lists")
+    p.add_argument(
+        "--ef-search", type=int, nargs="+", default=[256], help="HNSW query-time settings (default: the index default)"
+    )
+    p.add_argument(
+        "--nprobe-fraction",
+        type=int,
+        nargs="+",
+        default=[4],
+        help="IVF: probe 1/F of the lists (default: the index default)",
+    )
     p.add_argument("--ann-max", type=int, default=10**7, help="only flat above this many vectors")
     p.set_defaults(run=bench_query)
     p = sub.add_parser("load")

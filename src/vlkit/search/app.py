@@ -18,6 +18,7 @@ one that is no image 400; the server carries on. Each request first looks for a 
 the index (``vlkit index update``) and keeps answering from the one in memory while it reads it.
 """
 
+import contextlib
 import io
 from importlib import resources
 from pathlib import Path
@@ -62,7 +63,8 @@ def create_app(searcher: Searcher, *, assistant=None, max_upload_bytes: int = MA
     @app.middleware("http")
     async def _refresh(request: Request, call_next):
         if request.url.path.startswith(("/api/", "/images/", "/thumbs/")):
-            await run_in_threadpool(searcher.refresh)
+            with contextlib.suppress(OSError, ValueError):  # the index moved or is damaged: keep the one in memory
+                await run_in_threadpool(searcher.refresh)
         return await call_next(request)
 
     def check_k(k: int) -> int:
