@@ -62,7 +62,7 @@ def bench_build(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = args.model or tiny_model(tmp / "clip")
-        images = shape_folder(tmp / "images", args.images)
+        images = shape_folder(tmp / "images", args.images, args.image_size)
         runs = {"embed": [], "index build": []}
         for r in range(args.repeats):
             t0 = time.perf_counter()
@@ -74,7 +74,7 @@ def bench_build(args) -> None:
                   "--device", "cpu", "--batch-size", str(args.batch_size), "--workers", str(args.workers)])  # fmt: skip
             runs["index build"].append(time.perf_counter() - t0)
         rate = {k: args.images / min(v) for k, v in runs.items()}
-        print(f"\n{args.images} images, batch {args.batch_size}, index build with {args.workers} data workers, "
+        print(f"\n{args.images} images of {args.image_size} pixels, batch {args.batch_size}, index build with {args.workers} data workers, "
               f"best of {args.repeats} (model load included)")  # fmt: skip
         for k, v in rate.items():
             print(f"  {k:12s} {v:8.1f} images/s")
@@ -218,6 +218,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("build")
     p.add_argument("--images", type=int, default=600)
+    p.add_argument("--image-size", type=int, default=64, help="side of the PNG files (decoding cost grows with it)")
     p.add_argument("--model", default=None)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2)
