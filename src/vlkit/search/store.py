@@ -20,7 +20,6 @@ writer at a time holds ``INDEX/.lock``.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -186,6 +185,8 @@ def write_index(folder: str | os.PathLike, data: IndexData) -> str:
 @contextlib.contextmanager
 def writer_lock(folder: str | os.PathLike) -> Iterator[None]:
     """Hold ``folder/.lock`` while writing; a ValueError when another writer holds it."""
+    import fcntl  # POSIX; imported here so that the rest of vlkit imports anywhere
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "a+") as f:
