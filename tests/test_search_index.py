@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -145,13 +144,12 @@ def test_killed_update_leaves_previous_index_usable(model, images, tmp_path, cap
     index = tmp_path / "idx"
     build(model, images, index)
     shape_images(images, 120, start=1000)  # enough work that the update is still running when killed
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[1] / "src"))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", PYTHONPATH=str(Path(__file__).parents[1] / "src"))
     proc = subprocess.Popen(_cli("index", "update", str(index), "--workers", "0", "--batch-size", "8"), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     line = proc.stdout.readline()  # printed after the plan, before embedding
     assert "to embed" in line, line
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGKILL)
+    proc.send_signal(signal.SIGKILL)  # while it embeds the 120 new images
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     data = read_index(index)
