@@ -31,6 +31,10 @@ $(VENV)/.installed: pyproject.toml tools/torchvision_schemas.py
 	# CPU torch; a start-up hook in the venv defines the two schemas it needs, only in that case, so
 	# transformers, open_clip and timm import in a plain .venv/bin/python too.
 	$(PY) tools/torchvision_schemas.py --install
+	# tests/test_search_browser.py drives a real browser: Debian's chromium (Playwright's own
+	# browser download needs the open internet), installed here when missing (needs root or sudo).
+	command -v chromium >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
 	touch $@
 
 bench: $(VENV)/.installed
@@ -48,6 +52,15 @@ clip-demo: $(VENV)/.installed
 # captioning CIDEr/exact match, VQA accuracy and retrieval Recall@1 with and without ITM re-ranking.
 blip-demo: $(VENV)/.installed
 	$(VENV)/bin/vlkit train --config configs/blip-shapes.yaml --overwrite
+
+# Image search (docs/search.md): the shapes' 1000 held-out images indexed with the CLIP demo's
+# model (trained first when runs/clip-shapes has none), the precision of example queries, then
+# the search page at http://127.0.0.1:8000/ (Ctrl-C stops it).
+.PHONY: search-demo
+search-demo: $(VENV)/.installed
+	test -f runs/clip-shapes/model/config.json || $(VENV)/bin/vlkit train --config configs/clip-shapes.yaml --overwrite
+	$(PY) -m vlkit.search.demo --model runs/clip-shapes --out runs/search-demo
+	$(VENV)/bin/vlkit serve --index runs/search-demo/index --host 127.0.0.1 --port 8000
 
 clean:
 	rm -rf $(VENV) build *.egg-info

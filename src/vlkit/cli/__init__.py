@@ -19,6 +19,9 @@ from safetensors import SafetensorError
 
 from . import caption, chat, convert, data, embed, eval, tokenize, train
 
+# isort: split
+from . import classify, index, search, serve
+
 # What a user can cause. ValueError covers vlkit.CheckpointError, JSON and UnicodeDecodeError;
 # OSError covers missing files, permissions and a full disk; KeyError and TypeError are what
 # vlkit raises for an unknown name and an object of the wrong kind (a model for another task).
@@ -40,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlkit", description="Vision-language models: train, evaluate, use.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in (caption, chat, convert, data, embed, eval, tokenize, train):
+        group.add_commands(commands)
+    for group in (index, search, serve, classify):
         group.add_commands(commands)
     return parser
 

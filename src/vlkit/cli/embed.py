@@ -10,23 +10,22 @@ and ``text_embeddings.npy`` (N_txt, D) with ``texts.txt``; float32, L2-normalise
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-import vlkit
-
 from ..data.annotations import read_utf8
-from ..data.folder import SkipReport
-from ..eval.harness import ImageBatches
+from ..data.image_files import IMAGE_SUFFIXES, find_images
+from ..data.image_files import ImageFiles as _ImageFiles
+from ..eval.embedding import embed_image_files
+from ..eval.embedding import progress_default as _progress
 from ..eval.resolve import load_model, load_tokenizer, require_embedder
-from ..eval.retrieval import encode_images, encode_texts
+from ..eval.retrieval import encode_texts
 from ..runtime import resolve_device
 from .output import write_atomic, write_text
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+__all__ = ["IMAGE_SUFFIXES", "_ImageFiles", "add_commands", "find_images", "run"]
 
 
 def add_commands(commands) -> None:
@@ -62,41 +61,6 @@ def add_commands(commands) -> None:
     p.set_defaults(run=run)
 
 
-def find_images(paths: list[str]) -> list[Path]:
-    """Image files named directly, and those under named folders (sorted), in argument order."""
-    found: list[Path] = []
-    for text in paths:
-        path = Path(text)
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise FileNotFoundError(f"image path {path} does not exist")
-    return found
-
-
-class _ImageFiles:
-    """A dataset of image files: ``{"pixel_values", "index"}``, or a skip record for a file that
-    cannot be decoded (:func:`vlkit.data.skips.load_or_skip`)."""
-
-    def __init__(self, files: list[Path], transform) -> None:
-        self.files, self.transform = files, transform
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> dict:
-        from ..data.skips import load_or_skip
-
-        return load_or_skip(self.files[i], {"index": i}, transform=self.transform, source=str(self.files[i]))
-
-
-def _progress() -> bool:
-    """Progress bars on a terminal only (a log file gets no bar updates)."""
-    return sys.stderr.isatty()
-
-
 def _read_texts(args) -> list[str]:
     texts = list(args.text)
     if args.texts:
@@ -108,21 +72,16 @@ def _read_texts(args) -> list[str]:
 
 
 def _embed_images(model, files: list[Path], out: Path, args, device: torch.device) -> None:
-    batches = ImageBatches(_ImageFiles(files, vlkit.image_transform(model)), args.batch_size)
-    try:
-        feats = encode_images(
-            model, batches, device=device, normalize=args.normalize, progress=_progress(), total=len(batches)
-        )  # (N, D)
-    except ValueError:
-        if batches.kept:
-            raise
-        raise ValueError(f"no image could be read: {SkipReport(batches.skipped).summary(len(files))}") from None
-    kept = [files[i] for i in batches.kept]
+    result = embed_image_files(
+        model, files, batch_size=args.batch_size, device=device, normalize=args.normalize, progress=_progress()
+    )
+    feats = result.features  # (N, D)
+    kept = [files[i] for i in result.kept]
     write_atomic(out / "image_embeddings.npy", lambda f: np.save(f, feats.numpy()))
     write_text(out / "image_files.txt", "".join(f"{p}\n" for p in kept))
     print(f"{len(kept)} images -> {out / 'image_embeddings.npy'} {tuple(feats.shape)}")
-    if batches.skipped:
-        print(SkipReport(batches.skipped).summary(len(files)))
+    if result.skipped:
+        print(result.skipped.summary(len(files)))
 
 
 def _embed_texts(model, tokenizer, texts: list[str], out: Path, args, device: torch.device) -> None:

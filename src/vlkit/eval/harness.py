@@ -63,12 +63,15 @@ class _Positions(Dataset):
 class ImageBatches:
     """The readable items of ``dataset`` in order, ``batch_size`` at a time. Iterating yields
     pixel batches (B, 3, H, W) (``items()`` yields the item lists); meanwhile ``kept`` collects
-    the dataset positions yielded and ``skipped`` the unreadable images."""
+    the dataset positions yielded and ``skipped`` the unreadable images. ``num_workers`` processes
+    decode the images (0: this one)."""
 
-    def __init__(self, dataset: Dataset, batch_size: int) -> None:
+    def __init__(self, dataset: Dataset, batch_size: int, num_workers: int = 0) -> None:
         if batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
-        self.dataset, self.batch_size = dataset, batch_size
+        if num_workers < 0:
+            raise ValueError(f"number of data workers must be >= 0, got {num_workers}")
+        self.dataset, self.batch_size, self.num_workers = dataset, batch_size, num_workers
         self.kept: list[int] = []
         self.skipped: list = []
 
@@ -80,7 +83,7 @@ class ImageBatches:
         return [it for it in items if "skipped" not in it]
 
     def items(self) -> Iterator[list[dict]]:
-        for batch in eval_loader(_Positions(self.dataset), self._collate, self.batch_size):
+        for batch in eval_loader(_Positions(self.dataset), self._collate, self.batch_size, self.num_workers):
             if batch:
                 self.kept.extend(it["position"] for it in batch)
                 yield batch
