@@ -11,8 +11,9 @@ gradient accumulation gives the gradient of the whole batch.
 
 from .albef import ALBEFTask, caption_ids
 from .blip import BLIPTask
+from .blip2 import Blip2Stage1Task, Blip2Stage2Task
 from .clip import CLIPTask
 from .features import FeatureTask
 from .vqa import BLIPVQATask, VQATask
 
-__all__ = ["ALBEFTask", "BLIPTask", "BLIPVQATask", "CLIPTask", "FeatureTask", "VQATask", "caption_ids"]
+__all__ = ["ALBEFTask", "BLIPTask", "Blip2Stage1Task", "Blip2Stage2Task", "BLIPVQATask", "CLIPTask", "FeatureTask", "VQATask", "caption_ids"]
