@@ -16,4 +16,14 @@ from .clip import CLIPTask
 from .features import FeatureTask
 from .vqa import BLIPVQATask, VQATask
 
-__all__ = ["ALBEFTask", "BLIPTask", "Blip2Stage1Task", "Blip2Stage2Task", "BLIPVQATask", "CLIPTask", "FeatureTask", "VQATask", "caption_ids"]
+__all__ = [
+    "ALBEFTask",
+    "BLIPTask",
+    "Blip2Stage1Task",
+    "Blip2Stage2Task",
+    "BLIPVQATask",
+    "CLIPTask",
+    "FeatureTask",
+    "VQATask",
+    "caption_ids",
+]

@@ -58,7 +58,8 @@ def query_similarities(
 def query_itc_loss(sim_i2t: torch.Tensor, sim_t2i: torch.Tensor, offset: int = 0) -> torch.Tensor:
     """Symmetric cross-entropy of :func:`query_similarities`: local pair i's partner is column offset + i."""
     labels = torch.arange(sim_i2t.shape[0], device=sim_i2t.device) + offset
-    return (F.cross_entropy(sim_i2t.float(), labels) + F.cross_entropy(sim_t2i.float(), labels)) / 2
+    dtype = torch.promote_types(sim_i2t.dtype, torch.float32)  # at least float32
+    return (F.cross_entropy(sim_i2t.to(dtype), labels) + F.cross_entropy(sim_t2i.to(dtype), labels)) / 2
 
 
 def _no_ddp(model: nn.Module, task: str) -> None:

@@ -124,11 +124,20 @@ class Blip2Stage1Recipe(Recipe):
         spec = dict(self.model_spec)
         if "preset" in spec and "pretrained" not in spec:
             qformer = {"vocab_size": self.tokenizer.vocab_size + 1, **(spec.get("qformer") or {})}
-            spec = {"llm_type": None, "llm": None, "retrieval_heads": True, "itg_head": True, **spec, "qformer": qformer}
+            spec = {
+                "llm_type": None,
+                "llm": None,
+                "retrieval_heads": True,
+                "itg_head": True,
+                **spec,
+                "qformer": qformer,
+            }
         model = model_from_spec(spec, expected=Blip2, task=self.name)
         c = model.config
         if not (c.retrieval_heads and c.itg_head):
-            raise ValueError("the blip2-stage1 task trains ITC, ITM and ITG: the model needs retrieval_heads and itg_head")
+            raise ValueError(
+                "the blip2-stage1 task trains ITC, ITM and ITG: the model needs retrieval_heads and itg_head"
+            )
         check_vocabulary(self.tokenizer, self.options.tokenizer, c.qformer.vocab_size)
         if self.dec_token_id >= c.qformer.vocab_size:
             raise ValueError(
@@ -227,7 +236,9 @@ def with_llm(stage1: Blip2, llm: nn.Module) -> Blip2:
     model and a new language projection."""
     config = dataclasses.replace(stage1.config, llm_type=type(llm.config).model_type, llm=llm.config)
     model = Blip2(config)
-    kept = {k: v for k, v in stage1.state_dict().items() if not k.startswith(("language_model.", "language_projection."))}
+    kept = {
+        k: v for k, v in stage1.state_dict().items() if not k.startswith(("language_model.", "language_projection."))
+    }
     missing, unexpected = model.load_state_dict(kept, strict=False)
     stray = [k for k in missing if not k.startswith(("language_model.", "language_projection."))] + unexpected
     if stray:
