@@ -177,3 +177,22 @@ def test_config_errors_are_one_line(tmp_path, capsys):
     assert main([*base, "--set", "task.name=blip2-stage2", "--set", f"task.stage1={tmp_path / 'none'}"]) == 2
     err = capsys.readouterr().err.strip()
     assert "task.stage1: no model folder" in err and "\n" not in err
+
+
+def test_stage1_refuses_a_ddp_wrapper_in_one_line(tmp_path):
+    import torch.distributed as dist
+
+    model = get_recipe_model("blip2-stage1")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        wrapped = torch.nn.parallel.DistributedDataParallel(model)
+        with pytest.raises(ValueError, match="runs on one process"):
+            Blip2Stage1Task(dec_token_id=48).losses(wrapped, {})
+    finally:
+        dist.destroy_process_group()
+
+
+def test_default_options_build():
+    for name in ("blip2-stage1", "blip2-stage2"):
+        recipe = get_recipe(name, {"preset": "blip2-tiny"})
+        assert recipe.build_model().parameter_counts()["trainable"] > 0

@@ -55,7 +55,7 @@ class Blip2Stage1Options:
 
 @dataclass(frozen=True)
 class Blip2Stage2Options:
-    tokenizer: str = "gpt2"  # the LLM's tokenizer (a name, a folder or "shapes")
+    tokenizer: str = "bert-base-uncased"  # the LLM's tokenizer (a name, a folder or "shapes")
     stage1: str | None = None  # the model folder of a blip2-stage1 run
     llm: str = "gpt-tiny"  # a decoder's folder, or a preset (built for the tokenizer's vocabulary)
     text: str = "both"  # caption, qa or both (alternate rows): what each image's text is
