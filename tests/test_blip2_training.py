@@ -98,9 +98,10 @@ def _learning_run(name: str, seed: int, steps: int, llm_std: float = 0.2, **opti
     task = TaskConfig.from_value({"name": name, "tokenizer": "shapes", **options})
     recipe = get_recipe(task, {"preset": "blip2-tiny", "qformer": {"dropout": 0.0, "attn_dropout": 0.0}})
     model = recipe.build_model().train()
-    if model.language_model is not None:  # a random LLM at std 0.02 ignores its context: give it one that reads it
+    llm_model = getattr(model, "blip2", model).language_model
+    if llm_model is not None:  # a random LLM at std 0.02 ignores its context: give it one that reads it
         with torch.no_grad():
-            for p in model.language_model.parameters():
+            for p in llm_model.parameters():
                 if p.dim() == 2:
                     p.normal_(std=llm_std)
     ds = ShapesDataset(size=8, image_size=32, transform=recipe.transform(model), captions="full", seed=seed)
@@ -179,15 +180,25 @@ def test_config_errors_are_one_line(tmp_path, capsys):
     assert "task.stage1: no model folder" in err and "\n" not in err
 
 
-def test_stage1_refuses_a_ddp_wrapper_in_one_line(tmp_path):
+def test_stage1_runs_through_a_ddp_wrapper_and_refuses_a_bare_blip2_in_one(tmp_path):
     import torch.distributed as dist
 
-    model = get_recipe_model("blip2-stage1")
+    from vlkit.train.config import TaskConfig
+
+    recipe = get_recipe(
+        TaskConfig.from_value({"name": "blip2-stage1", "tokenizer": "shapes"}), {"preset": "blip2-tiny"}
+    )
+    model = recipe.build_model()
+    ds = ShapesDataset(size=4, image_size=32, transform=recipe.transform(model), captions="full")
+    batch = recipe.collate()([ds[i] for i in range(4)])
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
         wrapped = torch.nn.parallel.DistributedDataParallel(model)
-        with pytest.raises(ValueError, match="runs on one process"):
-            Blip2Stage1Task(dec_token_id=48).losses(wrapped, {})
+        sum(recipe.losses(wrapped, batch).values()).backward()  # the first pass through the wrapper
+        assert model.blip2.qformer.query_tokens.grad is not None and model.blip2.itg_head.dense.weight.grad is not None
+        assert all(p.grad is None for p in model.blip2.vision.parameters())
+        with pytest.raises(ValueError, match="bare BLIP-2 on one process"):
+            recipe.losses(torch.nn.parallel.DistributedDataParallel(model.blip2), batch)
     finally:
         dist.destroy_process_group()
 

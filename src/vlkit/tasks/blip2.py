@@ -19,8 +19,10 @@ Stage 2 (:class:`Blip2Stage2Task`): the LLM's next-token loss on the target text
 queries put in front as a soft prompt (they are no text position, so never scored) and the prompt
 tokens (BOS and e.g. "Question: ... Answer:") labelled -100 by the batch (``llm_labels``).
 
-Stage 1 calls the Q-Former's parts itself (BLIP-2's ``forward`` is the LLM's): it refuses a
-DistributedDataParallel wrapper, whose gradient hooks only a forward through the wrapper arms.
+Stage 1's first pass (:func:`stage1_features`: image tokens, ITC features) must run through a
+DistributedDataParallel wrapper, whose gradient hooks only a forward through the wrapper arms; BLIP-2's
+own ``forward`` is the LLM's, so the ``blip2-stage1`` recipe trains a thin container whose forward
+is that pass (its ``blip2`` attribute the model). A bare BLIP-2 is trained on one process only.
 """
 
 from __future__ import annotations
@@ -62,9 +64,16 @@ def query_itc_loss(sim_i2t: torch.Tensor, sim_t2i: torch.Tensor, offset: int = 0
     return (F.cross_entropy(sim_i2t.to(dtype), labels) + F.cross_entropy(sim_t2i.to(dtype), labels)) / 2
 
 
-def _no_ddp(model: nn.Module, task: str) -> None:
-    if isinstance(model, nn.parallel.DistributedDataParallel):
-        raise ValueError(f"the {task} task runs on one process (it calls the Q-Former's parts, not the wrapper)")
+def stage1_features(
+    blip2: nn.Module, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Stage 1's first pass: the frozen image tokens (B, 1 + N, Cv) (no autograd), the normalised
+    query features (B, Q, D) and the normalised [CLS] text features (B, D)."""
+    q = blip2.qformer
+    image = blip2.image_embeds(pixel_values).to(q.query_tokens.dtype)  # (B, 1 + N, Cv)
+    image_f = F.normalize(blip2.vision_proj(q(image)), dim=-1)  # (B, Q, D)
+    text_f = F.normalize(blip2.text_proj(q(input_ids=input_ids, attention_mask=attention_mask)[:, 0]), dim=-1)
+    return {"image_embeds": image, "image_features": image_f, "text_features": text_f}  # text_f: (B, D)
 
 
 class Blip2Stage1Task:
@@ -87,14 +96,20 @@ class Blip2Stage1Task:
         return dec_ids, lm_labels(dec_ids, attention_mask, prompt_length=1)
 
     def losses(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        _no_ddp(model, self.name)
-        blip2 = unwrap(model)
-        q = blip2.qformer
+        inner = unwrap(model)
+        blip2 = getattr(inner, "blip2", inner)  # the recipe's container, or a bare BLIP-2
         ids, mask = batch["input_ids"], batch["attention_mask"]
+        if inner is not blip2:  # through the (DDP) wrapper: its forward is stage1_features
+            out = model(batch["pixel_values"], ids, mask)
+        elif isinstance(model, nn.parallel.DistributedDataParallel):
+            raise ValueError(
+                f"the {self.name} task trains a bare BLIP-2 on one process only; wrap it as the recipe does"
+            )
+        else:
+            out = stage1_features(blip2, batch["pixel_values"], ids, mask)
+        q = blip2.qformer
         Q = blip2.config.qformer.num_query_tokens
-        image = blip2.image_embeds(batch["pixel_values"]).to(q.query_tokens.dtype)  # (B, 1 + N, Cv), no grad
-        image_f = F.normalize(blip2.vision_proj(q(image)), dim=-1)  # (B, Q, D)
-        text_f = F.normalize(blip2.text_proj(q(input_ids=ids, attention_mask=mask)[:, 0]), dim=-1)  # (B, D)
+        image, image_f, text_f = out["image_embeds"], out["image_features"], out["text_features"]
         sim_i2t, sim_t2i, offset = query_similarities(image_f, text_f, blip2.scale())
         losses = {"itc_loss": query_itc_loss(sim_i2t, sim_t2i, offset)}
 
@@ -117,7 +132,8 @@ class Blip2Stage1Task:
         return losses
 
     def log_values(self, model: nn.Module) -> dict[str, float]:
-        return {"logit_scale": unwrap(model).scale().item()}
+        inner = unwrap(model)
+        return {"logit_scale": getattr(inner, "blip2", inner).scale().item()}
 
 
 def stage2_sequence(

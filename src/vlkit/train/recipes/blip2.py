@@ -31,7 +31,7 @@ from torch import nn
 from ...data.loader import ImageTextCollator, eval_loader
 from ...models.blip2 import Blip2
 from ...runtime import autocast, eval_mode
-from ...tasks.blip2 import Blip2Stage1Task, Blip2Stage2Task, pad_sequences, stage2_sequence
+from ...tasks.blip2 import Blip2Stage1Task, Blip2Stage2Task, pad_sequences, stage1_features, stage2_sequence
 from .base import Recipe
 from .blip import CaptionCollator
 from .common import EvalOutput, check_vocabulary, model_from_spec
@@ -98,6 +98,29 @@ def mean_losses(task: Any, model: nn.Module, dataset, collate: Callable, *, batc
     return {k: v / n for k, v in sums.items()}
 
 
+class Stage1Model(nn.Module):
+    """The BLIP-2 stage 1 trains (``blip2``), whose ``forward`` is stage 1's first pass
+    (:func:`vlkit.tasks.blip2.stage1_features`), so that it runs through a DistributedDataParallel
+    wrapper. ``save_pretrained`` writes the BLIP-2 itself; ``config`` is its config."""
+
+    def __init__(self, blip2: Blip2) -> None:
+        super().__init__()
+        self.blip2 = blip2
+
+    @property
+    def config(self):
+        return self.blip2.config
+
+    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
+        return stage1_features(self.blip2, pixel_values, input_ids, attention_mask)
+
+    def parameter_counts(self) -> dict[str, int]:
+        return self.blip2.parameter_counts()
+
+    def save_pretrained(self, folder, tokenizer=None) -> Path:
+        return self.blip2.save_pretrained(folder, tokenizer=tokenizer)
+
+
 class Blip2Stage1Recipe(Recipe):
     """BLIP-2 stage 1: the Q-Former learns ITC, ITM and ITG against the frozen image encoder.
     Evaluation: the three losses on the validation data ("loss" is ITC's)."""
@@ -143,7 +166,7 @@ class Blip2Stage1Recipe(Recipe):
             raise ValueError(
                 f"task.dec_token_id {self.dec_token_id} is outside the Q-Former's vocabulary of {c.qformer.vocab_size}"
             )
-        return frozen(model)
+        return Stage1Model(frozen(model))
 
     def collate(self) -> Callable:
         return CaptionCollator(self.tokenizer)
