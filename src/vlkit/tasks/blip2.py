@@ -80,12 +80,21 @@ class Blip2Stage1Task:
     """Stage 1's ITC, ITM and ITG losses of a :class:`~vlkit.models.blip2.Blip2` with
     ``retrieval_heads`` and ``itg_head``. ``dec_token_id``: the Q-Former's [DEC] id (the ITG start
     token); ``label_smoothing``: ITG's (BLIP-2: 0.1); ``same_caption_is_positive``: equal captions
-    are never ITM negatives of each other."""
+    are never ITM negatives of each other; ``all_ranks``: ITC and ITM see every process's samples
+    (False: this process's alone, as an evaluation on one process needs)."""
 
     name = "blip2-stage1"
 
-    def __init__(self, *, dec_token_id: int, label_smoothing: float = 0.1, same_caption_is_positive: bool = True):
+    def __init__(
+        self,
+        *,
+        dec_token_id: int,
+        label_smoothing: float = 0.1,
+        same_caption_is_positive: bool = True,
+        all_ranks: bool = True,
+    ) -> None:
         self.dec_token_id = dec_token_id
+        self.all_ranks = all_ranks
         self.label_smoothing = label_smoothing
         self.same_caption_is_positive = same_caption_is_positive
 
@@ -110,17 +119,18 @@ class Blip2Stage1Task:
         q = blip2.qformer
         Q = blip2.config.qformer.num_query_tokens
         image, image_f, text_f = out["image_embeds"], out["image_features"], out["text_features"]
-        sim_i2t, sim_t2i, offset = query_similarities(image_f, text_f, blip2.scale())
+        sim_i2t, sim_t2i, offset = query_similarities(image_f, text_f, blip2.scale(), gather=self.all_ranks)
         losses = {"itc_loss": query_itc_loss(sim_i2t, sim_t2i, offset)}
 
         with torch.no_grad():  # hard negatives, in proportion to softmax(ITC score), positives excluded
             pair_ids = caption_ids(batch["captions"], ids.device) if self.same_caption_is_positive else None
-            all_ids = None if pair_ids is None else gather_features(pair_ids)
+            all_ids = pair_ids if pair_ids is None or not self.all_ranks else gather_features(pair_ids)
             text_idx, image_idx = sample_itm_negatives(sim_i2t, sim_t2i, offset, pair_ids, all_ids)
         text_side = {"input_ids": ids, "attention_mask": mask}
         pads = {"input_ids": blip2.config.qformer.pad_token_id, "attention_mask": 0}
-        neg_images = gather_padded(image)[image_idx]  # (B, 1 + N, Cv)
-        neg_texts = {k: gather_padded(v, pads[k])[text_idx] for k, v in text_side.items()}
+        gather = gather_padded if self.all_ranks else (lambda t, pad=0: t)
+        neg_images = gather(image)[image_idx]  # (B, 1 + N, Cv)
+        neg_texts = {k: gather(v, pads[k])[text_idx] for k, v in text_side.items()}
         images, texts = itm_pairs(image, text_side, neg_images, neg_texts, pads)  # 3B pairs
         fused = q(images, texts["input_ids"], texts["attention_mask"], mode="itm")  # (3B, Q + T, H)
         losses["itm_loss"] = itm_loss(blip2.itm_head(fused[:, :Q]).mean(dim=1))  # (3B, 2)

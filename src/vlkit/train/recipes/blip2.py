@@ -77,6 +77,22 @@ def frozen(model: Blip2) -> Blip2:
     return model.freeze()
 
 
+def freeze_stage2_unused(model: Blip2) -> Blip2:
+    """Stage 2 reads the queries alone: the retrieval and ITG heads and the Q-Former's text parts
+    (its embeddings and the blocks' text feed-forward) get no gradient. They are frozen too, so that
+    the optimizer holds none of them and DistributedDataParallel waits for no gradient of theirs."""
+    parts: list[nn.Module | nn.Parameter | None] = [model.vision_proj, model.text_proj, model.itm_head, model.temp]
+    q = model.qformer
+    parts += [model.itg_head, q.tokens, q.positions]
+    if model.config.qformer.text_input:  # the text's feed-forward (the queries have their own)
+        for block in q.transformer.blocks:
+            parts += [block.mlp, block.norm2]
+    for part in parts:
+        if part is not None:
+            part.requires_grad_(False)
+    return model
+
+
 def mean_losses(task: Any, model: nn.Module, dataset, collate: Callable, *, batch_size: int, device, precision) -> dict:
     """Each loss of ``task`` averaged over the validation batches (weighted by their samples)."""
     device = torch.device(device)
@@ -135,12 +151,13 @@ class Blip2Stage1Recipe(Recipe):
         o = self.options
         return self.tokenizer.vocab_size if o.dec_token_id is None else o.dec_token_id
 
-    def build_task(self) -> Blip2Stage1Task:
+    def build_task(self, all_ranks: bool = True) -> Blip2Stage1Task:
         o = self.options
         return Blip2Stage1Task(
             dec_token_id=self.dec_token_id,
             label_smoothing=o.label_smoothing,
             same_caption_is_positive=o.same_caption_is_positive,
+            all_ranks=all_ranks,
         )
 
     def build_model(self) -> nn.Module:
@@ -174,7 +191,7 @@ class Blip2Stage1Recipe(Recipe):
     def evaluate(self, model: nn.Module, dataset, **kwargs) -> EvalOutput:
         """The mean validation losses ("loss": ITC's); keyword arguments: batch_size, device, precision."""
         losses = mean_losses(
-            self.task,
+            self.build_task(all_ranks=False),  # the main process evaluates alone
             model,
             dataset,
             self.collate(),
@@ -303,7 +320,7 @@ class Blip2Stage2Recipe(Recipe):
             if model.language_model is None:
                 raise ValueError("the blip2-stage2 task needs a BLIP-2 with an LLM: give task.stage1 and task.llm")
         self.check_llm(model)
-        return frozen(model)
+        return freeze_stage2_unused(frozen(model))
 
     def check_llm(self, model: Blip2) -> None:
         llm = model.config.llm
