@@ -11,6 +11,7 @@ gradient accumulation gives the gradient of the whole batch.
 
 from .albef import ALBEFTask, caption_ids
 from .blip import BLIPTask
+from .blip2 import Blip2Stage1Task, Blip2Stage2Task
 from .clip import CLIPTask
 from .features import FeatureTask
 from .siglip import SigLIPTask
@@ -20,6 +21,8 @@ from .vqa import BLIPVQATask, VQATask
 __all__ = [
     "ALBEFTask",
     "BLIPTask",
+    "Blip2Stage1Task",
+    "Blip2Stage2Task",
     "BLIPVQATask",
     "CLIPTask",
     "FeatureTask",

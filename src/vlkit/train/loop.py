@@ -384,9 +384,11 @@ def load_data(run: Run, state: TrainState) -> None:
     if run.static_skips:
         _say(run, f"training data: {SkipReport(run.static_skips).summary(getattr(run.train_ds, 'rows_read', None))}")
     n_params = sum(p.numel() for p in model.parameters())
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    trainable = f" ({n_trainable:,} of {n_params:,} trainable)" if n_trainable < n_params else ""
     _say(
         run,
-        f"{recipe.name}: {n_params / 1e6:.2f}M parameters, {run.loader.samples_per_epoch} training samples "
+        f"{recipe.name}: {n_params / 1e6:.2f}M parameters{trainable}, {run.loader.samples_per_epoch} training samples "
         f"({run.loader.steps_per_epoch} steps per epoch), batch {_batch_text(cfg.train)} x {info.world_size} "
         f"process(es) on {info.device}",
     )

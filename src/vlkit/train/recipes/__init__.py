@@ -34,6 +34,7 @@ from typing import Any
 from .albef import ALBEFOptions, ALBEFRecipe
 from .base import Recipe
 from .blip import BLIPOptions, BLIPRecipe
+from .blip2 import Blip2Stage1Options, Blip2Stage1Recipe, Blip2Stage2Options, Blip2Stage2Recipe
 from .blip_vqa import BLIPVQAOptions, BLIPVQARecipe
 from .clip import CLIPOptions, CLIPRecipe
 from .common import EvalOutput
@@ -44,6 +45,8 @@ RECIPES = {
     "albef": ALBEFRecipe,
     "blip": BLIPRecipe,
     "blip-vqa": BLIPVQARecipe,
+    "blip2-stage1": Blip2Stage1Recipe,
+    "blip2-stage2": Blip2Stage2Recipe,
     "clip": CLIPRecipe,
     "vlm-stage1": VLMStage1Recipe,
     "vlm-stage2": VLMStage2Recipe,
@@ -68,6 +71,10 @@ __all__ = [
     "BLIPRecipe",
     "BLIPVQAOptions",
     "BLIPVQARecipe",
+    "Blip2Stage1Options",
+    "Blip2Stage1Recipe",
+    "Blip2Stage2Options",
+    "Blip2Stage2Recipe",
     "CLIPOptions",
     "CLIPRecipe",
     "EvalOutput",
