@@ -14,7 +14,7 @@ and take the image tower's fixed options from the family's vision config
 checkpoint gives its sizes.
 """
 
-from . import hf_bert, hf_blip, hf_clip, hf_gpt2, hf_vit
+from . import hf_bert, hf_blip, hf_clip, hf_gpt2, hf_vilt, hf_vit
 
 # HF config.json "model_type" -> converter module
 HF_CONVERTERS = {
@@ -22,5 +22,6 @@ HF_CONVERTERS = {
     "blip": hf_blip,
     "clip": hf_clip,
     "gpt2": hf_gpt2,
+    "vilt": hf_vilt,
     "vit": hf_vit,
 }

@@ -17,11 +17,12 @@ from pathlib import Path
 import torch
 
 from ..files import write_file, write_text
-from . import hf_bert, hf_blip, hf_clip, hf_gpt2, hf_vit
+from . import hf_bert, hf_blip, hf_clip, hf_gpt2, hf_vilt, hf_vit
 
 # vlkit model type -> the converter module that writes it
-HF_WRITERS = {conv.MODEL_TYPE: conv for conv in (hf_bert, hf_blip, hf_clip, hf_gpt2, hf_vit)}
-PROCESSORS = {"clip": "CLIPProcessor", "blip": "BlipProcessor"}  # HF processor classes (image + text)
+HF_WRITERS = {conv.MODEL_TYPE: conv for conv in (hf_bert, hf_blip, hf_clip, hf_gpt2, hf_vilt, hf_vit)}
+# HF processor classes (image + text)
+PROCESSORS = {"clip": "CLIPProcessor", "blip": "BlipProcessor", "vilt": "ViltProcessor"}
 _META = {"format": "pt"}  # what transformers expects in a safetensors header
 
 
