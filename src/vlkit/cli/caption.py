@@ -1,4 +1,5 @@
-"""``vlkit caption`` and ``vlkit vqa``: BLIP image captioning and visual question answering.
+"""``vlkit caption`` and ``vlkit vqa``: BLIP image captioning and visual question answering (BLIP,
+or a ViLT, which answers by classification over its answer vocabulary).
 
     vlkit caption --model FOLDER photo1.jpg photo2.jpg [--num-beams 3] [--prompt "a picture of"]
     vlkit caption --model runs/blip-shapes photo.jpg --sample --top-p 0.9
@@ -17,6 +18,7 @@ import torch
 
 from ..eval.datasets import read_answer_list
 from ..eval.resolve import BLIP_TOKENIZER, load_model_and_tokenizer, require_captioner, vqa_model
+from ..eval.vqa import classifies_answers, classify_answers
 from ..runtime import resolve_device
 from .generation_options import add_generation_arguments, generation_config_from_args, sampling_generator
 
@@ -50,7 +52,7 @@ def add_commands(commands) -> None:
 
     q = commands.add_parser(
         "vqa",
-        help="answer a question about an image with a BLIP VQA model",
+        help="answer a question about an image with a BLIP VQA model or a ViLT",
         description="Print the answer to QUESTION about IMAGE.",
     )
     q.add_argument("image", metavar="IMAGE")
@@ -61,7 +63,8 @@ def add_commands(commands) -> None:
     q.add_argument(
         "--answers",
         default=None,
-        help="file with one candidate answer per line: rank them (BLIP's closed-set VQA) instead of generating",
+        help="file with one candidate answer per line: rank them (BLIP's closed-set VQA) instead of generating; "
+        "a ViLT picks the best of those its answer vocabulary holds",
     )
     q.add_argument("--k", type=int, default=128, help="answers shortlisted by their first token before ranking")
     q.set_defaults(run=run_vqa)
@@ -118,6 +121,9 @@ def run_vqa(args) -> int:
     candidates = read_answer_list(args.answers) if args.answers else None
     model, tokenizer = _load(args, vqa_model)
     pixels = read_images([args.image], model).to(args.device)
+    if classifies_answers(model):  # ViLT
+        print(classify_answers(model, tokenizer, pixels, [args.question], candidates=candidates, device=args.device)[0])
+        return 0
     question = tokenizer([args.question])
     q_ids, q_mask = question["input_ids"].to(args.device), question["attention_mask"].to(args.device)
     with torch.no_grad():

@@ -33,7 +33,7 @@ from .captioning import captioning_scores, generate_captions
 from .rerank import itm_rerank_scores, reranked_recall
 from .resolve import captioner
 from .retrieval import encode_images, encode_texts, rank, recall_at_k
-from .vqa import answer_questions, rank_answer_list, vqa_scores
+from .vqa import answer_questions, classifies_answers, classify_answers, rank_answer_list, vqa_scores
 from .zeroshot import zeroshot_accuracy
 
 
@@ -219,13 +219,18 @@ def evaluate_vqa(
     **generate_options,
 ) -> Evaluation:
     """VQA accuracy and exact match (per question type when ``types`` are given) of generated
-    answers, or of the best of ``candidates`` (a closed answer set, ranked as BLIP does)."""
+    answers, or of the best of ``candidates`` (a closed answer set, ranked as BLIP does); a ViLT
+    answers by classification (the best of its answers, of those in ``candidates`` when given)."""
     batches = ImageBatches(items, batch_size)
     predictions: list[str] = []
     for batch in batches.items():
         pixels = torch.stack([it["pixel_values"] for it in batch])  # (B, 3, H, W)
         questions = [it["question"] for it in batch]
-        if candidates is None:
+        if classifies_answers(model):  # ViLT: the best of its answer vocabulary (within the candidates)
+            predictions += classify_answers(
+                model, tokenizer, pixels, questions, candidates=candidates, device=device, batch_size=batch_size
+            )
+        elif candidates is None:
             predictions += answer_questions(
                 model, tokenizer, pixels, questions, device=device, batch_size=batch_size, **generate_options
             )

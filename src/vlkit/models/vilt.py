@@ -24,6 +24,7 @@ position grid is resampled to each image's real extent, again as ViLT does.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -304,6 +305,18 @@ class Vilt(Model[ViltConfig]):
         return head(self.pool(self(pixel_values, input_ids, attention_mask, pixel_mask=pixel_mask))).squeeze(-1)
 
 
+def with_answers(model: Vilt, answers: tuple[str, ...]) -> Vilt:
+    """A copy of ``model`` with a freshly initialised VQA head over ``answers`` (ViLT's VQA fine-tuning
+    starts so from the pre-trained model); every other weight is the model's."""
+    new = Vilt(dataclasses.replace(model.config, answers=tuple(answers)))
+    kept = {k: v for k, v in model.state_dict().items() if not k.startswith("vqa_head.")}
+    missing, unexpected = new.load_state_dict(kept, strict=False)
+    if unexpected or any(not k.startswith("vqa_head.") for k in missing):
+        raise ValueError(f"with_answers: weights do not fit ({sorted(unexpected)[:5]}, {sorted(missing)[:5]})")
+    new.tokenizer = model._tokenizer
+    return new.train(model.training)
+
+
 @register("vilt-b32")
 def vilt_b32() -> ViltConfig:
     """ViLT-B/32 pre-training (dandelin/vilt-b32-mlm): ITM and MLM heads, 384 px in 32 px patches."""
@@ -322,4 +335,5 @@ def vilt_tiny() -> ViltConfig:
         image_size=32,
         patch_size=8,
         mlm_head=True,
+        init_std=0.1,  # tiny widths learn from 0.1 where BERT's 0.02 leaves ITM at chance (as albef-tiny)
     )

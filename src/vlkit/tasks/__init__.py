@@ -10,6 +10,7 @@ forward goes through the wrapper (that is what DDP hooks), later passes use the 
 from .albef import ALBEFTask, caption_ids
 from .blip import BLIPTask
 from .clip import CLIPTask
+from .vilt import ViltTask, ViltVQATask
 from .vqa import BLIPVQATask, VQATask
 
-__all__ = ["ALBEFTask", "BLIPTask", "BLIPVQATask", "CLIPTask", "VQATask", "caption_ids"]
+__all__ = ["ALBEFTask", "BLIPTask", "BLIPVQATask", "CLIPTask", "VQATask", "ViltTask", "ViltVQATask", "caption_ids"]

@@ -36,12 +36,15 @@ from .blip import BLIPOptions, BLIPRecipe
 from .blip_vqa import BLIPVQAOptions, BLIPVQARecipe
 from .clip import CLIPOptions, CLIPRecipe
 from .common import EvalOutput
+from .vilt import ViltOptions, ViltRecipe, ViltVQAOptions, ViltVQARecipe
 
 RECIPES = {
     "albef": ALBEFRecipe,
     "blip": BLIPRecipe,
     "blip-vqa": BLIPVQARecipe,
     "clip": CLIPRecipe,
+    "vilt": ViltRecipe,
+    "vilt-vqa": ViltVQARecipe,
 }
 
 
@@ -67,4 +70,8 @@ __all__ = [
     "RECIPES",
     "Recipe",
     "get_recipe",
+    "ViltOptions",
+    "ViltRecipe",
+    "ViltVQAOptions",
+    "ViltVQARecipe",
 ]
