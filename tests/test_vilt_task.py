@@ -194,3 +194,14 @@ def test_cli_vqa_refuses_a_vilt_without_answers(tmp_path, capsys):
     ds.image(0).save(tmp_path / "s.png")
     assert main(["vqa", "--model", str(folder), str(tmp_path / "s.png"), "what?"]) != 0
     assert "without a VQA head" in capsys.readouterr().err
+
+
+def test_cli_eval_retrieval_scores_every_pair_with_a_vilt(vilt_vqa_folder, tmp_path, capsys):
+    _, folder = vilt_vqa_folder
+    out = tmp_path / "r.json"
+    assert main(["eval", "retrieval", "--model", folder, "--size", "8", "--json", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["images"] == 8 and metrics["joint_passes"] == 8 * metrics["texts"]
+    assert 0 <= metrics["i2t_R@1"] <= 100
+    assert main(["eval", "retrieval", "--model", folder, "--size", "8", "--rerank", "itm"]) != 0
+    assert "--rerank does not apply" in capsys.readouterr().err
