@@ -216,3 +216,23 @@ def test_save_and_load_vlkit_folder(tmp_path):
     with torch.no_grad():
         assert torch.equal(again.vqa_logits(pixels, ids, mask), model.vqa_logits(pixels, ids, mask))
     assert again.config.answers == ("yes", "no", "red")
+
+
+def test_exported_folder_works_with_hf_vilt_processor(tmp_path):
+    """transformers' ViltProcessor on the exported folder gives vlkit's pixels and ids, and
+    ViltForQuestionAnswering on them vlkit's answer logits."""
+    from vlkit.data.synthetic import ShapesDataset, shapes_tokenizer
+
+    tok = shapes_tokenizer()
+    torch.manual_seed(0)
+    model = vlkit.create_model("vilt-tiny", vocab_size=tok.vocab_size, answers=("yes", "no", "red")).eval()
+    export_hf(model, tmp_path, tokenizer=tok)
+    processor = transformers.ViltProcessor.from_pretrained(tmp_path)
+    image = ShapesDataset("validation", size=1, image_size=32).image(0)
+    enc = processor(images=image, text="what colour is the square?", return_tensors="pt")
+    pixels = vlkit.image_transform(model)(image)[None]
+    ids = tok(["what colour is the square?"])
+    assert torch.equal(enc["pixel_values"], pixels) and torch.equal(enc["input_ids"], ids["input_ids"])
+    hf = transformers.ViltForQuestionAnswering.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert max_diff(hf(**enc).logits, model.vqa_logits(pixels, ids["input_ids"], ids["attention_mask"])) <= 1e-5
