@@ -67,7 +67,7 @@ def test_overrides_are_coerced_and_keep_the_options(tmp_path):
     "overrides, message",
     [
         (["task.bogus=1"], r"task \(clip\): unknown fields \['bogus'\]; expected some of \['tokenizer'\]"),
-        (["task=nope"], r"unknown task 'nope'; expected one of \['albef', 'blip', 'blip-vqa', 'clip'\]"),
+        (["task=nope"], r"unknown task 'nope'; expected one of \['albef', 'blip', 'blip-vqa', 'clip', 'vilt', 'vilt-vqa'\]"),
         (["task=albef", "task.alpha=1.5"], r"task \(albef\): alpha must be in \[0, 1\], got 1.5"),
         (["task=albef", "task.mlm_probability=0"], "mlm_probability must be in"),
         (["task=blip", "task.init_std=big"], r"task \(blip\).init_std: expected float, got 'big'"),
