@@ -1,5 +1,6 @@
 """``vlkit caption`` and ``vlkit vqa``: BLIP and BLIP-2 image captioning and visual question answering; a
-LLaVA-style VLM answers the question (vqa) or a request for a description (caption, or --prompt).
+LLaVA-style VLM answers the question (vqa) or a request for a description (caption, or --prompt); a ViLT
+answers by classification over its answer vocabulary.
 
     vlkit caption --model FOLDER photo1.jpg photo2.jpg [--num-beams 3] [--prompt "a picture of"]
     vlkit caption --model runs/blip-shapes photo.jpg --sample --top-p 0.9
@@ -24,7 +25,7 @@ import torch
 from ..eval.captioning import decode_llm, llm_prompt_ids
 from ..eval.datasets import read_answer_list
 from ..eval.resolve import BLIP_TOKENIZER, load_model_and_tokenizer, require_captioner, vqa_model
-from ..eval.vqa import BLIP2_VQA_PROMPT
+from ..eval.vqa import BLIP2_VQA_PROMPT, classifies_answers, classify_answers
 from ..models.blip2 import Blip2
 from ..models.vlm import VLM
 from ..runtime import resolve_device
@@ -60,7 +61,7 @@ def add_commands(commands) -> None:
 
     q = commands.add_parser(
         "vqa",
-        help="answer a question about an image with a BLIP VQA model, a BLIP-2 or a LLaVA-style VLM",
+        help="answer a question about an image with a BLIP VQA model, a BLIP-2, a LLaVA-style VLM or a ViLT",
         description="Print the answer to QUESTION about IMAGE.",
     )
     q.add_argument("image", metavar="IMAGE")
@@ -71,7 +72,8 @@ def add_commands(commands) -> None:
     q.add_argument(
         "--answers",
         default=None,
-        help="file with one candidate answer per line: rank them (BLIP's closed-set VQA) instead of generating",
+        help="file with one candidate answer per line: rank them (BLIP's closed-set VQA) instead of generating; "
+        "a ViLT picks the best of those its answer vocabulary holds",
     )
     q.add_argument("--k", type=int, default=128, help="answers shortlisted by their first token before ranking")
     q.add_argument(
@@ -172,6 +174,9 @@ def run_vqa(args) -> int:
         if candidates is not None:
             raise ValueError("--answers (ranking candidate answers) is for BLIP VQA models; a VLM generates its answer")
         print(_vlm_answer(model, tokenizer, pixels, args.question, config))
+        return 0
+    if classifies_answers(model):  # ViLT
+        print(classify_answers(model, tokenizer, pixels, [args.question], candidates=candidates, device=args.device)[0])
         return 0
     question = tokenizer([args.question])
     q_ids, q_mask = question["input_ids"].to(args.device), question["attention_mask"].to(args.device)

@@ -14,7 +14,7 @@ and take the image tower's fixed options from the family's vision config
 checkpoint gives its sizes.
 """
 
-from . import hf_bert, hf_blip, hf_blip2, hf_clip, hf_gpt2, hf_llama, hf_llava, hf_opt, hf_siglip, hf_vit
+from . import hf_bert, hf_blip, hf_blip2, hf_clip, hf_gpt2, hf_llama, hf_llava, hf_opt, hf_siglip, hf_vilt, hf_vit
 
 # HF config.json "model_type" -> converter module
 HF_CONVERTERS = {
@@ -26,6 +26,7 @@ HF_CONVERTERS = {
     "llava": hf_llava,
     "opt": hf_opt,
     "siglip": hf_siglip,
+    "vilt": hf_vilt,
     "vit": hf_vit,
     **{model_type: hf_llama for model_type in hf_llama.HF_MODEL_TYPES},
 }

@@ -17,14 +17,15 @@ from pathlib import Path
 import torch
 
 from ..files import write_file, write_text
-from . import hf_bert, hf_blip, hf_blip2, hf_clip, hf_gpt2, hf_llama, hf_llava, hf_opt, hf_siglip, hf_vit
+from . import hf_bert, hf_blip, hf_blip2, hf_clip, hf_gpt2, hf_llama, hf_llava, hf_opt, hf_siglip, hf_vilt, hf_vit
 
 # vlkit model type -> the converter module that writes it
 HF_WRITERS = {
     conv.MODEL_TYPE: conv
-    for conv in (hf_bert, hf_blip, hf_blip2, hf_clip, hf_gpt2, hf_llama, hf_llava, hf_opt, hf_siglip, hf_vit)
+    for conv in (hf_bert, hf_blip, hf_blip2, hf_clip, hf_gpt2, hf_llama, hf_llava, hf_opt, hf_siglip, hf_vilt, hf_vit)
 }
-PROCESSORS = {"clip": "CLIPProcessor", "blip": "BlipProcessor"}  # HF processor classes (image + text)
+# HF processor classes (image + text)
+PROCESSORS = {"clip": "CLIPProcessor", "blip": "BlipProcessor", "vilt": "ViltProcessor"}
 _META = {"format": "pt"}  # what transformers expects in a safetensors header
 
 

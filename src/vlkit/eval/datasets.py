@@ -49,8 +49,12 @@ class DataSource:
 
 
 def shapes_image_size(model: nn.Module) -> int:
-    """The image size the built-in shapes are rendered at for ``model`` (its vision tower's)."""
-    vision = getattr(getattr(model, "config", None), "vision", None)
+    """The image size the built-in shapes are rendered at for ``model`` (its vision tower's; a
+    single-stream model's own, which has image and text fields in one config)."""
+    config = getattr(model, "config", None)
+    vision = getattr(config, "vision", None)
+    if vision is None and hasattr(config, "image_size") and hasattr(config, "vocab_size"):
+        vision = config
     if vision is None:
         raise ValueError(
             f"a {type(model).__name__} has no vision tower; image evaluations need a vision-language model"

@@ -30,10 +30,11 @@ from ..data.folder import SkipReport
 from ..data.loader import eval_loader
 from ..data.synthetic import ZeroShotTask
 from .captioning import captioning_scores, generate_captions
+from .joint_retrieval import pair_scores
 from .rerank import itm_rerank_scores, reranked_recall
 from .resolve import captioner
 from .retrieval import encode_images, encode_texts, rank, recall_at_k
-from .vqa import answer_questions, rank_answer_list, vqa_scores
+from .vqa import answer_questions, classifies_answers, classify_answers, rank_answer_list, vqa_scores
 from .zeroshot import zeroshot_accuracy
 
 
@@ -146,12 +147,17 @@ def evaluate_retrieval(
     progress: bool = False,
 ) -> Evaluation:
     """Recall@1/5/10 both ways of ITC similarity, or (``rerank``) of a re-ranker's scores on
-    each query's top ``rerank_k`` (the ITC figures then come as ``itc_<metric>``)."""
+    each query's top ``rerank_k`` (the ITC figures then come as ``itc_<metric>``). A single-stream
+    model (ViLT: no ``encode_image``) scores every (image, text) pair with its joint encoder."""
     if rerank is not None and rerank not in RERANKERS:
         raise ValueError(f"unknown re-ranker {rerank!r}; known: {sorted(RERANKERS)}")
     if rerank_k < 1:
         raise ValueError(f"--rerank-k must be >= 1, got {rerank_k}")
     batches = ImageBatches(images, batch_size)
+    if not hasattr(model, "encode_image") and hasattr(model, "match_logits"):  # single stream (ViLT)
+        if rerank is not None:
+            raise ValueError("a single-stream model (ViLT) scores every pair already; --rerank does not apply")
+        return _joint_retrieval(model, tokenizer, batches, texts, positives, batch_size=batch_size, device=device)
     kept_pixels: list[torch.Tensor] = []
 
     def pixels() -> Iterator[torch.Tensor]:
@@ -175,6 +181,21 @@ def evaluate_retrieval(
     metrics.update({f"itc_{k}": v for k, v in recall_at_k(result.similarity, positives).items()})
     scores = RERANKERS[rerank](model, tokenizer, torch.cat(kept_pixels), texts, result, rerank_k, device)
     metrics.update(reranked_recall(*scores, positives) if isinstance(scores, tuple) else recall_at_k(scores, positives))
+    return Evaluation(metrics, batches.skip_report())
+
+
+def _joint_retrieval(model, tokenizer, batches: ImageBatches, texts, positives, *, batch_size, device) -> Evaluation:
+    """Recall@1/5/10 of a single-stream model: every (image, text) pair through the joint encoder."""
+    pixels = torch.cat(list(batches))  # (N_img, 3, H, W)
+    positives = positives[torch.tensor(batches.kept)]
+    keep = positives.any(0)  # texts whose only image was unreadable leave
+    texts = [t for t, k in zip(texts, keep.tolist()) if k]
+    tokens = tokenizer(texts, padding="longest")
+    scores = pair_scores(
+        model, pixels, tokens["input_ids"], tokens["attention_mask"], batch_size=batch_size, device=device
+    )
+    metrics: dict[str, Any] = {"images": len(batches.kept), "texts": len(texts), "joint_passes": scores.numel()}
+    metrics.update(recall_at_k(scores, positives[:, keep]))
     return Evaluation(metrics, batches.skip_report())
 
 
@@ -222,13 +243,18 @@ def evaluate_vqa(
     **generate_options,
 ) -> Evaluation:
     """VQA accuracy and exact match (per question type when ``types`` are given) of generated
-    answers, or of the best of ``candidates`` (a closed answer set, ranked as BLIP does)."""
+    answers, or of the best of ``candidates`` (a closed answer set, ranked as BLIP does); a ViLT
+    answers by classification (the best of its answers, of those in ``candidates`` when given)."""
     batches = ImageBatches(items, batch_size)
     predictions: list[str] = []
     for batch in batches.items():
         pixels = torch.stack([it["pixel_values"] for it in batch])  # (B, 3, H, W)
         questions = [it["question"] for it in batch]
-        if candidates is None:
+        if classifies_answers(model):  # ViLT: the best of its answer vocabulary (within the candidates)
+            predictions += classify_answers(
+                model, tokenizer, pixels, questions, candidates=candidates, device=device, batch_size=batch_size
+            )
+        elif candidates is None:
             predictions += answer_questions(
                 model, tokenizer, pixels, questions, device=device, batch_size=batch_size, **generate_options
             )

@@ -27,6 +27,7 @@ from ..models import CheckpointError, from_pretrained
 from ..models.albef import ALBEF
 from ..models.blip import Blip
 from ..models.blip2 import Blip2
+from ..models.vilt import Vilt
 from ..tokenizers import get_tokenizer
 from ..train.checkpoint import consolidate, latest_checkpoint, load_checkpoint
 from ..train.config import Config
@@ -117,7 +118,9 @@ def load_tokenizer(source: str | os.PathLike, model: nn.Module, name: str | None
             return get_tokenizer(path)
         except ValueError:  # the folder holds no tokenizer files
             pass
-    return load_named_tokenizer(BLIP_TOKENIZER if isinstance(captioner(model), (Blip, ALBEF)) else DEFAULT_TOKENIZER)
+    return load_named_tokenizer(
+        BLIP_TOKENIZER if isinstance(captioner(model), (Blip, ALBEF, Vilt)) else DEFAULT_TOKENIZER
+    )
 
 
 def load_model_and_tokenizer(source: str | os.PathLike, tokenizer: str | None = None):
@@ -159,14 +162,22 @@ def require_captioner(model: nn.Module, source: str | os.PathLike) -> Blip | Bli
     raise ValueError(f"{source} holds {_describe(model)}, not a captioning BLIP (a decoder reading the image){hint}")
 
 
-def vqa_model(model: nn.Module, source: str | os.PathLike) -> Blip | Blip2:
-    """The BLIP VQA model (a decoder reading the question) ``source`` stands for: ``model`` itself,
-    the VQA half of a ``blip-vqa`` pair, or the ``vqa/`` sub-folder of its model folder; or a BLIP-2
-    with a language model (zero-shot VQA by prompting it)."""
+def vqa_model(model: nn.Module, source: str | os.PathLike) -> nn.Module:
+    """The VQA model ``source`` stands for: a ViLT with a VQA head, a BLIP-2 with a language model
+    (zero-shot VQA by prompting it), or the BLIP VQA model (a decoder reading the question):
+    ``model`` itself, the VQA half of a ``blip-vqa`` pair, or the ``vqa/`` sub-folder of its model
+    folder."""
     if _blip2_with_llm(model):
         return model
     if hasattr(model, "vqa"):
         return model.vqa
+    if isinstance(model, Vilt):
+        if model.config.answers:
+            return model
+        raise ValueError(
+            f"{source} holds a ViLT without a VQA head (config.answers is empty): fine-tune one with "
+            "the vilt-vqa task, or load a ViltForQuestionAnswering folder"
+        )
     if isinstance(model, Blip) and model.config.text_decoder and model.config.decoder_context == "question":
         return model
     path = model_source(source)
@@ -179,7 +190,8 @@ def vqa_model(model: nn.Module, source: str | os.PathLike) -> Blip | Blip2:
             "or caption the image with `vlkit caption`"
         )
     raise ValueError(
-        f"{source} holds {_describe(model)}; VQA needs a BLIP VQA model (a decoder reading the question), "
+        f"{source} holds {_describe(model)}; VQA needs a ViLT with a VQA head or a BLIP VQA model (a decoder "
+        "reading the question), "
         f"e.g. RUN/model/{VQA_FOLDER} of a blip-vqa run"
     )
 

@@ -1,9 +1,11 @@
 """VQA evaluation: answer questions with a BLIP VQA model (``decoder_context="question"``), by
-generation or by ranking a closed answer list, or zero-shot with a BLIP-2 by prompting its language
-model (``BLIP2_VQA_PROMPT``, the paper's), and score the answers.
+generation or by ranking a closed answer list, zero-shot with a BLIP-2 by prompting its language
+model (``BLIP2_VQA_PROMPT``, the paper's), or with a ViLT (classification over its answer
+vocabulary, ``config.answers``), and score the answers.
 
     answers = answer_questions(model, tokenizer, pixel_values, questions)            # generation
     answers = rank_answer_list(model, tokenizer, pixel_values, questions, candidates)  # ranking
+    answers = classify_answers(vilt, tokenizer, pixel_values, questions)              # ViLT
     vqa_scores(answers, answer_lists, types)   # {"vqa_accuracy", "exact_match", "accuracy_<type>"}
 
 Generation runs the questions of one length together: ``Blip.answer`` lets the decoder attend
@@ -133,6 +135,50 @@ def rank_answer_list(
                     k=k,
                 )  # (b,)
             out += [candidates[i] for i in best.tolist()]
+    return out
+
+
+def classifies_answers(model) -> bool:
+    """Whether ``model`` answers by classification over an answer vocabulary (a ViLT with a VQA head)."""
+    return bool(getattr(getattr(model, "config", None), "answers", ()))
+
+
+@torch.no_grad()
+def classify_answers(
+    model,
+    tokenizer,
+    pixel_values: torch.Tensor,
+    questions: Sequence[str],
+    *,
+    candidates: Sequence[str] | None = None,
+    device: torch.device | str = "cpu",
+    precision: str = "auto",
+    batch_size: int = 256,
+) -> list[str]:
+    """The best-scored answer of the model's vocabulary (``model.config.answers``) to each question
+    about image ``pixel_values[i]``; with ``candidates``, the best among those of them the
+    vocabulary holds (a ValueError when it holds none)."""
+    _check(pixel_values, questions)
+    vocabulary = list(model.config.answers)
+    allowed = torch.ones(len(vocabulary), dtype=torch.bool)
+    if candidates is not None:
+        wanted = set(candidates)
+        allowed = torch.tensor([a in wanted for a in vocabulary])
+        if not allowed.any():
+            raise ValueError(f"none of the {len(wanted)} candidate answers is among the model's {len(vocabulary)}")
+    device = torch.device(device)
+    out: list[str] = []
+    with eval_mode(model):
+        for s in range(0, len(questions), batch_size):
+            q = tokenizer(list(questions[s : s + batch_size]), padding="longest")
+            with autocast(device, precision):
+                logits = model.vqa_logits(
+                    pixel_values[s : s + batch_size].to(device),
+                    q["input_ids"].to(device),
+                    q["attention_mask"].to(device),
+                ).float()  # (b, A)
+            logits = logits.cpu().masked_fill(~allowed, float("-inf"))
+            out += [vocabulary[i] for i in logits.argmax(-1).tolist()]
     return out
 
 

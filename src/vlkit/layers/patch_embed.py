@@ -30,10 +30,18 @@ class PatchEmbed(nn.Module):
         return x.flatten(2).transpose(1, 2)  # (B, N, C)
 
 
-def resize_position_embedding(pos: torch.Tensor, new_grid: tuple[int, int], num_prefix: int = 1) -> torch.Tensor:
-    """Bicubically resample the grid part of learned position embeddings (1, P + N, C) to a new
-    patch grid, keeping the ``num_prefix`` leading ([CLS]) vectors. Used when an image size
-    differs from the one the model was trained on."""
+def resize_position_embedding(
+    pos: torch.Tensor,
+    new_grid: tuple[int, int],
+    num_prefix: int = 1,
+    *,
+    mode: str = "bicubic",
+    align_corners: bool = False,
+) -> torch.Tensor:
+    """Resample the grid part of learned position embeddings (1, P + N, C) to a new patch grid
+    (bicubically by default, as ViT and CLIP; ViLT: ``mode="bilinear", align_corners=True``),
+    keeping the ``num_prefix`` leading ([CLS]) vectors. Used when an image size differs from the
+    one the model was trained on."""
     prefix, grid = pos[:, :num_prefix], pos[:, num_prefix:]
     n = grid.shape[1]
     side = int(math.sqrt(n))
@@ -43,6 +51,6 @@ def resize_position_embedding(pos: torch.Tensor, new_grid: tuple[int, int], num_
         return pos
     C = grid.shape[-1]
     grid = grid.reshape(1, side, side, C).permute(0, 3, 1, 2)  # (1, C, s, s)
-    grid = F.interpolate(grid.float(), size=new_grid, mode="bicubic", align_corners=False).to(pos.dtype)
+    grid = F.interpolate(grid.float(), size=new_grid, mode=mode, align_corners=align_corners).to(pos.dtype)
     grid = grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], C)
     return torch.cat([prefix, grid], dim=1)

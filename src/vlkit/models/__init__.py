@@ -1,6 +1,6 @@
 """Model families: one file each, a frozen config dataclass, modules and presets."""
 
-from . import albef, bert, blip, blip2, clip, gpt, llama, opt, siglip, vit, vlm  # noqa: F401  (register the families and presets)
+from . import albef, bert, blip, blip2, clip, gpt, llama, opt, siglip, vilt, vit, vlm  # noqa: F401  (register the families and presets)
 from .albef import ALBEF, ALBEFConfig, ALBEFTextConfig
 from .base import CheckpointError, Model, count_parameters
 from .bert import BertConfig, BertModel
@@ -15,6 +15,7 @@ from .opt import OPT, OPTConfig
 from .qformer import QFormerConfig
 from .registry import create_model, list_models, register
 from .siglip import Siglip, SiglipConfig, SiglipTextConfig, SiglipVisionConfig
+from .vilt import Vilt, ViltConfig
 from .vit import ViT, ViTConfig
 from .vlm import VLM, VLMConfig
 
@@ -53,6 +54,8 @@ __all__ = [
     "SiglipConfig",
     "SiglipTextConfig",
     "SiglipVisionConfig",
+    "Vilt",
+    "ViltConfig",
     "from_pretrained",
     "create_model",
     "list_models",

@@ -15,6 +15,7 @@ from .blip2 import Blip2Stage1Task, Blip2Stage2Task
 from .clip import CLIPTask
 from .features import FeatureTask
 from .siglip import SigLIPTask
+from .vilt import ViltTask, ViltVQATask
 from .vlm import VLMTask
 from .vqa import BLIPVQATask, VQATask
 
@@ -29,5 +30,7 @@ __all__ = [
     "SigLIPTask",
     "VLMTask",
     "VQATask",
+    "ViltTask",
+    "ViltVQATask",
     "caption_ids",
 ]

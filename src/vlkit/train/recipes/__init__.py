@@ -39,6 +39,7 @@ from .blip_vqa import BLIPVQAOptions, BLIPVQARecipe
 from .clip import CLIPOptions, CLIPRecipe
 from .common import EvalOutput
 from .siglip import SigLIPOptions, SigLIPRecipe
+from .vilt import ViltOptions, ViltRecipe, ViltVQAOptions, ViltVQARecipe
 from .vlm import VLMOptions, VLMStage1Recipe, VLMStage2Recipe
 
 RECIPES = {
@@ -51,6 +52,8 @@ RECIPES = {
     "vlm-stage1": VLMStage1Recipe,
     "vlm-stage2": VLMStage2Recipe,
     "siglip": SigLIPRecipe,
+    "vilt": ViltRecipe,
+    "vilt-vqa": ViltVQARecipe,
 }
 
 
@@ -86,4 +89,8 @@ __all__ = [
     "VLMStage1Recipe",
     "VLMStage2Recipe",
     "get_recipe",
+    "ViltOptions",
+    "ViltRecipe",
+    "ViltVQAOptions",
+    "ViltVQARecipe",
 ]
