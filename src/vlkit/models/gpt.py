@@ -10,11 +10,8 @@ import torch
 from torch import nn
 
 from ..layers import KVCache, LearnedPositionEmbedding, TokenEmbedding, Transformer, build_attention_mask
-from ..runtime import eval_mode
-from .base import Model
 from .bert import init_weights
-from .generation import CachedStep, generate_tokens
-from .generation_config import GenerationConfig, resolve_generation_config
+from .decoder import DecoderLM
 from .registry import register, register_family
 
 
@@ -39,7 +36,7 @@ class GPTConfig:
 
 
 @register_family
-class GPT(Model[GPTConfig]):
+class GPT(DecoderLM[GPTConfig]):
     config_class = GPTConfig
 
     def __init__(self, config: GPTConfig):
@@ -60,16 +57,12 @@ class GPT(Model[GPTConfig]):
             attn_drop=c.dropout,
         )
         self.norm = nn.LayerNorm(c.hidden_size, eps=c.norm_eps)
+        self.lm_head = None  # tied to the token embedding
         self.apply(init_weights)
         # GPT-2 scales the residual output projections by 1/sqrt(2 * layers) at init
         for name, p in self.named_parameters():
             if name.endswith(("attn.proj.weight", "mlp.fc2.weight")):
                 nn.init.normal_(p, std=0.02 / (2 * c.num_layers) ** 0.5)
-
-    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """input_ids (B, T) -> token embeddings (B, T, H), positions not added: what a soft
-        prompt (BLIP-2's queries, a VLM's image features) is concatenated with."""
-        return self.tokens(input_ids)
 
     def hidden_states(
         self,
@@ -94,59 +87,6 @@ class GPT(Model[GPTConfig]):
             mask = build_attention_mask(attention_mask, T, past + T, causal=True, past=past, device=x.device)
             x = self.decoder(x, attn_mask=mask, cache=cache)
         return self.norm(x)
-
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(..., H) -> (..., V) with the tied token embedding."""
-        return hidden @ self.tokens.weight.t()
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """input_ids (B, T) -> next-token logits (B, T, V)."""
-        return self.logits(self.hidden_states(input_ids, attention_mask))
-
-    def _next_logits(
-        self,
-        new_ids: torch.Tensor,
-        *,
-        attention_mask: torch.Tensor | None,
-        position_ids: torch.Tensor | None,
-        cache: KVCache,
-    ) -> torch.Tensor:
-        """The decoding step: new ids (N, t) on the cache -> logits of the last position (N, V)."""
-        hidden = self.hidden_states(new_ids, attention_mask=attention_mask, cache=cache, position_ids=position_ids)
-        return self.logits(hidden[:, -1])
-
-    @torch.no_grad()
-    def generate(
-        self,
-        input_ids: torch.Tensor,
-        max_new_tokens: int | None = None,
-        *,
-        attention_mask: torch.Tensor | None = None,
-        generation_config: GenerationConfig | None = None,
-        generator: torch.Generator | None = None,
-        **overrides,
-    ) -> torch.Tensor:
-        """Continue prompts (B, T) -> (B, T + new): greedy unless ``do_sample`` or ``num_beams > 1``.
-
-        Options come from ``generation_config`` (default ``GenerationConfig()``: 20 new tokens,
-        greedy) with keyword ``overrides`` on top (``num_beams=4``, ``top_p=0.9``, ...);
-        ``max_new_tokens`` may also be given second. Left-padded batches pass ``attention_mask``.
-        ``eos_token_id`` defaults to the config's; pass None to never stop early.
-        """
-        if max_new_tokens is not None:
-            overrides["max_new_tokens"] = max_new_tokens
-        config = resolve_generation_config(
-            generation_config,
-            overrides,
-            default=GenerationConfig(),
-            eos_token_id=self.config.eos_token_id,
-            pad_token_id=None,
-        )
-        with eval_mode(self):
-            step = CachedStep(self._next_logits, KVCache(self.config.num_layers), attention_mask=attention_mask)
-            return generate_tokens(
-                step, input_ids, config, generator=generator, max_positions=self.config.max_positions
-            )
 
 
 @register("gpt2")

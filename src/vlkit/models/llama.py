@@ -16,11 +16,8 @@ from torch import nn
 
 from ..layers import KVCache, RMSNorm, RotaryEmbedding, TokenEmbedding, Transformer, build_attention_mask
 from ..layers.rotary import ROPE_SCALINGS
-from ..runtime import eval_mode
-from .base import Model
 from .bert import init_weights
-from .generation import CachedStep, generate_tokens
-from .generation_config import GenerationConfig, resolve_generation_config
+from .decoder import DecoderLM
 from .registry import register, register_family
 
 
@@ -77,7 +74,7 @@ class LlamaConfig:
 
 
 @register_family
-class Llama(Model[LlamaConfig]):
+class Llama(DecoderLM[LlamaConfig]):
     """``model(input_ids) -> logits (B, T, V)``; ``generate`` continues prompts; the decoder
     protocol (``embed_tokens``, ``hidden_states(..., inputs_embeds=)``, ``logits``) lets BLIP-2 and
     the VLM put image features before the text."""
@@ -119,11 +116,6 @@ class Llama(Model[LlamaConfig]):
             self.lm_head = nn.Linear(c.hidden_size, c.vocab_size, bias=False)
         self.apply(lambda m: init_weights(m, std=c.initializer_range))
 
-    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """input_ids (B, T) -> token embeddings (B, T, H) (positions enter as rotations inside
-        attention, so these are what a soft prompt is concatenated with)."""
-        return self.tokens(input_ids)
-
     def hidden_states(
         self,
         input_ids: torch.Tensor | None = None,
@@ -150,60 +142,6 @@ class Llama(Model[LlamaConfig]):
             mask = build_attention_mask(attention_mask, T, past + T, causal=True, past=past, device=x.device)
             x = self.decoder(x, attn_mask=mask, cache=cache, rope=rope)
         return self.norm(x)
-
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(..., H) -> (..., V): the LM head, or the token embedding when tied."""
-        if self.lm_head is None:
-            return hidden @ self.tokens.weight.t()
-        return self.lm_head(hidden)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """input_ids (B, T) -> next-token logits (B, T, V)."""
-        return self.logits(self.hidden_states(input_ids, attention_mask))
-
-    def _next_logits(
-        self,
-        new_ids: torch.Tensor,
-        *,
-        attention_mask: torch.Tensor | None,
-        position_ids: torch.Tensor | None,
-        cache: KVCache,
-    ) -> torch.Tensor:
-        """The decoding step: new ids (N, t) on the cache -> logits of the last position (N, V)."""
-        hidden = self.hidden_states(new_ids, attention_mask=attention_mask, cache=cache, position_ids=position_ids)
-        return self.logits(hidden[:, -1])
-
-    @torch.no_grad()
-    def generate(
-        self,
-        input_ids: torch.Tensor,
-        max_new_tokens: int | None = None,
-        *,
-        attention_mask: torch.Tensor | None = None,
-        generation_config: GenerationConfig | None = None,
-        generator: torch.Generator | None = None,
-        **overrides,
-    ) -> torch.Tensor:
-        """Continue prompts (B, T) -> (B, T + new): greedy unless ``do_sample`` or ``num_beams > 1``.
-
-        As :meth:`vlkit.models.GPT.generate`: options from ``generation_config`` with keyword
-        ``overrides`` on top; left-padded batches pass ``attention_mask``; ``eos_token_id`` and
-        ``pad_token_id`` default to the config's.
-        """
-        if max_new_tokens is not None:
-            overrides["max_new_tokens"] = max_new_tokens
-        config = resolve_generation_config(
-            generation_config,
-            overrides,
-            default=GenerationConfig(),
-            eos_token_id=self.config.eos_token_id,
-            pad_token_id=self.config.pad_token_id,
-        )
-        with eval_mode(self):
-            step = CachedStep(self._next_logits, KVCache(self.config.num_layers), attention_mask=attention_mask)
-            return generate_tokens(
-                step, input_ids, config, generator=generator, max_positions=self.config.max_positions
-            )
 
 
 @register("llama-tiny")

@@ -16,11 +16,8 @@ import torch
 from torch import nn
 
 from ..layers import KVCache, LearnedPositionEmbedding, TokenEmbedding, Transformer, build_attention_mask
-from ..runtime import eval_mode
-from .base import Model
 from .bert import init_weights
-from .generation import CachedStep, generate_tokens
-from .generation_config import GenerationConfig, resolve_generation_config
+from .decoder import DecoderLM
 from .registry import register, register_family
 
 POSITION_OFFSET = 2  # OPT's position table has two rows before position 0
@@ -59,7 +56,7 @@ def opt_position_ids(attention_mask: torch.Tensor, past: int) -> torch.Tensor:
 
 
 @register_family
-class OPT(Model[OPTConfig]):
+class OPT(DecoderLM[OPTConfig]):
     config_class = OPTConfig
 
     def __init__(self, config: OPTConfig):
@@ -84,11 +81,6 @@ class OPT(Model[OPTConfig]):
         if c.pad_token_id is not None:
             with torch.no_grad():
                 self.tokens.weight[c.pad_token_id].zero_()
-
-    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """input_ids (B, T) -> token embeddings (B, T, H), positions not added: what a soft
-        prompt (BLIP-2's queries, a VLM's image features) is concatenated with."""
-        return self.tokens(input_ids)
 
     def hidden_states(
         self,
@@ -123,59 +115,6 @@ class OPT(Model[OPTConfig]):
             mask = build_attention_mask(attention_mask, T, past + T, causal=True, past=past, device=x.device)
             x = self.decoder(x, attn_mask=mask, cache=cache)
         return self.norm(x)
-
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(..., H) -> (..., V): the LM head, or the tied token embedding."""
-        if self.lm_head is not None:
-            return self.lm_head(hidden)
-        return hidden @ self.tokens.weight.t()
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """input_ids (B, T) -> next-token logits (B, T, V)."""
-        return self.logits(self.hidden_states(input_ids, attention_mask))
-
-    def _next_logits(
-        self,
-        new_ids: torch.Tensor,
-        *,
-        attention_mask: torch.Tensor | None,
-        position_ids: torch.Tensor | None,
-        cache: KVCache,
-    ) -> torch.Tensor:
-        """The decoding step: new ids (N, t) on the cache -> logits of the last position (N, V)."""
-        hidden = self.hidden_states(new_ids, attention_mask=attention_mask, cache=cache, position_ids=position_ids)
-        return self.logits(hidden[:, -1])
-
-    @torch.no_grad()
-    def generate(
-        self,
-        input_ids: torch.Tensor,
-        max_new_tokens: int | None = None,
-        *,
-        attention_mask: torch.Tensor | None = None,
-        generation_config: GenerationConfig | None = None,
-        generator: torch.Generator | None = None,
-        **overrides,
-    ) -> torch.Tensor:
-        """Continue prompts (B, T) -> (B, T + new): greedy unless ``do_sample`` or ``num_beams > 1``.
-
-        Options as :meth:`vlkit.models.GPT.generate`; left-padded batches pass ``attention_mask``.
-        ``eos_token_id`` and ``pad_token_id`` default to the config's.
-        """
-        if max_new_tokens is not None:
-            overrides["max_new_tokens"] = max_new_tokens
-        config = resolve_generation_config(
-            generation_config,
-            overrides,
-            default=GenerationConfig(),
-            eos_token_id=self.config.eos_token_id,
-            pad_token_id=self.config.pad_token_id,
-        )
-        with eval_mode(self):
-            step = CachedStep(self._next_logits, KVCache(self.config.num_layers), attention_mask=attention_mask)
-            return generate_tokens(
-                step, input_ids, config, generator=generator, max_positions=self.config.max_positions
-            )
 
 
 def _published(hidden: int, layers: int, heads: int) -> OPTConfig:
