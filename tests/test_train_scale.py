@@ -122,3 +122,10 @@ def test_fsdp_follows_ddp_and_resumes_exactly_after_a_kill(ddp, tmp_path):
     )
     converted = vlkit.from_pretrained(folder)
     assert all(torch.equal(a, b) for a, b in zip(converted.state_dict().values(), ours.state_dict().values()))
+
+
+def test_an_unknown_strategy_is_a_one_line_error(tmp_path, capsys):
+    args = ["train", *as_flags([*TINY, f"train.output_dir={tmp_path}", "train.strategy=zero3"])]
+    assert main(args) == 2
+    assert "train.strategy must be one of ('ddp', 'fsdp'), got 'zero3'" in capsys.readouterr().err
+    assert not (tmp_path / "checkpoints").exists()
