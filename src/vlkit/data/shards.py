@@ -74,11 +74,11 @@ def _shard_samples(url: str) -> Iterator[dict[str, Any]]:
 
     errors: list[Exception] = []
 
-    def keep_going(error: Exception) -> bool:
+    def stop_shard(error: Exception) -> bool:
         errors.append(error)
-        return False  # stop this shard: the rest of a broken tar cannot be trusted
+        return False  # the rest of a broken tar cannot be trusted; the run goes on with the next shard
 
-    yield from tarfile_samples([{"url": url}], handler=keep_going)
+    yield from tarfile_samples([{"url": url}], handler=stop_shard)
     for error in errors[:1]:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         yield {"skipped": Skipped(url, "unreadable shard", reason)}
