@@ -14,7 +14,7 @@ import dataclasses
 from ..constants import BLIP_VISION
 from .hf_bert import EMBEDDING_PAIRS, layer_pairs, mlm_head_pairs
 from .hf_image_processor import image_processor_to_hf
-from .keys import StateDict, fuse, pair_rules, prefixed, rename_keys, split
+from .keys import StateDict, fields_from_hf, fields_to_hf, fuse, pair_rules, prefixed, rename_keys, split
 
 MODEL_TYPE = "blip"  # the vlkit family it loads into
 ARCHITECTURES = ("BlipForImageTextRetrieval", "BlipForConditionalGeneration", "BlipForQuestionAnswering")
@@ -49,7 +49,7 @@ _VISION_FIELDS = (
     ("norm_eps", "layer_norm_eps", 1e-5),
 )
 
-_VISION_LAYER = [
+VISION_LAYER = [
     ("self_attn.qkv", "attn.qkv"),
     ("self_attn.projection", "attn.proj"),
     ("layer_norm1", "norm1"),
@@ -64,7 +64,7 @@ _PAIRS = prefixed(
         ("embeddings.patch_embedding", "patch_embed.proj"),
         ("post_layernorm", "norm"),
     ]
-    + [(f"encoder.layers.#.{a}", f"encoder.blocks.#.{b}") for a, b in _VISION_LAYER],
+    + [(f"encoder.layers.#.{a}", f"encoder.blocks.#.{b}") for a, b in VISION_LAYER],
     "vision_model.",
     "vision.",
 )
@@ -78,19 +78,10 @@ _PAIRS += mlm_head_pairs("text_decoder.cls", "lm_head")
 _DROP = (r".*position_ids", r"text_decoder\.cls\.predictions\.decoder\.(weight|bias)")
 
 
-def _fields_from_hf(hf: dict | None, fields: tuple) -> dict:
-    given = {k: v for k, v in (hf or {}).items() if v is not None}
-    return {name: given.get(hf_name, default) for name, hf_name, default in fields}
-
-
-def _fields_to_hf(config, fields: tuple) -> dict:
-    return {hf_name: getattr(config, name) for name, hf_name, _ in fields}
-
-
 def config_from_hf(hf: dict, state_dict: StateDict) -> dict:
     """vlkit BlipConfig fields from an HF config.json; the parts present follow the weights."""
-    text = _fields_from_hf(hf.get("text_config"), _TEXT_FIELDS)
-    vision = _fields_from_hf(hf.get("vision_config"), _VISION_FIELDS)
+    text = fields_from_hf(hf.get("text_config"), _TEXT_FIELDS)
+    vision = fields_from_hf(hf.get("vision_config"), _VISION_FIELDS)
     for name, act in (("text", text["act"]), ("vision", vision["act"])):
         if act != "gelu":
             raise ValueError(f"BLIP {name} activation {act!r} is not supported (expected 'gelu')")
@@ -180,12 +171,12 @@ def config_to_hf(config) -> dict:
         "model_type": "blip",
         "image_text_hidden_size": config.embed_dim,
         "text_config": {
-            **_fields_to_hf(t, _TEXT_FIELDS),
+            **fields_to_hf(t, _TEXT_FIELDS),
             "eos_token_id": t.sep_token_id,
             "encoder_hidden_size": v.width,
             "is_decoder": True,
         },
-        "vision_config": {**_fields_to_hf(v, _VISION_FIELDS), "num_channels": v.in_channels},
+        "vision_config": {**fields_to_hf(v, _VISION_FIELDS), "num_channels": v.in_channels},
     }
 
 

@@ -20,8 +20,9 @@ import dataclasses
 import re
 
 from ..constants import BLIP2_VISION
+from .hf_blip import VISION_LAYER
 from .hf_image_processor import image_processor_to_hf
-from .keys import StateDict, fuse, pair_rules, prefixed, rename_keys, split
+from .keys import StateDict, fields_from_hf, fields_to_hf, fuse, pair_rules, prefixed, rename_keys, split
 
 MODEL_TYPE = "blip2"  # the vlkit family it loads into
 ARCHITECTURES = ("Blip2ForConditionalGeneration", "Blip2Model", "Blip2ForImageTextRetrieval")
@@ -56,14 +57,6 @@ _QFORMER_FIELDS = (
     ("cross_attention_frequency", "cross_attention_frequency", 2),
 )
 
-_VISION_LAYER = [
-    ("self_attn.qkv", "attn.qkv"),
-    ("self_attn.projection", "attn.proj"),
-    ("layer_norm1", "norm1"),
-    ("layer_norm2", "norm2"),
-    ("mlp.fc1", "mlp.fc1"),
-    ("mlp.fc2", "mlp.fc2"),
-]
 _ATTENTION = [("query", "q"), ("key", "k"), ("value", "v")]
 
 
@@ -87,7 +80,7 @@ def _pairs(text_input: bool) -> list[tuple[str, str]]:
             ("embeddings.patch_embedding", "patch_embed.proj"),
             ("post_layernorm", "norm"),
         ]
-        + [(f"encoder.layers.#.{a}", f"encoder.blocks.#.{b}") for a, b in _VISION_LAYER],
+        + [(f"encoder.layers.#.{a}", f"encoder.blocks.#.{b}") for a, b in VISION_LAYER],
         "vision_model.",
         "vision.",
     )
@@ -105,15 +98,6 @@ def _pairs(text_input: bool) -> list[tuple[str, str]]:
 
 _DROP = (r".*position_ids",)
 _TEXT_FFN = r"qformer\.encoder\.layer\.\d+\.(intermediate|output)\..*"  # HF's text feed-forward of the Q-Former
-
-
-def _fields_from_hf(hf: dict | None, fields: tuple) -> dict:
-    given = {k: v for k, v in (hf or {}).items() if v is not None}
-    return {name: given.get(hf_name, default) for name, hf_name, default in fields}
-
-
-def _fields_to_hf(config, fields: tuple) -> dict:
-    return {hf_name: getattr(config, name) for name, hf_name, _ in fields}
 
 
 def _llm_converter(text_config: dict):
@@ -138,8 +122,8 @@ def _llm_part(state_dict: StateDict) -> StateDict:
 
 def config_from_hf(hf: dict, state_dict: StateDict) -> dict:
     """vlkit Blip2Config fields from an HF config.json; the parts present follow the weights."""
-    vision = _fields_from_hf(hf.get("vision_config"), _VISION_FIELDS)
-    qformer = _fields_from_hf(hf.get("qformer_config"), _QFORMER_FIELDS)
+    vision = fields_from_hf(hf.get("vision_config"), _VISION_FIELDS)
+    qformer = fields_from_hf(hf.get("qformer_config"), _QFORMER_FIELDS)
     for name, act in (("vision", vision["act"]), ("Q-Former", qformer["act"])):
         if act != "gelu":
             raise ValueError(f"BLIP-2 {name} activation {act!r} is not supported (expected 'gelu')")
@@ -219,9 +203,9 @@ def config_to_hf(config) -> dict:
         "model_type": "blip-2",
         "num_query_tokens": q.num_query_tokens,
         "image_text_hidden_size": config.embed_dim,
-        "vision_config": {**_fields_to_hf(v, _VISION_FIELDS), "model_type": "blip_2_vision_model"},
+        "vision_config": {**fields_to_hf(v, _VISION_FIELDS), "model_type": "blip_2_vision_model"},
         "qformer_config": {
-            **_fields_to_hf(q, _QFORMER_FIELDS),
+            **fields_to_hf(q, _QFORMER_FIELDS),
             "model_type": "blip_2_qformer",
             "encoder_hidden_size": v.width,
             "use_qformer_text_input": q.text_input,

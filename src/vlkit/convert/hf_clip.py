@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..constants import CLIP_VISION
 from .hf_image_processor import image_processor_to_hf
-from .keys import StateDict, fuse, pair_rules, rename_keys, split
+from .keys import StateDict, fields_to_hf, fuse, pair_rules, rename_keys, split
 
 MODEL_TYPE = "clip"
 ARCHITECTURES = ("CLIPModel",)
@@ -91,10 +91,6 @@ def _fields_from_hf(hf: dict, fields: tuple) -> dict:
     return {name: hf.get(hf_name, default) for name, hf_name, default in fields}
 
 
-def _fields_to_hf(config, fields: tuple) -> dict:
-    return {hf_name: getattr(config, name) for name, hf_name, _ in fields}
-
-
 def config_from_hf(hf: dict, state_dict: StateDict) -> dict:
     """HF CLIPConfig (config.json as a dict) -> vlkit CLIPConfig fields (HF's defaults where absent)."""
     t, v = _sub_config(hf, "text_config"), _sub_config(hf, "vision_config")
@@ -153,7 +149,7 @@ def config_to_hf(config) -> dict:
         "projection_dim": config.embed_dim,
         "logit_scale_init_value": config.init_logit_scale,
         "text_config": {
-            **_fields_to_hf(t, _TEXT_FIELDS),
+            **fields_to_hf(t, _TEXT_FIELDS),
             "hidden_act": _ACT_TO_HF[t.act],
             "projection_dim": config.embed_dim,
             "eos_token_id": _HF_ARGMAX_EOS if t.eos_token_id is None else t.eos_token_id,
@@ -161,7 +157,7 @@ def config_to_hf(config) -> dict:
             "pad_token_id": in_vocab(1),
         },
         "vision_config": {
-            **_fields_to_hf(v, _VISION_FIELDS),
+            **fields_to_hf(v, _VISION_FIELDS),
             "hidden_act": _ACT_TO_HF[v.act],
             "projection_dim": config.embed_dim,
         },

@@ -100,3 +100,15 @@ def add_prefix(state_dict: StateDict, prefix: str, keep: tuple[str, ...] = ()) -
 def strip_prefix(state_dict: StateDict, prefix: str) -> StateDict:
     """Inverse of :func:`add_prefix`: ``prefix`` taken off the keys that have it."""
     return {(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in state_dict.items()}
+
+
+def fields_from_hf(hf: dict | None, fields: tuple) -> dict:
+    """vlkit config fields from an HF config section by a table of (vlkit field, HF field, HF
+    default) rows; a field the section omits or gives as null takes the default."""
+    given = {k: v for k, v in (hf or {}).items() if v is not None}
+    return {name: given.get(hf_name, default) for name, hf_name, default in fields}
+
+
+def fields_to_hf(config, fields: tuple) -> dict:
+    """The HF config fields of ``config`` by the same table."""
+    return {hf_name: getattr(config, name) for name, hf_name, _ in fields}
