@@ -65,7 +65,10 @@ def test_caption_prints_one_caption_per_image(captioner, photos, capsys):
 def test_caption_with_prompt_and_sampling(captioner, photos, capsys):
     _, folder = captioner
     assert main(["caption", "--model", folder, photos[0], "--prompt", "a picture of", "--max-new-tokens", "4"]) == 0
-    assert _lines(capsys)[0].split("\t")[1].startswith("a picture of ")
+    caption = _lines(capsys)[0].split("\t")[1]
+    # the prompt, then new text; a random model's first new token may be a word piece that joins
+    # "of" ("a picture of##x" decodes to "a picture ofx"), which one CPU's argmax picks and another's not
+    assert caption.startswith("a picture of") and len(caption) > len("a picture of")
     runs = []
     for seed in ("1", "1", "2"):
         assert (
