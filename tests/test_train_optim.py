@@ -5,7 +5,16 @@ import pytest
 import torch
 
 import vlkit
-from vlkit.train.optim import build_optimizer, build_scheduler, lr_factor, no_decay_names, param_groups
+from vlkit.train.optim import (
+    adamw_kernels,
+    build_optimizer,
+    build_scheduler,
+    keep_kernels,
+    kernel_choice,
+    lr_factor,
+    no_decay_names,
+    param_groups,
+)
 
 
 def open_clip_excluded(name: str, p: torch.Tensor) -> bool:
@@ -80,3 +89,25 @@ def test_warmup_cosine_schedule():
     assert lr_factor(40, max_steps=40, warmup_steps=10, min_ratio=0.1) == pytest.approx(0.1)
     with pytest.raises(ValueError, match="cosine"):
         build_scheduler(opt, lr=0.5, max_steps=4, warmup_steps=1, schedule="linear")
+
+
+def test_adamw_kernels_fused_on_cuda_foreach_elsewhere():
+    assert kernel_choice({"cuda"}) == {"fused": True}
+    assert kernel_choice({"cpu"}) == {"foreach": True}
+    assert kernel_choice({"cuda", "cpu"}) == {"foreach": True}  # mixed devices: one kernel cannot serve both
+    assert kernel_choice({"cuda"}, plain_tensors=False) == {"foreach": True}  # sharded (DTensor) parameters
+    opt = build_optimizer(vlkit.create_model("clip-tiny"), 1e-3, 0.1)
+    assert all(g["foreach"] and not g["fused"] for g in opt.param_groups)
+
+
+def test_resume_keeps_this_devices_adamw_kernels():
+    model = vlkit.create_model("clip-tiny")
+    opt = build_optimizer(model, 1e-3, 0.1)
+    saved = opt.state_dict()
+    for g in saved["param_groups"]:  # as a GPU run writes it
+        g["fused"], g["foreach"] = True, None
+    kernels = adamw_kernels(opt)
+    opt.load_state_dict(saved)
+    assert opt.param_groups[0]["fused"]  # load_state_dict takes the checkpoint's flags
+    keep_kernels(opt, kernels)
+    assert all(g["foreach"] and not g["fused"] for g in opt.param_groups)

@@ -31,8 +31,13 @@ class CLIPTask:
         return self.loss_from_features(model, self.features(model, batch))
 
     def features(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """``{"image_features", "text_features"}`` (B, D) each, L2-normalised (through DDP, if wrapped)."""
-        image_features, text_features = model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
+        """``{"image_features", "text_features"}`` (B, D) each, L2-normalised (through DDP, if wrapped).
+
+        The text tower runs without the batch's padding mask: captions are padded on the right
+        (every vlkit tokenizer pads there), so under the causal mask the end-of-text token, the one
+        pooled, sees no padding either way, and without an explicit mask attention takes SDPA's
+        ``is_causal`` path (its flash kernels on a GPU; nothing built per batch)."""
+        image_features, text_features = model(batch["pixel_values"], batch["input_ids"], None)
         return {"image_features": image_features, "text_features": text_features}
 
     def loss_from_features(self, model: nn.Module, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -97,14 +97,25 @@ def _total(losses: Losses) -> torch.Tensor:
 
 
 def backward(
-    model: nn.Module, recipe: Any, batch: Batch, size: int, *, accum_steps: int, device: torch.device, precision: str
+    model: nn.Module,
+    recipe: Any,
+    batch: Batch,
+    size: int,
+    *,
+    accum_steps: int,
+    device: torch.device,
+    precision: str,
+    losses_fn: Callable[[nn.Module, Batch], Losses] | None = None,
 ) -> tuple[torch.Tensor, Losses]:
     """Accumulate into ``.grad`` the gradient of the recipe's losses on ``batch`` (``size``
     samples) over ``accum_steps`` micro-batches (module docstring); -> (summed loss, named losses),
-    detached. ``recipe``: ``name``, ``losses(model, batch)`` and, for the GradCache path, ``task``."""
+    detached. ``recipe``: ``name``, ``losses(model, batch)`` and, for the GradCache path, ``task``.
+    ``losses_fn``: what computes the losses instead of ``recipe.losses`` (the compiled step,
+    :mod:`vlkit.train.compile`; the GradCache passes call the task's own methods)."""
+    losses_fn = recipe.losses if losses_fn is None else losses_fn
     if accum_steps == 1:
         with autocast(device, precision):
-            losses = _checked(recipe.losses(model, batch), recipe.name)
+            losses = _checked(losses_fn(model, batch), recipe.name)
         loss = _total(losses)
         loss.backward()
         return loss.detach(), {k: v.detach() for k, v in losses.items()}
@@ -112,7 +123,7 @@ def backward(
     task = getattr(recipe, "task", None)
     if isinstance(task, FeatureTask):
         return grad_cache_backward(model, task, micro, device=device, precision=precision, name=recipe.name)
-    return summed_backward(model, recipe.losses, micro, device=device, precision=precision, name=recipe.name)
+    return summed_backward(model, losses_fn, micro, device=device, precision=precision, name=recipe.name)
 
 
 def summed_backward(

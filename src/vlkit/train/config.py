@@ -34,6 +34,8 @@ import yaml
 from ..runtime import PRECISIONS
 from .strategy import STRATEGIES
 
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")  # train.compile_backend: torch.compile backends
+
 
 @dataclass
 class DataConfig:
@@ -92,6 +94,16 @@ class TrainConfig:
         "ddp"  # under torchrun: "ddp" (replicated) or "fsdp" (FSDP2, sharded per Block); vlkit.train.strategy
     )
     activation_checkpointing: bool = False  # recompute each Block's activations in the backward pass
+    # torch.compile the step's forward + losses (vlkit.train.compile): fullgraph where the task allows,
+    # else with graph breaks (a note says so). The first steps compile (seconds to minutes); later
+    # steps run the compiled kernels. compile_backend: torch.compile's backend ("inductor" generates
+    # kernels; "aot_eager" traces the same forward and backward graphs without generating code).
+    compile: bool = False
+    compile_backend: str = "inductor"
+    # the device's peak FLOP/s for model FLOPs utilisation (mfu in the log and the progress bar);
+    # None looks the device up in vlkit.train.flops.PEAK_FLOPS (H100, H200, A100 at bf16), and an
+    # unknown device or the CPU logs flops_per_step without mfu
+    peak_flops: float | None = None
     progress: bool = True  # tqdm progress bar
     plots: bool = True  # loss curve and similarity matrix as PNG (needs matplotlib)
 
@@ -197,6 +209,10 @@ class Config:
             raise ValueError(f"train.threads must be 0 (torch's default) or positive, got {t.threads}")
         if t.strategy not in STRATEGIES:
             raise ValueError(f"train.strategy must be one of {STRATEGIES}, got {t.strategy!r}")
+        if t.peak_flops is not None and not (math.isfinite(t.peak_flops) and t.peak_flops > 0):
+            raise ValueError(f"train.peak_flops must be a positive number of FLOP/s or null, got {t.peak_flops}")
+        if t.compile_backend not in COMPILE_BACKENDS:
+            raise ValueError(f"train.compile_backend must be one of {COMPILE_BACKENDS}, got {t.compile_backend!r}")
         if t.precision not in PRECISIONS:
             raise ValueError(f"train.precision must be one of {PRECISIONS}, got {t.precision!r}")
         if not math.isfinite(o.lr) or o.lr <= 0:

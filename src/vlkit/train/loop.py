@@ -56,10 +56,12 @@ from .checkpoint import (
     save_sharded_checkpoint,
     set_rng_state,
 )
+from .compile import CompiledLosses
 from .config import Config, config_diff
 from .data import build_datasets
+from .flops import peak_flops, train_step_flops
 from .metrics import MetricsLog
-from .optim import build_optimizer, build_scheduler
+from .optim import adamw_kernels, build_optimizer, build_scheduler, keep_kernels
 from .plots import plot_loss, plot_similarity
 from .progress import Progress
 from .run_folder import MODEL_DIR, holds_run, remove_orphans, remove_run
@@ -92,6 +94,8 @@ class Run:
     val_ds: Any = None
     loader: StepLoader | None = None
     static_skips: list = field(default_factory=list)  # samples the training data dropped when loading
+    losses_fn: CompiledLosses | None = None  # train.compile: the compiled forward + losses
+    peak_flops: float | None = None  # of this process's device, for MFU (None: not known)
 
 
 @dataclass
@@ -104,6 +108,7 @@ class LogWindow:
     samples: int = 0
     lr: float = 0.0  # of the newest step
     grad_norm: torch.Tensor | float = 0.0  # of the newest update (a tensor: read only when logging)
+    flops: int | None = 0  # model FLOPs of the updates on this process (None: the family is not counted)
     start: float = field(default_factory=time.perf_counter)
 
 
@@ -174,6 +179,9 @@ def _train(run: Run, *, resume, overwrite: bool, started: float) -> TrainResult:
         torch.set_num_threads(t.threads)
     ckpt_path, ckpt = start_point(run, resume=resume, overwrite=overwrite)
     state = build_state(run, ckpt_path, ckpt)
+    run.peak_flops = peak_flops(run.info.device, t.peak_flops)
+    if t.compile:
+        run.losses_fn = CompiledLosses(run.recipe.losses, backend=t.compile_backend, on_note=lambda m: _say(run, m))
     if run.info.is_main:
         run.out.mkdir(parents=True, exist_ok=True)
         (run.out / "config.yaml").write_text(yaml.safe_dump(run.cfg.to_dict(), sort_keys=False))
@@ -321,6 +329,7 @@ def build_state(run: Run, ckpt_path: Path | None, ckpt: dict | None) -> TrainSta
 
 def _restore(run: Run, state: TrainState, ckpt: dict) -> None:
     info = run.info
+    kernels = adamw_kernels(state.optimizer)
     if ckpt.get("sharded"):  # re-split for any number of processes, sharded or not
         load_sharded_state(state.checkpoint, state.model, state.optimizer)
     elif is_sharded(state.model):
@@ -331,6 +340,7 @@ def _restore(run: Run, state: TrainState, ckpt: dict) -> None:
     else:
         state.model.load_state_dict(ckpt["model"])
         state.optimizer.load_state_dict(ckpt["optimizer"])
+    keep_kernels(state.optimizer, kernels)  # a checkpoint from another device keeps this device's AdamW kernels
     state.scheduler.load_state_dict(ckpt["scheduler"])
     state.step = state.checkpoint_step = int(ckpt["step"])
     rngs = ckpt["rng"]
@@ -425,7 +435,14 @@ def train_step(run: Run, state: TrainState, batch: dict[str, Any]) -> None:
     state.optimizer.zero_grad(set_to_none=True)
     t = run.cfg.train
     loss, losses = accumulate.backward(
-        state.ddp_model, recipe, batch, n, accum_steps=t.accum_steps, device=info.device, precision=t.precision
+        state.ddp_model,
+        recipe,
+        batch,
+        n,
+        accum_steps=t.accum_steps,
+        device=info.device,
+        precision=t.precision,
+        losses_fn=run.losses_fn,
     )
     if o.grad_clip > 0:
         params = [p for p in state.model.parameters() if p.requires_grad]
@@ -436,6 +453,8 @@ def train_step(run: Run, state: TrainState, batch: dict[str, Any]) -> None:
         w.sums[k] = w.sums.get(k, 0.0) + v.float()
     w.updates += 1
     w.samples += n
+    flops = train_step_flops(state.model, batch, n)
+    w.flops = None if flops is None or w.flops is None else w.flops + flops
     state.epoch_trained += 1
 
 
@@ -464,7 +483,9 @@ def log_window(run: Run, state: TrainState) -> dict[str, str]:
     values = D.mean_across(values, info.device)
     if "loss" in values and not math.isfinite(values["loss"]):
         raise FloatingPointError(f"the loss is {values['loss']} at step {state.step}; try a lower optim.lr")
-    samples_per_s = w.samples * info.world_size / max(time.perf_counter() - w.start, 1e-9)
+    seconds = max(time.perf_counter() - w.start, 1e-9)  # the values above were read: the device is done
+    samples_per_s = w.samples * info.world_size / seconds
+    speed = _flops_values(w, seconds, run.peak_flops, info.world_size)
     record = {
         "split": "train",
         "step": state.step,
@@ -472,6 +493,7 @@ def log_window(run: Run, state: TrainState) -> dict[str, str]:
         **values,
         "lr": w.lr,
         "samples_per_s": samples_per_s,
+        **speed,
         **run.recipe.log_values(state.model),
     }
     if w.empty:
@@ -480,10 +502,24 @@ def log_window(run: Run, state: TrainState) -> dict[str, str]:
         run.log.append(record)
     shown = {"loss": f"{values['loss']:.4f}"} if "loss" in values else {}
     shown.update(lr=f"{w.lr:.2e}", samples_s=f"{samples_per_s:.0f}")
+    if "mfu" in speed:
+        shown["mfu"] = f"{speed['mfu']:.1%}"
     if w.empty:
         shown["empty_batches"] = str(w.empty)
     state.window = LogWindow()
     return shown
+
+
+def _flops_values(w: LogWindow, seconds: float, peak: float | None, world_size: int) -> dict[str, float]:
+    """``flops_per_step`` (model FLOPs of one optimizer step, all processes) and, when the device's
+    peak is known, ``mfu`` (this process's model FLOP/s over its peak; every process has the same
+    batch size, so this is also the run's)."""
+    if not w.updates or w.flops is None:
+        return {}
+    out = {"flops_per_step": w.flops * world_size / w.updates}
+    if peak is not None:
+        out["mfu"] = w.flops / seconds / peak
+    return out
 
 
 def evaluate(run: Run, state: TrainState) -> None:

@@ -45,10 +45,39 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+def kernel_choice(device_types: Iterable[str], plain_tensors: bool = True) -> dict[str, bool]:
+    """AdamW's implementation for parameters on these device types: ``{"fused": True}`` (one
+    kernel updates every parameter) when all are CUDA tensors, which the fused AdamW supports;
+    ``{"foreach": True}`` (one multi-tensor op per update term, on every device) otherwise, also for
+    sharded (DTensor) parameters (``plain_tensors=False``). The results are the same up to rounding."""
+    types = set(device_types)
+    if plain_tensors and types == {"cuda"}:
+        return {"fused": True}
+    return {"foreach": True}
+
+
 def build_optimizer(
     model: nn.Module, lr: float, weight_decay: float, betas: Iterable[float] = (0.9, 0.98), eps: float = 1e-6
 ) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas), eps=eps)
+    """AdamW over :func:`param_groups`, with the fused CUDA kernel when the model is on a GPU
+    (:func:`kernel_choice`)."""
+    groups = param_groups(model, weight_decay)
+    params = [p for g in groups for p in g["params"]]
+    plain = all(type(p) in (torch.Tensor, nn.Parameter) for p in params)
+    kernels = kernel_choice({p.device.type for p in params}, plain_tensors=plain)
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, **kernels)
+
+
+def adamw_kernels(optimizer: torch.optim.Optimizer) -> list[tuple[bool | None, bool | None]]:
+    """Each parameter group's ``(fused, foreach)`` flags."""
+    return [(g.get("fused"), g.get("foreach")) for g in optimizer.param_groups]
+
+
+def keep_kernels(optimizer: torch.optim.Optimizer, kernels: list[tuple[bool | None, bool | None]]) -> None:
+    """Set the groups' ``(fused, foreach)`` flags back (``load_state_dict`` takes them from the
+    checkpoint, which another device may have written)."""
+    for group, (fused, foreach) in zip(optimizer.param_groups, kernels):
+        group["fused"], group["foreach"] = fused, foreach
 
 
 def lr_factor(
