@@ -2,6 +2,7 @@
 
     vlkit train --config configs/clip-shapes.yaml --set optim.lr=1e-3 --train.max_steps 2000
     vlkit train --config configs/clip-shapes.yaml --resume          # continue from the newest checkpoint
+    vlkit train --config configs/clip-shapes.yaml --profile-loader 50   # the data loader alone: batches/s
     torchrun --nproc_per_node 2 --no-python vlkit train --config configs/clip-shapes.yaml \\
         --train.output_dir runs/clip-ddp                                # DDP, in its own run folder
 """
@@ -53,6 +54,14 @@ def add_commands(commands) -> None:
         action="store_true",
         help="start afresh in an output_dir that holds an earlier run (deletes what that run wrote: "
         "checkpoints, metrics, plots, config.yaml, model/)",
+    )
+    p.add_argument(
+        "--profile-loader",
+        type=int,
+        default=None,
+        metavar="BATCHES",
+        help="read this many training batches without the model and report the loader's batches/s "
+        "(does the data keep the device fed?); trains nothing",
     )
     p.add_argument("--task", dest="dotted:task", metavar="NAME", help="the task (config field task)")
     for key in ("preset", "pretrained"):
@@ -108,4 +117,9 @@ def _train(args: argparse.Namespace) -> None:
             _, state, _ = newest_usable_checkpoint(cfg.train.output_dir)
             if state is not None:
                 cfg = Config.from_dict(apply_overrides(state["config"], overrides), "checkpoint config")
+    if args.profile_loader is not None:
+        from ..train.loader_profile import profile_loader
+
+        print(profile_loader(cfg, batches=args.profile_loader).summary())
+        return
     train(cfg, resume=args.resume, stop_after=args.stop_after, overwrite=args.overwrite)
