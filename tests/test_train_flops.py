@@ -58,12 +58,14 @@ def test_peak_flops_table_and_override():
     assert peak_flops("cpu", 1e12) == 1e12
 
 
-def test_training_log_has_flops_per_step_and_mfu_with_a_peak(tmp_path):
+def test_training_log_and_progress_have_flops_per_step_and_mfu_with_a_peak(tmp_path, capsys):
     cfg = load_config(
         None, [*TINY, "train.max_steps=2", "train.peak_flops=1e12", f"train.output_dir={tmp_path}",
-               "eval.zeroshot=false", "eval.retrieval=false"],
+               "eval.zeroshot=false", "eval.retrieval=false", "train.progress=true"],
     )  # fmt: skip
     train(cfg)
+    progress = capsys.readouterr().err  # not a terminal: plain progress lines
+    assert "step 2/2:" in progress and "mfu " in progress and "%" in progress
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     records = [r for r in rows if r.get("split") == "train"]
     assert len(records) == 2
