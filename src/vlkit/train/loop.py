@@ -8,15 +8,17 @@ preprocessing and batches (and says how many samples a batch holds), and its tas
 (:mod:`vlkit.tasks`) gives the losses.
 
 The loop is linear over an explicit :class:`TrainState`. Each step (:func:`train_step`): the task
-maps (model, batch) to named losses, the loop sums them, backpropagates, clips the gradient norm,
-steps AdamW and the warmup + cosine schedule. With ``train.accum_steps`` k > 1 the loader gives
+maps (model, batch) to named losses (compiled with ``train.compile``: :mod:`vlkit.train.compile`),
+the loop sums them, backpropagates, clips the gradient norm, steps AdamW (fused on a GPU) and the
+warmup + cosine schedule. With ``train.accum_steps`` k > 1 the loader gives
 batches of k x ``train.batch_size`` samples and the backward runs over k micro-batches
 (:mod:`vlkit.train.accumulate`: the GradCache way for contrastive tasks, so the gradient is the
 whole batch's). A batch whose samples were all unreadable is a step
 without an update (the schedule still advances, so steps and data positions stay one to one);
 under torchrun every process trims its batch to the smallest, so all take the same steps. Every
-``log_every`` steps (:func:`log_window`) the mean losses, learning rate and samples/s go to the
-progress display and ``metrics.jsonl``; every ``eval_every`` steps (:func:`evaluate`) the recipe
+``log_every`` steps (:func:`log_window`) the mean losses, learning rate, samples/s and, for the
+families :mod:`vlkit.train.flops` counts, the model FLOPs per step and MFU go to the progress
+display and ``metrics.jsonl``; every ``eval_every`` steps (:func:`evaluate`) the recipe
 evaluates on the validation data (main process) and the plots are redrawn; every
 ``checkpoint_every`` steps (:func:`save`) a checkpoint is written atomically. At the end the model
 is saved as a vlkit folder (``<output_dir>/model``) that ``vlkit.from_pretrained``, ``vlkit eval``
