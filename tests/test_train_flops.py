@@ -11,6 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import vlkit
 from helpers import TINY_CLIP
 from vlkit.losses.contrastive import clip_loss
+from vlkit.losses.sigmoid import sigmoid_loss
 from vlkit.train import load_config, train
 from vlkit.train.flops import clip_train_flops, peak_flops, peak_flops_of_name, train_step_flops
 
@@ -36,16 +37,22 @@ def test_clip_tiny_train_flops_match_a_hand_count():
     assert frozen == 8 * ((image - 8_192) + 2 * 8_192 + (text - 8_192) + 2 * 8_192)
 
 
-def test_clip_train_flops_equal_torch_flop_counter_on_the_real_step():
+@pytest.mark.parametrize("preset, logit_products", [("clip-tiny", 2), ("siglip-tiny", 1)])
+def test_train_flops_equal_torch_flop_counter_on_the_real_step(preset, logit_products):
     torch.manual_seed(0)
-    model = vlkit.create_model("clip-tiny")
+    model = vlkit.create_model(preset)  # 32-pixel images, width 64, 2 blocks per tower, D 64
     B, T = 8, 9
     pixels, ids = torch.randn(B, 3, 32, 32), torch.randint(1, 40, (B, T))
     with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):  # attention as counted matmuls
-        clip_loss(*model(pixels, ids), model.scale())["contrastive_loss"].backward()
-    logits = 2 * 3 * (2 * B * B * 64)  # the loss's two (B, B) logit products, forward and backward: not model FLOPs
-    batch = {"input_ids": ids}
-    assert counter.get_total_flops() == train_step_flops(model, batch, B) + logits
+        image, text = model(pixels, ids)
+        if preset == "clip-tiny":
+            loss = clip_loss(image, text, model.scale())["contrastive_loss"]
+        else:
+            loss = sigmoid_loss(image, text, model.scale(), model.bias())["sigmoid_loss"]
+        loss.backward()
+    # the loss's (B, B) logit products, forward and backward (x 3), are not model FLOPs
+    logits = logit_products * 3 * (2 * B * B * 64)
+    assert counter.get_total_flops() == train_step_flops(model, {"input_ids": ids}, B) + logits
 
 
 def test_peak_flops_table_and_override():

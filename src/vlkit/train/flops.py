@@ -22,7 +22,12 @@ token ``6 x params-in-matmuls + 12 x L x T x d``, except that a tower's input la
 embedding) computes no input gradient (the pixels need none): two forwards. A tower whose
 parameters are all frozen (it reads the input, so nothing before it trains) runs forward only.
 
-Families counted: CLIP. Others give None (the log then has neither ``flops_per_step`` nor ``mfu``).
+SigLIP's image tower has no [CLS] (blocks on its N patches) and pools with a learned probe (MAP:
+the probe's query and output projections and the MLP on one token, keys and values on N, attention
+``4 x N x d``); its text tower runs on the whole context (captions are padded to it) and projects
+the last token.
+
+Families counted: CLIP, SigLIP. Others give None (the log then has neither ``flops_per_step`` nor ``mfu``).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from torch import nn
 
 from ..models.base import unwrap
 from ..models.clip import CLIP, CLIPConfig
+from ..models.siglip import Siglip, SiglipConfig
 
 # Dense bf16 peak FLOP/s (tensor cores, without sparsity) from NVIDIA's data sheets, looked up by
 # torch.cuda.get_device_name(): the first entry whose key occurs in the name, so the more specific
@@ -97,6 +103,26 @@ def clip_text_flops(config: CLIPConfig, text_length: int) -> tuple[int, int, int
     return 0, blocks, 2 * t.width * config.embed_dim
 
 
+def siglip_image_flops(config: SiglipConfig) -> tuple[int, int, int]:
+    """Forward matmul FLOPs of SigLIP's image tower for one image: (the patch embedding, the blocks
+    on N tokens and the MAP head, 0: the head's output is the feature)."""
+    v = config.vision
+    d, N = v.width, v.num_patches
+    patch = 2 * v.in_channels * v.patch_size**2 * d * N
+    blocks = stack_forward_flops(width=d, depth=v.depth, mlp_dim=v.mlp_dim, tokens=N)
+    head = 2 * d * d + 2 * 2 * d * d * N + 4 * N * d + 2 * d * d + 2 * 2 * d * v.mlp_dim  # q, kv, attention, out, MLP
+    return patch, blocks + head, 0
+
+
+def siglip_text_flops(config: SiglipConfig, text_length: int) -> tuple[int, int, int]:
+    """Forward matmul FLOPs of SigLIP's text tower for one caption: (0, the blocks on the context
+    (``text_length`` tokens padded to ``context_length`` when the config pads), the head)."""
+    t = config.text
+    T = max(text_length, t.context_length) if t.pad_token_id is not None else text_length
+    blocks = stack_forward_flops(width=t.width, depth=t.depth, mlp_dim=t.mlp_dim, tokens=T)
+    return 0, blocks, 2 * t.width * config.embed_dim
+
+
 def tower_train_flops(first: int, blocks: int, projection: int, *, tower_trains: bool, projection_trains: bool) -> int:
     """Training FLOPs of a tower that reads the input (``first``: its input layer, then the
     ``blocks``, then its ``projection``; forward FLOPs each): every part runs forward; its weight
@@ -106,8 +132,8 @@ def tower_train_flops(first: int, blocks: int, projection: int, *, tower_trains:
     return first * (1 + t) + blocks * (1 + 2 * t) + projection * (1 + t + p)
 
 
-def clip_train_flops(
-    config: CLIPConfig,
+def two_tower_train_flops(
+    config: CLIPConfig | SiglipConfig,
     *,
     batch_size: int,
     text_length: int,
@@ -115,15 +141,18 @@ def clip_train_flops(
     text_trained: bool = True,
     projections_trained: bool = True,
 ) -> int:
-    """Model FLOPs of one CLIP training step on ``batch_size`` pairs whose texts are padded to
-    ``text_length``: three forwards of what trains, one of a frozen tower (module docstring)."""
-    image = tower_train_flops(
-        *clip_image_flops(config), tower_trains=image_trained, projection_trains=projections_trained
-    )
-    text = tower_train_flops(
-        *clip_text_flops(config, text_length), tower_trains=text_trained, projection_trains=projections_trained
-    )
+    """Model FLOPs of one CLIP or SigLIP training step on ``batch_size`` pairs whose texts are
+    padded to ``text_length``: three forwards of what trains, one of a frozen tower (module docstring)."""
+    if isinstance(config, SiglipConfig):
+        image_parts, text_parts = siglip_image_flops(config), siglip_text_flops(config, text_length)
+    else:
+        image_parts, text_parts = clip_image_flops(config), clip_text_flops(config, text_length)
+    image = tower_train_flops(*image_parts, tower_trains=image_trained, projection_trains=projections_trained)
+    text = tower_train_flops(*text_parts, tower_trains=text_trained, projection_trains=projections_trained)
     return batch_size * (image + text)
+
+
+clip_train_flops = two_tower_train_flops  # the name CLIP's users look for
 
 
 def _trains(module: nn.Module) -> bool:
@@ -134,13 +163,17 @@ def train_step_flops(model: nn.Module, batch: dict[str, Any], batch_size: int) -
     """Model FLOPs of one training step of ``model`` on ``batch`` (``batch_size`` samples), or None
     for a family this module does not count."""
     model = unwrap(model)
-    if isinstance(model, CLIP) and "input_ids" in batch:
-        return clip_train_flops(
-            model.config,
-            batch_size=batch_size,
-            text_length=int(batch["input_ids"].shape[1]),
-            image_trained=_trains(model.visual),
-            text_trained=_trains(model.text),
-            projections_trained=_trains(model.image_proj) or _trains(model.text_proj),
-        )
-    return None
+    if not isinstance(model, (CLIP, Siglip)) or "input_ids" not in batch:
+        return None
+    if isinstance(model, CLIP):
+        projections, text_tower = [model.image_proj, model.text_proj], model.text
+    else:  # SigLIP: the MAP head is part of the image tower, the text head is the projection
+        projections, text_tower = [model.text.head], model.text.encoder
+    return two_tower_train_flops(
+        model.config,
+        batch_size=batch_size,
+        text_length=int(batch["input_ids"].shape[1]),
+        image_trained=_trains(model.visual),
+        text_trained=_trains(text_tower),
+        projections_trained=any(_trains(p) for p in projections),
+    )
