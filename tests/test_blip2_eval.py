@@ -99,3 +99,40 @@ def test_stage2_evaluation_reports_captions_and_zero_shot_vqa_per_question_type(
     assert any(line.startswith("captions of 6 held-out images") and "CIDEr-D" in line for line in lines), lines
     assert any(line.startswith("zero-shot VQA accuracy on 10 held-out questions") for line in lines), lines
     assert lines[-1].endswith(": unchanged")
+
+
+def test_demo_pipeline_connects_clip_tower_stage1_stage2_and_text_lm(tmp_path, capsys):
+    """make blip2-demo in miniature: a CLIP folder's tower into stage 1, a text-only LM folder as
+    stage 2's LLM (the conversations tokenizer); both frozen through the real loop."""
+    from vlkit.cli import main
+    from vlkit.data.conversations import conversation_tokenizer
+
+    torch.manual_seed(0)
+    clip = vlkit.create_model("clip-tiny")
+    clip.save_pretrained(tmp_path / "clip")
+    tok = conversation_tokenizer()
+    lm = vlkit.create_model("llama-tiny", vocab_size=128, bos_token_id=tok.bos_token_id,
+                            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)  # fmt: skip
+    lm.save_pretrained(tmp_path / "lm")
+    common = ["train", "--train.batch_size", "4", "--train.max_steps", "2", "--train.log_every", "1",
+              "--train.progress", "false", "--train.plots", "false", "--train.threads", "1", "--data.train_size",
+              "8", "--data.val_size", "4", "--optim.warmup_steps", "1", "--eval.batch_size", "4", "--set",
+              "model.preset=blip2-tiny"]  # fmt: skip
+    s1 = ["--set", "task.name=blip2-stage1", "--set", "task.tokenizer=shapes", "--set",
+          f"task.vision_model={tmp_path / 'clip'}", "--train.output_dir", str(tmp_path / "s1")]  # fmt: skip
+    assert main([*common, *s1]) == 0
+    out = capsys.readouterr().out
+    assert "ITC retrieval Recall@1 on 4 held-out images" in out and ": unchanged" in out, out[-1500:]
+    s2 = ["--set", "task.name=blip2-stage2", "--set", "task.tokenizer=conversations", "--set",
+          f"task.stage1={tmp_path / 's1' / 'model'}", "--set", f"task.llm={tmp_path / 'lm'}", "--set",
+          "task.vqa_prompt=question: {} answer:", "--set", "task.caption_eval_images=4", "--set",
+          "task.vqa_eval_questions=4", "--set", "task.max_new_tokens=3", "--train.output_dir", str(tmp_path / "s2")]  # fmt: skip
+    assert main([*common, *s2]) == 0
+    out = capsys.readouterr().out
+    assert "zero-shot VQA accuracy on 4 held-out questions" in out and "captions of 4 held-out images" in out
+    assert "frozen image encoder and LLM" in out and ": unchanged" in out
+    trained = vlkit.from_pretrained(tmp_path / "s2" / "model")
+    for mine, theirs in ((trained.vision, clip.visual), (trained.language_model, lm)):
+        a, b = mine.state_dict(), theirs.state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert trained.config.llm_type == "llama" and trained.config.vision == clip.config.vision
