@@ -33,6 +33,7 @@ from ...eval.captioning import captioning_scores, generate_captions
 from ...eval.retrieval import encode_texts, recall_at_k, unique_captions
 from ...eval.vqa import answer_questions, vqa_scores
 from ...models.base import unwrap
+from ...models.bert import init_weights
 from ...models.blip2 import Blip2, itc_scores
 from ...models.registry import config_to_dict
 from ...models.vit import ViT
@@ -53,6 +54,7 @@ class Blip2Stage1Options:
     same_caption_is_positive: bool = True  # equal captions are never ITM negatives of each other
     dec_token_id: int | None = None  # [DEC], the ITG start token; None: the tokenizer's vocab_size (one id after it)
     vision_model: str | None = None  # a CLIP (or SigLIP, BLIP, BLIP-2, ViT) folder: its image tower, frozen
+    init_std: float | None = None  # re-initialise a preset's Q-Former and heads from N(0, init_std) (0.1 at width 32)
     retrieval_eval: bool = True  # ITC Recall@K on the validation images in evaluation
 
     def __post_init__(self) -> None:
@@ -60,6 +62,8 @@ class Blip2Stage1Options:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.dec_token_id is not None and self.dec_token_id < 0:
             raise ValueError(f"dec_token_id must be >= 0, got {self.dec_token_id}")
+        if self.init_std is not None and not self.init_std > 0:
+            raise ValueError(f"init_std must be > 0, got {self.init_std}")
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,15 @@ def with_tower_config(spec: dict[str, Any], tower: ViT, source: str) -> dict[str
                 "the image encoder is that tower; drop the override"
             )
     return {**spec, "vision": fields}
+
+
+def reinit_trained_parts(model: Blip2, std: float) -> None:
+    """Normal(0, ``std``) weights for the Q-Former (its queries too) and the heads; BERT's 0.02 learns
+    slowly at tiny widths (as the blip recipe's ``init_std``)."""
+    for part in (model.qformer, model.vision_proj, model.text_proj, model.itm_head, model.itg_head):
+        if part is not None:
+            part.apply(lambda m: init_weights(m, std=std))
+    nn.init.normal_(model.qformer.query_tokens, std=std)
 
 
 def frozen_check(blip2: Blip2, start: str | None, now: str) -> dict[str, float]:
@@ -283,6 +296,8 @@ class Blip2Stage1Recipe(Recipe):
             )
         if tower is not None:
             model.vision.load_state_dict(tower.state_dict())
+        if self.options.init_std is not None and "pretrained" not in spec:
+            reinit_trained_parts(model, self.options.init_std)
         model = frozen(model)
         self.frozen_start: str | None = model.frozen_digest()
         return Stage1Model(model)
