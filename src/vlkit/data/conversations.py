@@ -51,6 +51,7 @@ FOLLOW_UPS = {  # attribute -> elliptical question that needs the earlier turn
     "position": "and where is it?",
 }
 REPEAT = "what did you just say?"
+QA_TEMPLATE = "question: {} answer: {}"  # BLIP-2's VQA prompt and its answer, lower-cased for the word tokenizer
 
 
 def _turns_problem(turns: Any) -> str | None:
@@ -148,11 +149,13 @@ def caption_conversation(caption: str) -> list[dict]:
 
 
 def conversation_tokenizer():
-    """A word tokenizer covering every text of the shapes' captions and conversations and the chat
-    template: [PAD] [UNK] <s> </s> <image> USER ASSISTANT, then the words (ids 0-4 the specials)."""
+    """A word tokenizer covering every text of the shapes' captions and conversations, the chat
+    template and :data:`QA_TEMPLATE`: [PAD] [UNK] <s> </s> <image> USER ASSISTANT, then the words
+    (ids 0-4 the specials)."""
     from ..tokenizers.simple import WordTokenizer
 
     extra = [CAPTION_INSTRUCTION, REPEAT, *FOLLOW_UPS.values(), "how many shapes are there?", *COUNT_WORDS.values()]
+    extra.append(QA_TEMPLATE)  # BLIP-2 style "question: ... answer: ..." (after the words above: their ids stay)
     words = [w for text in extra for w in _words(text)]
     tokens = [*CHAT_SPECIALS.values(), IMAGE_TOKEN, "USER", "ASSISTANT", ":"]
     tokens += [w for w in dict.fromkeys([*VOCABULARY, *words]) if w not in tokens]

@@ -35,6 +35,8 @@ REASONS = (
     "unreadable image",  # found when the image is decoded
     "missing image",  # a shard sample without an image file
     "unreadable shard",  # a tar that cannot be read to its end (the samples before the fault are kept)
+    "empty line",
+    "undecodable line",  # plain text files (one sample per line), not UTF-8
 )
 
 

@@ -22,6 +22,7 @@ placeholder id in ``input_ids`` is an error.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, ClassVar
@@ -178,6 +179,17 @@ class Blip2(Model[Blip2Config]):
         for module in self.frozen_modules().values():
             module.to(dtype)
         return self
+
+    def frozen_digest(self) -> str:
+        """SHA-256 over the frozen parts' tensors (names, dtypes, shapes, bytes): equal digests at
+        the start and the end of training show the image encoder and the LLM were not changed."""
+        digest = hashlib.sha256()
+        for part, module in sorted(self.frozen_modules().items()):
+            for name, tensor in sorted(module.state_dict().items()):
+                t = tensor.detach().cpu().contiguous()
+                digest.update(f"{part}.{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+                digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
 
     def parameter_counts(self) -> dict[str, int]:
         """{"trainable": n, "total": n} (each tensor once), the figure to print at the start of training."""

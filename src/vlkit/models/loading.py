@@ -204,21 +204,50 @@ def _tokenizer_source(folder: Path, model_type: str, fields: dict) -> Path | str
     return None
 
 
+def merge_fields(fields: dict, overrides: dict) -> dict:
+    """``fields`` with ``overrides`` on top, nested mappings merged key by key (an override
+    ``{"qformer": {"dropout": 0.1}}`` keeps the checkpoint's other Q-Former fields)."""
+    out = dict(fields)
+    for key, value in overrides.items():
+        current = out.get(key)
+        out[key] = merge_fields(current, value) if isinstance(value, dict) and isinstance(current, dict) else value
+    return out
+
+
+def _shapes_changed(model: Model, state: dict[str, torch.Tensor]) -> str | None:
+    """The first parameter whose shape (or presence) differs between ``model`` and ``state``, or None."""
+    own = model.state_dict()
+    for key in sorted(own):
+        if key in state and state[key].shape != own[key].shape:
+            return f"{key} {tuple(state[key].shape)} -> {tuple(own[key].shape)}"
+    extra = sorted(set(state) - set(own))
+    return f"{extra[0]} (dropped)" if extra else None
+
+
 def from_pretrained(source: str | os.PathLike, **config_overrides) -> Model:
     """Load a model from a vlkit folder (config.json + model.safetensors), an HF transformers
     folder, an open_clip checkpoint folder, or a hub id (downloaded when the network is there).
-    The folder's tokenizer, if it has one, comes with the model (``model.tokenizer``)."""
+    The folder's tokenizer, if it has one, comes with the model (``model.tokenizer``).
+
+    ``config_overrides`` replace config fields (nested configs key by key:
+    ``qformer={"dropout": 0.1}``); an override that changes the weights' shapes is an error."""
     folder = _resolve(source)
     model_type, fields, state = _read_checkpoint(folder)
     if model_type not in FAMILIES:
         raise CheckpointError(f"{folder}: unknown vlkit model type {model_type!r}; expected one of {sorted(FAMILIES)}")
     model_cls = FAMILIES[model_type]
     try:
-        config = config_from_dict(model_cls.config_class, {**fields, **config_overrides})
+        config = config_from_dict(model_cls.config_class, merge_fields(fields, config_overrides))
     except (ValueError, TypeError) as e:
         where = folder / (OPEN_CLIP_CONFIG if (folder / OPEN_CLIP_CONFIG).is_file() else CONFIG_FILE)
         raise CheckpointError(f"{where}: {e}") from None
     model = model_cls(config)
+    changed = _shapes_changed(model, state) if config_overrides else None
+    if changed is not None:
+        raise CheckpointError(
+            f"{folder}: the config overrides {sorted(config_overrides)} change the checkpoint's weights "
+            f"({changed}); a pretrained model takes only overrides that keep its shapes (dropout, ...)"
+        )
     model.load_weights(state, source=str(folder))
     model.tokenizer = _tokenizer_source(folder, model_type, fields)
     return model.eval()

@@ -14,6 +14,7 @@ from .blip import BLIPTask
 from .blip2 import Blip2Stage1Task, Blip2Stage2Task
 from .clip import CLIPTask
 from .features import FeatureTask
+from .lm import LMTask
 from .siglip import SigLIPTask
 from .vilt import ViltTask, ViltVQATask
 from .vlm import VLMTask
@@ -27,6 +28,7 @@ __all__ = [
     "BLIPVQATask",
     "CLIPTask",
     "FeatureTask",
+    "LMTask",
     "SigLIPTask",
     "VLMTask",
     "VQATask",

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..data.folder import ImageTextFolder
 from ..data.synthetic import ShapesDataset
 
-DATA_KINDS = ("shapes", "folder", "webdataset", "conversations")
+DATA_KINDS = ("shapes", "folder", "webdataset", "conversations", "shapes-text", "text")
 
 
 def build_datasets(
@@ -58,7 +58,20 @@ def build_datasets(
         if data.val_annotations:
             val = ConversationFolder(Path(data.val_annotations), transform=eval_transform, **common)
         return train, val
+    if data.kind in ("shapes-text", "text"):  # text alone, for the lm recipe (vlkit.data.text_corpus)
+        return _text_datasets(data)
     raise ValueError(f"data.kind must be one of {DATA_KINDS}, got {data.kind!r}")
+
+
+def _text_datasets(data):
+    from ..data.text_corpus import ShapesText, TextLines
+
+    if data.kind == "shapes-text":
+        train = ShapesText("train", size=data.train_size, seed=data.seed)
+        return train, ShapesText("validation", size=data.val_size, seed=data.seed) if data.val_size > 0 else None
+    if not data.train_annotations:
+        raise ValueError("data.kind is 'text' but data.train_annotations (a text file, one sample per line) is not set")
+    return TextLines(data.train_annotations), TextLines(data.val_annotations) if data.val_annotations else None
 
 
 def _shard_datasets(data, train_transform, eval_transform, batch_size: int, seed: int, rank: int, world_size: int):

@@ -38,6 +38,7 @@ from .blip2 import Blip2Stage1Options, Blip2Stage1Recipe, Blip2Stage2Options, Bl
 from .blip_vqa import BLIPVQAOptions, BLIPVQARecipe
 from .clip import CLIPOptions, CLIPRecipe
 from .common import EvalOutput
+from .lm import LMOptions, LMRecipe
 from .siglip import SigLIPOptions, SigLIPRecipe
 from .vilt import ViltOptions, ViltRecipe, ViltVQAOptions, ViltVQARecipe
 from .vlm import VLMOptions, VLMStage1Recipe, VLMStage2Recipe
@@ -49,6 +50,7 @@ RECIPES = {
     "blip2-stage1": Blip2Stage1Recipe,
     "blip2-stage2": Blip2Stage2Recipe,
     "clip": CLIPRecipe,
+    "lm": LMRecipe,
     "vlm-stage1": VLMStage1Recipe,
     "vlm-stage2": VLMStage2Recipe,
     "siglip": SigLIPRecipe,
@@ -81,6 +83,8 @@ __all__ = [
     "CLIPOptions",
     "CLIPRecipe",
     "EvalOutput",
+    "LMOptions",
+    "LMRecipe",
     "RECIPES",
     "SigLIPOptions",
     "SigLIPRecipe",

@@ -20,6 +20,7 @@ from ...losses.contrastive import clip_loss
 from ...runtime import autocast, eval_mode
 
 SHAPES_TOKENIZER = "shapes"
+CONVERSATION_TOKENIZER = "conversations"
 
 
 @dataclass
@@ -33,11 +34,17 @@ class EvalOutput:
 
 def load_tokenizer(name: str):
     """``shapes`` -> :func:`vlkit.data.synthetic.shapes_tokenizer` (the built-in shapes' 47-token
-    WordPiece); anything else -> :func:`vlkit.get_tokenizer` (a preset name or a folder)."""
+    WordPiece); ``conversations`` -> :func:`vlkit.data.conversations.conversation_tokenizer` (the
+    shapes' word tokenizer with the chat template's tokens); anything else ->
+    :func:`vlkit.get_tokenizer` (a preset name or a folder)."""
     if name == SHAPES_TOKENIZER:
         from ...data.synthetic import shapes_tokenizer
 
         return shapes_tokenizer()
+    if name == CONVERSATION_TOKENIZER:
+        from ...data.conversations import conversation_tokenizer
+
+        return conversation_tokenizer()
     import vlkit
 
     return vlkit.get_tokenizer(name)

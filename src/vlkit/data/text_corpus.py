@@ -1,0 +1,110 @@
+"""Text-only data for training a language model: the built-in shapes' texts (nothing is rendered)
+and plain text files, one sample per line.
+
+:class:`ShapesText` gives, for each index, one of three texts about the shape that
+:class:`~vlkit.data.synthetic.ShapesDataset` would draw there (``kind``, chosen per index):
+
+- ``caption``: the dataset's random-style caption ("a photo of a red circle on the left");
+- ``chat``: a shapes conversation (:func:`~vlkit.data.conversations.shapes_conversation`) in the
+  LLaVA chat template with the image token left out
+  ("USER: what colour is the star? ASSISTANT: red</s>USER: and its size? ASSISTANT: small</s>");
+- ``qa``: a BLIP-2 style "question: what colour is the star? answer: red".
+
+Like the images, every text is a pure function of ``(seed, split, index)``. Every word of them is
+in :func:`~vlkit.data.conversations.conversation_tokenizer`. Items are ``{"text", "kind", "index"}``.
+
+:class:`TextLines` reads a UTF-8 file, one sample per line; empty lines and lines that are not
+UTF-8 are left out (``skipped_at_load``) and counted.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+from ..tokenizers.chat import IMAGE_TOKEN, apply_chat_template
+from .conversations import CHAT_SPECIALS, QA_TEMPLATE, shapes_conversation
+from .skips import Skipped, SkipReport
+from .synthetic import ShapesDataset, random_question
+
+TEXT_KINDS = ("caption", "chat", "qa")
+
+
+def chat_text(turns: list[dict], eos_token: str = CHAT_SPECIALS["eos"]) -> str:
+    """A conversation in the LLaVA chat template without its image token."""
+    text = apply_chat_template(turns, eos_token=eos_token).text
+    return text.replace(IMAGE_TOKEN + "\n", "").replace(IMAGE_TOKEN, "")
+
+
+class ShapesText:
+    """The shapes' texts, ``size`` samples of a split (see the module docs); ``kinds`` are drawn
+    with equal chance."""
+
+    def __init__(self, split: str = "train", size: int = 10_000, seed: int = 0, kinds=TEXT_KINDS) -> None:
+        kinds = tuple(kinds)
+        if not kinds or any(k not in TEXT_KINDS for k in kinds):
+            raise ValueError(f"kinds must be a non-empty subset of {TEXT_KINDS}, got {kinds!r}")
+        self.shapes = ShapesDataset(split, size=size, seed=seed)  # its attributes and captions only
+        self.split, self.size, self.seed, self.kinds = split, size, seed, kinds
+
+    def __len__(self) -> int:
+        return self.size
+
+    def text(self, index: int) -> tuple[str, str]:
+        """(kind, text) of sample ``index``."""
+        a = self.shapes.attributes(index)
+        index %= self.size
+        rng = random.Random(f"vlkit-shapes-text/{self.seed}/{self.split}/{index}")
+        kind = rng.choice(self.kinds)
+        if kind == "caption":
+            return kind, self.shapes.caption(index)
+        if kind == "chat":
+            return kind, chat_text(shapes_conversation(a.to_dict(), rng))
+        q = random_question(a, rng)
+        return kind, QA_TEMPLATE.format(q.question, q.answer)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        kind, text = self.text(index)
+        return {"text": text, "kind": kind, "index": index % self.size}
+
+    def __repr__(self) -> str:
+        return f"ShapesText(split={self.split!r}, size={self.size}, seed={self.seed}, kinds={self.kinds})"
+
+
+class TextLines:
+    """The lines of a UTF-8 text file, one sample each (line ends and outer spaces stripped);
+    empty and undecodable lines are skipped (``skipped_at_load``, ``rows_read`` lines in all)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"text file {self.path} does not exist")
+        self.lines: list[str] = []
+        self.skipped_at_load: list[Skipped] = []
+        raw = self.path.read_bytes().splitlines()
+        self.rows_read = len(raw)
+        for number, line in enumerate(raw, start=1):
+            where = f"{self.path}:{number}"
+            try:
+                text = line.decode("utf-8").strip()
+            except UnicodeDecodeError as e:
+                self.skipped_at_load.append(Skipped(where, "undecodable line", str(e)))
+                continue
+            if not text:
+                self.skipped_at_load.append(Skipped(where, "empty line"))
+                continue
+            self.lines.append(text)
+        if not self.lines:
+            report = SkipReport(list(self.skipped_at_load)).summary(self.rows_read)
+            raise ValueError(f"text file {self.path} has no usable line ({report})")
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"text": self.lines[index], "index": index}
+
+    def __repr__(self) -> str:
+        return f"TextLines({str(self.path)!r}, {len(self.lines)} lines, {len(self.skipped_at_load)} skipped)"
