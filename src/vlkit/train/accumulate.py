@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from ..models.base import unwrap
-from ..runtime import autocast
+from ..runtime import autocast, resolve_precision
 from ..tasks.features import FeatureTask
 
 Batch = dict[str, Any]
@@ -101,7 +101,9 @@ def backward(
 ) -> tuple[torch.Tensor, Losses]:
     """Accumulate into ``.grad`` the gradient of the recipe's losses on ``batch`` (``size``
     samples) over ``accum_steps`` micro-batches (module docstring); -> (summed loss, named losses),
-    detached. ``recipe``: ``name``, ``losses(model, batch)`` and, for the GradCache path, ``task``."""
+    detached. ``recipe``: ``name``, ``losses(model, batch)`` and, for the GradCache path, ``task``.
+    ``precision`` "auto" is resolved for this model's training (:func:`vlkit.runtime.resolve_precision`)."""
+    precision = resolve_precision(precision, device, model, training=True)
     if accum_steps == 1:
         with autocast(device, precision):
             losses = _checked(recipe.losses(model, batch), recipe.name)
