@@ -22,7 +22,7 @@ from ..eval.embedding import embed_image_files
 from ..eval.embedding import progress_default as _progress
 from ..eval.resolve import load_model, load_tokenizer, require_embedder
 from ..eval.retrieval import encode_texts
-from ..runtime import resolve_device
+from ..runtime import PRECISIONS, check_precision, resolve_device
 from .output import write_atomic, write_text
 
 __all__ = ["IMAGE_SUFFIXES", "_ImageFiles", "add_commands", "find_images", "run"]
@@ -57,8 +57,21 @@ def add_commands(commands) -> None:
     )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N, mps")
+    add_precision_argument(p)
     p.add_argument("--no-normalize", dest="normalize", action="store_false", help="keep features un-normalised")
     p.set_defaults(run=run)
+
+
+def add_precision_argument(p: argparse.ArgumentParser) -> None:
+    """``--precision {auto,bf16,fp32}`` (checked by :func:`vlkit.runtime.check_precision` in the
+    command, so that a bad value is a one-line error)."""
+    p.add_argument(
+        "--precision",
+        default="auto",
+        metavar="{" + ",".join(PRECISIONS) + "}",
+        help="auto (default): bf16 autocast on CUDA, and on a CPU with native bf16 (AVX512-BF16/AMX) for "
+        "models wide enough that it pays, else float32 (docs/precision.md); bf16; fp32",
+    )
 
 
 def _read_texts(args) -> list[str]:
@@ -73,7 +86,13 @@ def _read_texts(args) -> list[str]:
 
 def _embed_images(model, files: list[Path], out: Path, args, device: torch.device) -> None:
     result = embed_image_files(
-        model, files, batch_size=args.batch_size, device=device, normalize=args.normalize, progress=_progress()
+        model,
+        files,
+        batch_size=args.batch_size,
+        device=device,
+        precision=args.precision,
+        normalize=args.normalize,
+        progress=_progress(),
     )
     feats = result.features  # (N, D)
     kept = [files[i] for i in result.kept]
@@ -91,6 +110,7 @@ def _embed_texts(model, tokenizer, texts: list[str], out: Path, args, device: to
         texts,
         batch_size=args.batch_size,
         device=device,
+        precision=args.precision,
         normalize=args.normalize,
         progress=_progress(),
     )  # (N, D)
@@ -106,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("nothing to embed: give --images and/or --texts/--text (image folders held no image files)")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
+    check_precision(args.precision, "--precision")
     device = resolve_device(args.device)
     model = require_embedder(load_model(args.model), args.model).to(device).eval()
     out = Path(args.out)

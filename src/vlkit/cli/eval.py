@@ -50,7 +50,8 @@ from ..eval.harness import (
     evaluate_zeroshot,
 )
 from ..eval.resolve import captioner, load_model_and_tokenizer, require_captioner, vqa_model
-from ..runtime import resolve_device
+from ..runtime import check_precision, resolve_device
+from .embed import add_precision_argument
 from .generation_options import add_generation_arguments, generation_config_from_args
 from .output import write_json
 
@@ -83,6 +84,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         "bert-base-uncased for BLIP and ALBEF, clip for the others)",
     )
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N, mps")
+    add_precision_argument(p)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument(
         "--threads",
@@ -129,6 +131,7 @@ def _prepare(args) -> torch.device:
     set_threads(args)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    check_precision(args.precision, "--precision")
     return resolve_device(args.device)
 
 
@@ -189,7 +192,14 @@ def run_zeroshot(args) -> int:
         templates=args.templates,
     )
     result = evaluate_zeroshot(
-        model, tokenizer, images, tasks, batch_size=args.batch_size, device=device, progress=_progress()
+        model,
+        tokenizer,
+        images,
+        tasks,
+        batch_size=args.batch_size,
+        device=device,
+        precision=args.precision,
+        progress=_progress(),
     )
     report(result, args.json_out, "zero-shot accuracy (%)")
     return 0
@@ -230,6 +240,7 @@ def run_retrieval(args) -> int:
         positives,
         batch_size=args.batch_size,
         device=device,
+        precision=args.precision,
         rerank=rerank,
         rerank_k=args.rerank_k,
         progress=_progress(),
@@ -268,6 +279,7 @@ def run_captioning(args) -> int:
         references,
         batch_size=args.batch_size,
         device=device,
+        precision=args.precision,
         prompt=args.prompt,
         progress=_progress(),
         generation_config=generation_config_from_args(args),
@@ -321,6 +333,7 @@ def run_vqa(args) -> int:
         k=args.k,
         batch_size=args.batch_size,
         device=device,
+        precision=args.precision,
         generation_config=generation_config_from_args(args),
     )
     how = f"ranking {len(candidates)} answers" if candidates is not None else "generated answers"

@@ -13,12 +13,15 @@ from __future__ import annotations
 import argparse
 
 from .. import search
+from ..runtime import check_precision
+from .embed import add_precision_argument
 
 
 def _embedding_options(p) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2, help="data worker processes decoding images (default 2)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N, mps")
+    add_precision_argument(p)
 
 
 def add_commands(commands) -> None:
@@ -52,7 +55,14 @@ def _options(args) -> dict:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
     if args.workers < 0:
         raise ValueError(f"--workers must be >= 0, got {args.workers}")
-    return dict(batch_size=args.batch_size, num_workers=args.workers, device=args.device, progress=search.progress())
+    precision = check_precision(args.precision, "--precision")
+    return dict(
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        device=args.device,
+        precision=precision,
+        progress=search.progress(),
+    )
 
 
 def _print_report(report) -> int:

@@ -1,10 +1,14 @@
 """Embedding a list of image files: the one loop behind ``vlkit embed``, ``vlkit index`` and
 ``vlkit classify``.
 
-    result = embed_image_files(model, files, batch_size=64, num_workers=1)
+    result = embed_image_files(model, files, batch_size=64, num_workers=1, precision="auto")
     result.features     # (N_kept, D) float32 on the CPU, L2-normalised unless normalize=False
     result.kept         # positions in ``files`` of the rows of ``features``
     result.skipped      # SkipReport of the files that could not be decoded
+
+``precision`` is one of :data:`vlkit.runtime.PRECISIONS`: "auto" runs bf16 autocast on CUDA,
+and on a CPU with native bf16 for a model wide enough that it pays (docs/precision.md); the
+features come back in float32 either way.
 
 Files are decoded by ``num_workers`` processes (0: this one) and batched in order; an unreadable
 file is skipped and reported, never fatal, unless no file at all could be read (a ValueError).
@@ -23,6 +27,7 @@ from tqdm.auto import tqdm
 from ..data.folder import SkipReport
 from ..data.image_files import ImageFiles
 from ..data.transforms import image_transform
+from ..runtime import check_precision
 from .harness import ImageBatches
 from .retrieval import encode_images
 
@@ -55,16 +60,20 @@ def embed_image_files(
     batch_size: int = 64,
     num_workers: int = 0,
     device: torch.device | str = "cpu",
+    precision: str = "auto",
     normalize: bool = True,
     progress: bool = False,
     require_any: bool = True,
 ) -> ImageEmbeddings:
     """Image features of ``files`` (see the module docstring). With ``require_any=False`` a list
     with no readable file gives empty features (0, 0) instead of a ValueError."""
+    check_precision(precision)
     batches = ImageBatches(ImageFiles(files, image_transform(model)), batch_size, num_workers)
     with tqdm(total=len(files), desc="images", unit="img", disable=not progress, leave=False) as bar:
         try:
-            feats = encode_images(model, _counted(batches, bar), device=device, normalize=normalize)  # (N, D)
+            feats = encode_images(
+                model, _counted(batches, bar), device=device, precision=precision, normalize=normalize
+            )  # (N, D)
         except ValueError:
             if batches.kept:
                 raise

@@ -106,15 +106,20 @@ def evaluate_zeroshot(
     *,
     batch_size: int = 256,
     device: torch.device | str = "cpu",
+    precision: str = "auto",
     progress: bool = False,
 ) -> Evaluation:
     """Top-1/top-5 accuracy (percent) of every task: ``<task>_top1``, ``<task>_top5``, ``<task>_classes``."""
     batches = ImageBatches(images, batch_size)
-    feats = encode_images(model, batches, device=device, progress=progress, total=len(batches))  # (N, D)
+    feats = encode_images(
+        model, batches, device=device, precision=precision, progress=progress, total=len(batches)
+    )  # (N, D)
     metrics: dict[str, Any] = {"images": len(batches.kept)}
     for name, task in tasks.items():
         labels = [task.labels[i] for i in batches.kept]
-        acc = zeroshot_accuracy(model, tokenizer, feats, labels, task.classnames, task.templates, device=device)
+        acc = zeroshot_accuracy(
+            model, tokenizer, feats, labels, task.classnames, task.templates, device=device, precision=precision
+        )
         metrics.update(
             {f"{name}_top1": acc["top1"], f"{name}_top5": acc["top5"], f"{name}_classes": len(task.classnames)}
         )
@@ -142,6 +147,7 @@ def evaluate_retrieval(
     *,
     batch_size: int = 256,
     device: torch.device | str = "cpu",
+    precision: str = "auto",
     rerank: str | None = None,
     rerank_k: int = 16,
     progress: bool = False,
@@ -157,7 +163,9 @@ def evaluate_retrieval(
     if not hasattr(model, "encode_image") and hasattr(model, "match_logits"):  # single stream (ViLT)
         if rerank is not None:
             raise ValueError("a single-stream model (ViLT) scores every pair already; --rerank does not apply")
-        return _joint_retrieval(model, tokenizer, batches, texts, positives, batch_size=batch_size, device=device)
+        return _joint_retrieval(
+            model, tokenizer, batches, texts, positives, batch_size=batch_size, device=device, precision=precision
+        )
     kept_pixels: list[torch.Tensor] = []
 
     def pixels() -> Iterator[torch.Tensor]:
@@ -166,8 +174,12 @@ def evaluate_retrieval(
                 kept_pixels.append(px)
             yield px
 
-    image_feats = encode_images(model, pixels(), device=device, progress=progress, total=len(batches))
-    text_feats = encode_texts(model, tokenizer, texts, batch_size=batch_size, device=device, progress=progress)
+    image_feats = encode_images(
+        model, pixels(), device=device, precision=precision, progress=progress, total=len(batches)
+    )  # (N_img, D)
+    text_feats = encode_texts(
+        model, tokenizer, texts, batch_size=batch_size, device=device, precision=precision, progress=progress
+    )  # (N_txt, D)
     positives = positives[torch.tensor(batches.kept)]  # unreadable images leave the ground truth too
     keep_texts = positives.any(0)  # (N_txt,)
     if not keep_texts.all():  # texts whose only image was unreadable
@@ -184,7 +196,9 @@ def evaluate_retrieval(
     return Evaluation(metrics, batches.skip_report())
 
 
-def _joint_retrieval(model, tokenizer, batches: ImageBatches, texts, positives, *, batch_size, device) -> Evaluation:
+def _joint_retrieval(
+    model, tokenizer, batches: ImageBatches, texts, positives, *, batch_size, device, precision
+) -> Evaluation:
     """Recall@1/5/10 of a single-stream model: every (image, text) pair through the joint encoder."""
     pixels = torch.cat(list(batches))  # (N_img, 3, H, W)
     positives = positives[torch.tensor(batches.kept)]
@@ -192,7 +206,13 @@ def _joint_retrieval(model, tokenizer, batches: ImageBatches, texts, positives, 
     texts = [t for t, k in zip(texts, keep.tolist()) if k]
     tokens = tokenizer(texts, padding="longest")
     scores = pair_scores(
-        model, pixels, tokens["input_ids"], tokens["attention_mask"], batch_size=batch_size, device=device
+        model,
+        pixels,
+        tokens["input_ids"],
+        tokens["attention_mask"],
+        batch_size=batch_size,
+        device=device,
+        precision=precision,
     )
     metrics: dict[str, Any] = {"images": len(batches.kept), "texts": len(texts), "joint_passes": scores.numel()}
     metrics.update(recall_at_k(scores, positives[:, keep]))
@@ -207,6 +227,7 @@ def evaluate_captioning(
     *,
     batch_size: int = 64,
     device: torch.device | str = "cpu",
+    precision: str = "auto",
     prompt: str | None = None,
     progress: bool = False,
     **generate_options,
@@ -220,6 +241,7 @@ def evaluate_captioning(
         batches,
         prompt=prompt,
         device=device,
+        precision=precision,
         progress=progress,
         total=len(batches),
         **generate_options,
@@ -240,6 +262,7 @@ def evaluate_vqa(
     k: int = 128,
     batch_size: int = 64,
     device: torch.device | str = "cpu",
+    precision: str = "auto",
     **generate_options,
 ) -> Evaluation:
     """VQA accuracy and exact match (per question type when ``types`` are given) of generated
@@ -252,15 +275,37 @@ def evaluate_vqa(
         questions = [it["question"] for it in batch]
         if classifies_answers(model):  # ViLT: the best of its answer vocabulary (within the candidates)
             predictions += classify_answers(
-                model, tokenizer, pixels, questions, candidates=candidates, device=device, batch_size=batch_size
+                model,
+                tokenizer,
+                pixels,
+                questions,
+                candidates=candidates,
+                device=device,
+                precision=precision,
+                batch_size=batch_size,
             )
         elif candidates is None:
             predictions += answer_questions(
-                model, tokenizer, pixels, questions, device=device, batch_size=batch_size, **generate_options
+                model,
+                tokenizer,
+                pixels,
+                questions,
+                device=device,
+                precision=precision,
+                batch_size=batch_size,
+                **generate_options,
             )
         else:
             predictions += rank_answer_list(
-                model, tokenizer, pixels, questions, list(candidates), k=k, device=device, batch_size=batch_size
+                model,
+                tokenizer,
+                pixels,
+                questions,
+                list(candidates),
+                k=k,
+                device=device,
+                precision=precision,
+                batch_size=batch_size,
             )
     if not batches.kept:
         raise ValueError("no question could be answered (every image was skipped)")

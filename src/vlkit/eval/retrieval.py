@@ -36,11 +36,12 @@ def encode_images(
     progress: bool = False,
     total: int | None = None,
 ) -> torch.Tensor:
-    """Image features (N, D), float32 on the CPU, from batches of pixel values (B, 3, H, W)."""
+    """Image features (N, D), float32 on the CPU, from batches of pixel values (B, 3, H, W).
+    ``precision``: one of :data:`vlkit.runtime.PRECISIONS` ("auto" decides by the model's width)."""
     device = torch.device(device)
     out = []
     for pixels in tqdm(batches, desc="images", total=total, disable=not progress, leave=False):
-        with autocast(device, precision):
+        with autocast(device, precision, model):
             f = model.encode_image(pixels.to(device, non_blocking=True), normalize=normalize)  # (B, D)
         out.append(f.float().cpu())
     if not out:
@@ -60,7 +61,8 @@ def encode_texts(
     precision: str = "auto",
     progress: bool = False,
 ) -> torch.Tensor:
-    """Text features (N, D), float32 on the CPU, tokenized in batches (padded to each batch's longest)."""
+    """Text features (N, D), float32 on the CPU, tokenized in batches (padded to each batch's longest);
+    ``precision`` as :func:`encode_images`."""
     if len(texts) == 0:
         raise ValueError("no texts to encode")
     device = torch.device(device)
@@ -69,7 +71,7 @@ def encode_texts(
     for i in tqdm(starts, desc="texts", disable=not progress, leave=False):
         tokens = tokenizer(list(texts[i : i + batch_size]), padding="longest")
         ids, mask = tokens["input_ids"].to(device), tokens["attention_mask"].to(device)  # (B, T)
-        with autocast(device, precision):
+        with autocast(device, precision, model):
             f = model.encode_text(ids, mask, normalize=normalize)  # (B, D)
         out.append(f.float().cpu())
     return torch.cat(out)

@@ -130,6 +130,7 @@ def index_folder(
     batch_size: int = 64,
     num_workers: int = 0,
     device: torch.device | str = "cpu",
+    precision: str = "auto",
     progress: bool = False,
     captioner=None,
     captioner_source: str | None = None,
@@ -152,7 +153,13 @@ def index_folder(
     if rank == 0:
         log(f"{len(keep) + len(todo)} image files under {root}: {len(todo)} to embed, {len(keep)} unchanged")
     t0 = time.perf_counter()
-    options = dict(batch_size=batch_size, num_workers=num_workers, device=device, progress=progress and rank == 0)
+    options = dict(
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=device,
+        precision=precision,
+        progress=progress and rank == 0,
+    )
     slices = [_embed_slice(model, root, todo, rank, world, captioner, **options)]
     if world > 1:
         gathered: list = [None] * world

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from ..models.base import unwrap
-from ..runtime import autocast
+from ..runtime import autocast, resolve_precision
 from ..tasks.features import FeatureTask
 
 Batch = dict[str, Any]
@@ -111,8 +111,10 @@ def backward(
     samples) over ``accum_steps`` micro-batches (module docstring); -> (summed loss, named losses),
     detached. ``recipe``: ``name``, ``losses(model, batch)`` and, for the GradCache path, ``task``.
     ``losses_fn``: what computes the losses instead of ``recipe.losses`` (the compiled step,
-    :mod:`vlkit.train.compile`; the GradCache passes call the task's own methods)."""
+    :mod:`vlkit.train.compile`; the GradCache passes call the task's own methods). ``precision``
+    "auto" is resolved for this model's training (:func:`vlkit.runtime.resolve_precision`)."""
     losses_fn = recipe.losses if losses_fn is None else losses_fn
+    precision = resolve_precision(precision, device, model, training=True)
     if accum_steps == 1:
         with autocast(device, precision):
             losses = _checked(losses_fn(model, batch), recipe.name)

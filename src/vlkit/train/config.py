@@ -88,7 +88,7 @@ class TrainConfig:
     output_dir: str = "runs/clip"
     seed: int = 0
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
-    precision: str = "auto"  # "auto" (bf16 autocast on CUDA, float32 on CPU), "bf16", "fp32"
+    precision: str = "auto"  # "auto" (bf16 on CUDA and for wide models on bf16 CPUs: docs/precision.md), "bf16", "fp32"
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
     strategy: str = (
         "ddp"  # under torchrun: "ddp" (replicated) or "fsdp" (FSDP2, sharded per Block); vlkit.train.strategy
