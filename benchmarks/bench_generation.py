@@ -70,7 +70,7 @@ def build(name: str, batch: int, dev: torch.device) -> tuple[torch.nn.Module, to
     g = torch.Generator().manual_seed(1)
     if name == "gpt2":
         ref = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=V, n_embd=384, n_layer=6, n_head=6,
-                                                                   n_positions=512))  # fmt: skip
+                                                                   n_positions=512, bos_token_id=V - 2, eos_token_id=V - 2))  # fmt: skip
     elif name == "llama":
         ref = transformers.LlamaForCausalLM(_llama_config())
     elif name == "blip":

@@ -144,3 +144,19 @@ def test_end_token_list():
     # min_new_tokens forbids every end token
     out = model.generate(ids, attention_mask=mask, max_new_tokens=4, min_new_tokens=4, eos_token_id=[new[0, 0].item()])
     assert out.shape[1] == 10 and (out[:, 6:] != new[0, 0]).all()
+
+
+def test_options_and_cli_flags():
+    import argparse
+
+    from vlkit.cli.generation_options import add_generation_arguments, generation_config_from_args
+
+    p = argparse.ArgumentParser()
+    add_generation_arguments(p, beams=3, max_new=20, min_length=5)
+    assert generation_config_from_args(p.parse_args([])).static_cache is False
+    assert generation_config_from_args(p.parse_args(["--static-cache"])).static_cache is True
+    assert generation_config_from_args(p.parse_args(["--compile"])).compile is True
+    with pytest.raises(TypeError, match="compile must be True or False"):
+        GenerationConfig(compile="yes")
+    with pytest.raises(ValueError, match="needs a StaticKVCache"):
+        CachedStep(lambda *a, **k: None, vlkit.layers.KVCache(1), compile=True)
