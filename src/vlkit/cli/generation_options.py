@@ -52,6 +52,14 @@ def add_generation_arguments(
         default=1.0,
         help="beam search: scores are divided by length ** this (> 0 favours longer; default 1)",
     )
+    g.add_argument(
+        "--static-cache", action="store_true", help="decode on a preallocated KV cache (same tokens; fixed shapes)"
+    )
+    g.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the decoding step (implies --static-cache; the first call compiles, 5-60 s)",
+    )
     if sampling:
         g.add_argument("--sample", action="store_true", help="nucleus sampling instead of beam search")
         g.add_argument("--top-p", type=float, default=0.9, help="nucleus mass kept when sampling (BLIP: 0.9)")
@@ -71,6 +79,8 @@ def generation_config_from_args(args: argparse.Namespace) -> GenerationConfig:
         min_new_tokens=args.min_new_tokens,
         repetition_penalty=args.repetition_penalty,
         length_penalty=args.length_penalty,
+        static_cache=getattr(args, "static_cache", False),
+        compile=getattr(args, "compile", False),
     )
     if getattr(args, "sample", False):
         options.update(num_beams=1, do_sample=True, top_p=args.top_p, top_k=args.top_k, temperature=args.temperature)

@@ -1,6 +1,14 @@
 """Shared transformer layers. Every argument is explicit; no config objects here."""
 
-from .attention import Attention, KVCache, LayerCache, build_attention_mask
+from .attention import (
+    Attention,
+    KVCache,
+    LayerCache,
+    StaticKVCache,
+    StaticLayerCache,
+    build_attention_mask,
+    decoder_mask,
+)
 from .block import Block, Transformer
 from .embeddings import (
     LearnedPositionEmbedding,
@@ -18,6 +26,9 @@ __all__ = [
     "Attention",
     "KVCache",
     "LayerCache",
+    "StaticKVCache",
+    "StaticLayerCache",
+    "decoder_mask",
     "build_attention_mask",
     "Block",
     "Transformer",

@@ -43,7 +43,7 @@ class KVCache:
     """One :class:`LayerCache` per block of a :class:`~vlkit.layers.Transformer`."""
 
     def __init__(self, num_layers: int) -> None:
-        self.layers = [LayerCache() for _ in range(num_layers)]
+        self.layers: list[LayerCache] = [LayerCache() for _ in range(num_layers)]
 
     def __getitem__(self, i: int) -> LayerCache:
         return self.layers[i]
@@ -57,6 +57,129 @@ class KVCache:
         """Select batch rows (beam search keeps the beams that survived)."""
         for layer in self.layers:
             layer.reorder(index)
+
+
+class StaticLayerCache(LayerCache):
+    """Keys and values of one block in buffers (B, nkv, capacity, hd) allocated at the first write.
+
+    Two ways to write: with ``owner.slots`` None (the prompt, eager) the new keys go right after
+    the ``filled`` ones and the filled part is returned, exactly as :class:`LayerCache` would;
+    with ``owner.slots`` a (t,) tensor (a decoding step) they are copied in place at those
+    positions and the whole buffers are returned: shapes never change, so a compiled step never
+    recompiles, and :meth:`StaticKVCache.causal_mask` hides what is not written yet.
+    """
+
+    def __init__(self, owner: StaticKVCache) -> None:
+        super().__init__()
+        self.owner = owner
+        self.filled = 0  # positions written (host-side count; a compiled step never reads it)
+
+    @property
+    def length(self) -> int:
+        return self.filled
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        slots = self.owner.slots
+        if slots is not None:  # a decoding step: static shapes, in place
+            assert self.self_kv is not None, "a static cache is filled by the prompt before slots are set"
+            keys, values = self.self_kv
+            keys.index_copy_(2, slots, k)
+            values.index_copy_(2, slots, v)
+            return keys, values
+        start, end = self.owner.length, self.owner.length + k.shape[2]
+        if self.self_kv is None:
+            B, n, _, hd = k.shape
+            size = self.owner.capacity_for(end)
+            self.self_kv = (k.new_zeros(B, n, size, hd), v.new_zeros(B, n, size, hd))
+            for t in self.self_kv:
+                _mark_static_address(t)
+        keys, values = self.self_kv
+        if end > keys.shape[2]:
+            raise ValueError(f"the static cache holds {keys.shape[2]} positions; {end} were asked for")
+        keys[:, :, start:end] = k
+        values[:, :, start:end] = v
+        self.filled = end
+        return keys[:, :, :end], values[:, :, :end]
+
+    def reorder(self, index: torch.Tensor) -> None:
+        if self.self_kv is not None and index.shape[0] == self.self_kv[0].shape[0]:
+            for t in self.self_kv:  # in place: the buffers keep their address (CUDA graphs)
+                t.copy_(t.index_select(0, index))
+            if self.cross_kv is not None:
+                k, v = self.cross_kv
+                self.cross_kv = (k.index_select(0, index), v.index_select(0, index))
+            return
+        super().reorder(index)
+
+
+class StaticKVCache(KVCache):
+    """A preallocated KV cache: the prompt plus ``max_new_tokens`` positions (rounded up to a
+    multiple of ``multiple`` so that prompts of similar lengths share one compiled step).
+
+    The prompt is written as in :class:`KVCache`; each decoding step then sets ``slots`` (the
+    (t,) positions it writes, a tensor), runs the model with a padding mask over the whole
+    capacity (:meth:`causal_mask`), and :meth:`advance` counts the positions on the host.
+    """
+
+    def __init__(self, num_layers: int, max_new_tokens: int, *, multiple: int = 64) -> None:
+        self.max_new_tokens, self.multiple = max_new_tokens, multiple
+        self.slots: torch.Tensor | None = None  # (t,) positions written by the current step
+        self.layers: list[LayerCache] = [StaticLayerCache(self) for _ in range(num_layers)]
+
+    @property
+    def length(self) -> int:
+        # every layer reads this before writing; the last layer is the last to update its count
+        return self.layers[-1].length
+
+    @property
+    def capacity(self) -> int:
+        """Positions the buffers hold (0 before the prompt is written)."""
+        kv = self.layers[0].self_kv
+        return 0 if kv is None else kv[0].shape[2]
+
+    def capacity_for(self, prompt_length: int) -> int:
+        need = prompt_length + self.max_new_tokens
+        return -(-need // self.multiple) * self.multiple
+
+    def advance(self, t: int) -> None:
+        """Count ``t`` positions written by a decoding step."""
+        for layer in self.layers:
+            assert isinstance(layer, StaticLayerCache)
+            layer.filled += t
+
+    def causal_mask(self, key_padding_mask: torch.Tensor) -> torch.Tensor:
+        """The mask (B, 1, t, capacity) of the step writing ``slots``: query i sees the keys at
+        or before ``slots[i]`` that ``key_padding_mask`` (B, capacity), 1 for real tokens, keeps."""
+        if self.slots is None:
+            raise ValueError("causal_mask is for decoding steps: set slots first")
+        k_pos = torch.arange(key_padding_mask.shape[1], device=key_padding_mask.device)  # (S,)
+        mask = (k_pos[None, :] <= self.slots[:, None])[None, None]  # (1, 1, t, S)
+        mask = mask & key_padding_mask.bool()[:, None, None, :]  # (B, 1, t, S)
+        return mask | ~mask.any(dim=-1, keepdim=True)  # a query that sees nothing sees everything
+
+
+def _mark_static_address(t: torch.Tensor) -> None:
+    """CUDA graphs (torch.compile mode "reduce-overhead") may keep a buffer that steps mutate
+    in place only when its address is marked static."""
+    if t.is_cuda:
+        torch._dynamo.mark_static_address(t)
+
+
+def decoder_mask(
+    attention_mask: torch.Tensor | None, q_len: int, cache: KVCache | None, *, device: torch.device
+) -> tuple[torch.Tensor | None, bool]:
+    """(mask, is_causal) of a causal decoder's self-attention for ``q_len`` new tokens on
+    ``cache``: is_causal when plain causal attention serves (no padding, nothing cached), else a
+    mask (or None: every key). ``attention_mask``: (B, past + q_len), 1 for real tokens; in a static
+    cache's decoding step (B, capacity)."""
+    if isinstance(cache, StaticKVCache) and cache.slots is not None:
+        if attention_mask is None:
+            raise ValueError("a static cache's decoding step needs the padding mask over its capacity")
+        return cache.causal_mask(attention_mask), False
+    past = 0 if cache is None else cache.length
+    if attention_mask is None and past == 0:
+        return None, True
+    return build_attention_mask(attention_mask, q_len, past + q_len, causal=True, past=past, device=device), False
 
 
 def build_attention_mask(

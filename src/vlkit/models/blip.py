@@ -29,11 +29,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..constants import BLIP_VISION
-from ..layers import KVCache, build_attention_mask
+from ..layers import KVCache, build_attention_mask, decoder_mask
 from ..runtime import eval_mode
 from .base import Model, check_towers
 from .bert import BertEmbeddings, BertTextFields, MLMHead, bert_encoder, init_weights
-from .generation import CachedStep, generate_tokens
+from .generation import decoding_step, generate_tokens
 from .generation_config import GenerationConfig, resolve_generation_config
 from .registry import register, register_family
 from .vit import ViT, ViTConfig
@@ -131,12 +131,14 @@ class BlipTextTransformer(nn.Module):
         if input_ids.dim() != 2:
             raise ValueError(f"expected input_ids of shape (B, T), got {tuple(input_ids.shape)}")
         T = input_ids.shape[1]
-        past = 0 if cache is None else cache.length
+        past = 0 if cache is None or position_ids is not None else cache.length  # (a static step gives positions)
         x = self.embed(input_ids, past, position_ids)  # (B, T, H)
-        is_causal = causal and attention_mask is None and past == 0
-        mask = None
-        if attention_mask is not None or (causal and not is_causal):
-            mask = build_attention_mask(attention_mask, T, past + T, causal=causal, past=past, device=x.device)
+        mask, is_causal = None, False
+        if causal:
+            mask, is_causal = decoder_mask(attention_mask, T, cache, device=x.device)
+        elif attention_mask is not None:
+            past = 0 if cache is None else cache.length
+            mask = build_attention_mask(attention_mask, T, past + T, past=past, device=x.device)
         cmask = None
         if context is not None and context_mask is not None:
             cmask = build_attention_mask(context_mask, T, context.shape[1])  # (B, 1, 1, S)
@@ -366,8 +368,8 @@ class Blip(Model[BlipConfig]):
     ) -> torch.Tensor:
         """Decode after ``ids`` (B, T) ([DEC] and any prompt), cross-attending to ``context`` (B, S, Cc)."""
         t = self.config.text
-        step = CachedStep(
-            self._next_logits, KVCache(t.num_layers), attention_mask=mask, context=context, context_mask=None
+        step = decoding_step(
+            self._next_logits, t.num_layers, config, attention_mask=mask, context=context, context_mask=None
         )
         return generate_tokens(step, ids, config, generator=generator, max_positions=t.max_positions)
 

@@ -36,7 +36,7 @@ from ..layers import KVCache
 from ..runtime import eval_mode
 from .base import Model, count_parameters
 from .bert import MLMHead, init_weights
-from .generation import CachedStep, generate_tokens
+from .generation import decoding_step, generate_tokens
 from .generation_config import GenerationConfig, resolve_generation_config
 from .gpt import gpt_tiny
 from .opt import opt_2_7b
@@ -255,13 +255,13 @@ class Blip2(Model[Blip2Config]):
         attention_mask: torch.Tensor | None,
         position_ids: torch.Tensor | None,
         cache: KVCache,
-        soft_prompt: torch.Tensor,
+        soft_prompt: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The decoding step: the first runs the soft prompt (N, Q, H) and the prompt ids, later
         ones the new ids (N, t) on the cache -> logits of the last position (N, V)."""
         lm = self.language_model
         embeds = lm.embed_tokens(new_ids)  # (N, t, H)
-        if cache.length == 0:
+        if soft_prompt is not None:  # the first step
             embeds = torch.cat([soft_prompt.to(embeds.dtype), embeds], dim=1)  # (N, Q + t, H)
         hidden = lm.hidden_states(
             inputs_embeds=embeds, attention_mask=attention_mask, cache=cache, position_ids=position_ids
@@ -306,7 +306,9 @@ class Blip2(Model[Blip2Config]):
             mask = None
             if attention_mask is not None:
                 mask = torch.cat([attention_mask.new_ones(B, Q), attention_mask.expand(B, -1)], dim=1)  # (B, Q + T)
-            step = CachedStep(self._next_logits, KVCache(llm.num_layers), attention_mask=mask, soft_prompt=prompt)
+            step = decoding_step(
+                self._next_logits, llm.num_layers, config, attention_mask=mask, first={"soft_prompt": prompt}
+            )
             return generate_tokens(step, input_ids, config, generator=generator, max_positions=llm.max_positions - Q)
 
     # --- retrieval: ITC and ITM -----------------------------------------------------------------

@@ -20,7 +20,7 @@ from torch import nn
 from ..layers import KVCache
 from ..runtime import eval_mode
 from .base import Model
-from .generation import CachedStep, generate_tokens
+from .generation import decoding_step, generate_tokens
 from .generation_config import GenerationConfig, resolve_generation_config
 
 
@@ -98,7 +98,9 @@ class DecoderLM(Model[DecoderConfigT]):
         Options come from ``generation_config`` (default ``GenerationConfig()``: 20 new tokens,
         greedy) with keyword ``overrides`` on top (``num_beams=4``, ``top_p=0.9``, ...);
         ``max_new_tokens`` may also be given second. Left-padded batches pass ``attention_mask``.
-        ``eos_token_id`` (and ``pad_token_id``) default to the config's; pass None to never stop early.
+        ``eos_token_id`` (and ``pad_token_id``) default to the config's; pass None to never stop early,
+        or a list of ids to stop at any. ``static_cache=True`` / ``compile=True``: a preallocated
+        cache / a compiled decoding step (same tokens; see docs/generation.md).
         """
         if max_new_tokens is not None:
             overrides["max_new_tokens"] = max_new_tokens
@@ -111,5 +113,5 @@ class DecoderLM(Model[DecoderConfigT]):
             pad_token_id=getattr(c, "pad_token_id", None),
         )
         with eval_mode(self):
-            step = CachedStep(self._next_logits, KVCache(c.num_layers), attention_mask=attention_mask)
+            step = decoding_step(self._next_logits, c.num_layers, config, attention_mask=attention_mask)
             return generate_tokens(step, input_ids, config, generator=generator, max_positions=c.max_positions)

@@ -9,6 +9,13 @@ is that step for every vlkit decoder (GPT, BLIP's text decoder): the model suppl
 :class:`CachedStep` keeps the cache, the padding mask, the positions and the per-row tensors
 (``rows``: e.g. the image a decoder cross-attends to) in step with the beams.
 
+The cache is dynamic (:class:`~vlkit.layers.KVCache`, grown by concatenation) or, with the
+config's ``static_cache``, preallocated (:class:`~vlkit.layers.StaticKVCache`: written in place,
+fixed shapes); ``compile`` also runs every decoding step after the prompt through
+``torch.compile`` (fullgraph, static shapes; mode "reduce-overhead", i.e. CUDA graphs, on a GPU).
+The prompt itself always runs eagerly. :func:`decoding_step` picks them from the config: the
+one place every model gets its step from.
+
 :func:`generate_tokens` is the one entry point the models call. The numerics follow
 transformers' ``generate`` (same logits processing order, same beam bookkeeping), so equal
 models give equal tokens.
@@ -22,7 +29,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from ..layers import KVCache
+from ..layers import KVCache, StaticKVCache
 from .generation_config import GenerationConfig
 
 
@@ -37,8 +44,14 @@ class CachedStep:
 
     ``attention_mask`` (N, T_prompt), 1 for real tokens, is for left-padded prompts: it grows by
     one column per step and gives the positions (real tokens counted from 0). ``rows`` are
-    per-row tensors handed to ``forward`` at every step (None allowed) and reordered with the
-    beams, e.g. ``context=image_embeds, context_mask=None``.
+    per-row tensors handed to ``forward`` at every step (None allowed) and ``first`` those handed
+    at the first step only (the prompt's embeddings); both are reordered with the beams, e.g.
+    ``context=image_embeds, context_mask=None``.
+
+    With a :class:`~vlkit.layers.StaticKVCache` the steps after the prompt see fixed shapes: the
+    padding mask and the positions cover the cache's whole capacity (built once, after the
+    prompt), the cache's ``slots`` say where the step writes, and ``compile=True`` runs those
+    steps through ``torch.compile``.
     """
 
     def __init__(
@@ -47,41 +60,115 @@ class CachedStep:
         cache: KVCache,
         *,
         attention_mask: torch.Tensor | None = None,
+        first: dict[str, torch.Tensor | None] | None = None,
+        compile: bool = False,
         **rows: torch.Tensor | None,
     ):
+        if compile and not isinstance(cache, StaticKVCache):
+            raise ValueError("a compiled decoding step needs a StaticKVCache (fixed shapes)")
         self.forward, self.cache = forward, cache
         self.attention_mask = attention_mask
+        self.first = dict(first or {})
         self.rows = rows
+        self.compile = compile
+        self._compiled: Callable[..., torch.Tensor] | None = None
+        self._static_mask: torch.Tensor | None = None  # (N, capacity) bool, after the prompt
+        self._positions: torch.Tensor | None = None  # (N, capacity) position of every slot
 
     def __call__(self, new_ids: torch.Tensor) -> torch.Tensor:
         past = self.cache.length
+        if past and isinstance(self.cache, StaticKVCache):
+            return self._static_step(new_ids, past)
         position_ids = None
         if self.attention_mask is not None:
             if past:  # the new tokens are real
                 ones = self.attention_mask.new_ones(new_ids.shape[0], new_ids.shape[1])
                 self.attention_mask = torch.cat([self.attention_mask, ones], dim=1)  # (N, past + t)
             position_ids = (self.attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]  # (N, t)
+        rows = self.rows if past else {**self.rows, **self.first}
         return self.forward(
-            new_ids, attention_mask=self.attention_mask, position_ids=position_ids, cache=self.cache, **self.rows
+            new_ids, attention_mask=self.attention_mask, position_ids=position_ids, cache=self.cache, **rows
         )  # (N, V)
+
+    def _static_step(self, new_ids: torch.Tensor, past: int) -> torch.Tensor:
+        """A step after the prompt on a static cache: fixed shapes, the slots as a tensor."""
+        cache = self.cache
+        assert isinstance(cache, StaticKVCache)
+        if self._static_mask is None:  # the prompt filled `past` positions: the mask over the capacity
+            mask = torch.ones(new_ids.shape[0], cache.capacity, dtype=torch.bool, device=new_ids.device)
+            if self.attention_mask is not None:
+                mask[:, :past] = self.attention_mask.bool()
+            self._static_mask = mask  # (N, S); the new tokens are real, unwritten slots are hidden by causality
+            self._positions = (mask.long().cumsum(-1) - 1).clamp(min=0)  # (N, S)
+        assert self._positions is not None
+        t = new_ids.shape[1]
+        cache.slots = torch.arange(past, past + t, device=new_ids.device)  # (t,)
+        position_ids = self._positions.index_select(1, cache.slots)  # (N, t)
+        forward = self._compiled_forward(new_ids) if self.compile else self.forward
+        try:
+            logits = forward(
+                new_ids, attention_mask=self._static_mask, position_ids=position_ids, cache=cache, **self.rows
+            )  # (N, V)
+        finally:
+            cache.slots = None
+        cache.advance(t)
+        return logits.clone() if self.compile and logits.is_cuda else logits  # CUDA graphs reuse their output
+
+    def _compiled_forward(self, new_ids: torch.Tensor) -> Callable[..., torch.Tensor]:
+        if self._compiled is None:
+            mode = "reduce-overhead" if new_ids.is_cuda else None  # CUDA graphs on a GPU
+            self._compiled = torch.compile(self.forward, fullgraph=True, dynamic=False, mode=mode)
+        if new_ids.is_cuda:
+            torch.compiler.cudagraph_mark_step_begin()
+        return self._compiled
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep rows ``index`` (N',) of the cache, the mask and the row tensors; before the first
         step this expands a batch, e.g. every prompt ``num_beams`` times."""
         self.cache.reorder(index)
-        if self.attention_mask is not None:
-            self.attention_mask = self.attention_mask.index_select(0, index)
-        self.rows = {k: None if v is None else v.index_select(0, index) for k, v in self.rows.items()}
+
+        def pick(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.index_select(0, index)
+
+        self.attention_mask = pick(self.attention_mask)
+        self._static_mask, self._positions = pick(self._static_mask), pick(self._positions)
+        self.rows = {k: pick(v) for k, v in self.rows.items()}
+        self.first = {k: pick(v) for k, v in self.first.items()}
 
 
-def _special_tokens(config: GenerationConfig) -> tuple[int | None, int | None]:
-    """(eos, pad) of a config whose special tokens are ids or None."""
+def decoding_step(
+    forward: Callable[..., torch.Tensor],
+    num_layers: int,
+    config: GenerationConfig,
+    *,
+    attention_mask: torch.Tensor | None = None,
+    first: dict[str, torch.Tensor | None] | None = None,
+    **rows: torch.Tensor | None,
+) -> CachedStep:
+    """The :class:`CachedStep` of a decoder of ``num_layers`` blocks for ``config``: a dynamic
+    KV cache, or a static one (``static_cache``) with the steps compiled (``compile``)."""
+    if config.static_cache or config.compile:
+        cache: KVCache = StaticKVCache(num_layers, config.max_new_tokens)
+    else:
+        cache = KVCache(num_layers)
+    return CachedStep(forward, cache, attention_mask=attention_mask, first=first, compile=config.compile, **rows)
+
+
+def _special_tokens(config: GenerationConfig) -> tuple[tuple[int, ...] | None, int | None]:
+    """(end tokens, pad) of a config whose special tokens are ids or None."""
     eos, pad = config.eos_token_id, config.pad_token_id
     if isinstance(eos, str) or isinstance(pad, str):
         raise ValueError(
             f"decoding needs the model's eos/pad ids, got {eos!r}/{pad!r}: call config.with_model_tokens(eos, pad)"
         )
-    return eos, pad
+    return (None if eos is None else (eos,) if isinstance(eos, int) else tuple(eos)), pad
+
+
+def _is_end(tokens: torch.Tensor, eos: tuple[int, ...]) -> torch.Tensor:
+    """tokens (...) -> bool (...): which are one of the end tokens."""
+    if len(eos) == 1:
+        return tokens == eos[0]
+    return torch.isin(tokens, torch.tensor(eos, device=tokens.device))
 
 
 def _process(scores: torch.Tensor, ids: torch.Tensor, config: GenerationConfig, prompt_len: int) -> torch.Tensor:
@@ -94,7 +181,7 @@ def _process(scores: torch.Tensor, ids: torch.Tensor, config: GenerationConfig, 
     eos, length = _special_tokens(config)[0], ids.shape[1]
     if eos is not None and (length < config.min_length or length - prompt_len < config.min_new_tokens):
         scores = scores.clone()
-        scores[:, eos] = -float("inf")
+        scores[:, list(eos)] = -float("inf")
     return scores
 
 
@@ -149,8 +236,9 @@ def decode(
 ) -> torch.Tensor:
     """Greedy (default) or sampled decoding. input_ids (N, T) -> (N, T + new) with the prompt first.
 
-    Rows that produced ``eos_token_id`` are continued with ``pad_token_id`` (eos when None) and
-    decoding stops early once every row is finished.
+    Rows that produced an end token (``eos_token_id``: one id or several) are continued with
+    ``pad_token_id`` (the first end token when None) and decoding stops early once every row is
+    finished.
     """
     eos, pad = _special_tokens(config)
     prompt_len = input_ids.shape[1]
@@ -166,9 +254,9 @@ def decode(
         else:
             next_ids = scores.argmax(dim=-1)  # (N,)
         if eos is not None:
-            fill = pad if pad is not None else eos
+            fill = pad if pad is not None else eos[0]
             next_ids = torch.where(finished, torch.full_like(next_ids, fill), next_ids)
-            finished |= next_ids == eos
+            finished |= _is_end(next_ids, eos)
         new_ids = next_ids[:, None]
         ids = torch.cat([ids, new_ids], dim=1)
         if eos is not None and bool(finished.all()):
@@ -194,7 +282,7 @@ def beam_search(step: StepFunction, input_ids: torch.Tensor, config: GenerationC
         raise ValueError(f"batch of {N} rows is not a multiple of num_beams={num_beams}")
     B, device = N // num_beams, input_ids.device
     max_len = prompt_len + config.max_new_tokens
-    fill = pad if pad is not None else (eos if eos is not None else -1)
+    fill = pad if pad is not None else (eos[0] if eos is not None else -1)
     keep = 2 * num_beams
 
     running = torch.full((B, num_beams, max_len), fill, dtype=torch.long, device=device)
@@ -218,7 +306,7 @@ def beam_search(step: StepFunction, input_ids: torch.Tensor, config: GenerationC
         src_beam, token = top_idx // V, top_idx % V
         cand = running.gather(1, src_beam[:, :, None].expand(-1, -1, max_len)).clone()  # (B, 2nb, L)
         cand[:, :, cur] = token
-        ends = torch.zeros_like(token, dtype=torch.bool) if eos is None else token == eos
+        ends = torch.zeros_like(token, dtype=torch.bool) if eos is None else _is_end(token, eos)
         ends = ends | (cur + 1 >= max_len)
 
         # the best num_beams candidates that did not end continue

@@ -11,18 +11,25 @@ a transformers user's options carry over. Every ``generate``/``answer`` of vlkit
 Two defaults differ from transformers': ``top_k=0`` (no top-k filter; transformers samples with
 50) and the special tokens ``eos_token_id``/``pad_token_id``, which default to ``"model"``: the
 model's own end and padding tokens (GPT's ``eos_token_id``, BLIP's [SEP] and [PAD]). ``None``
-means none: ``eos_token_id=None`` never stops early.
+means none: ``eos_token_id=None`` never stops early. ``eos_token_id`` may also be a list of ids
+(HF checkpoints' generation_config.json often holds one): a row ends at any of them.
+
+``static_cache=True`` decodes on a preallocated KV cache written in place (fixed shapes);
+``compile=True`` (which implies it) also compiles the decoding step with ``torch.compile``
+(CUDA graphs on a GPU). Both give the tokens of the default dynamic cache; see docs/generation.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
 MODEL: Final = "model"  # eos_token_id / pad_token_id: the model's own token
 TokenId = int | None | Literal["model"]
+EndTokens = int | tuple[int, ...] | None | Literal["model"]  # a list is kept as a tuple
 
 
 @dataclass(frozen=True)
@@ -41,7 +48,10 @@ class GenerationConfig:
     - ``do_sample``: sample (with ``num_beams=1``) from the distribution after ``temperature``,
       ``top_k`` (0 or None: off) and nucleus ``top_p`` (1.0 or None: off) filtering, in that order.
     - ``repetition_penalty``: CTRL's penalty on tokens already in the sequence (1.0: off).
-    - ``eos_token_id`` / ``pad_token_id``: ``"model"`` (the model's), an id, or None.
+    - ``eos_token_id`` / ``pad_token_id``: ``"model"`` (the model's), an id, or None;
+      ``eos_token_id`` may be a list of ids (kept as a tuple): a row ends at any of them.
+    - ``static_cache``: decode on a preallocated KV cache (fixed shapes, written in place).
+    - ``compile``: ``torch.compile`` the decoding step (implies ``static_cache``).
     """
 
     max_new_tokens: int = 20
@@ -55,8 +65,10 @@ class GenerationConfig:
     repetition_penalty: float = 1.0
     length_penalty: float = 1.0
     early_stopping: bool = False
-    eos_token_id: TokenId = MODEL
+    eos_token_id: EndTokens = MODEL
     pad_token_id: TokenId = MODEL
+    static_cache: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         # transformers' habit: top_k=None / top_p=None for "no filter"
@@ -68,11 +80,18 @@ class GenerationConfig:
             _check_int(name, getattr(self, name))
         for name in ("temperature", "top_p", "repetition_penalty", "length_penalty"):
             _check_number(name, getattr(self, name))
-        for name in ("do_sample", "early_stopping"):
+        for name in ("do_sample", "early_stopping", "static_cache", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        eos = self.eos_token_id
+        if isinstance(eos, Sequence) and not isinstance(eos, str):
+            if not eos or not all(_is_int(e) and e >= 0 for e in eos):
+                raise ValueError(f"eos_token_id must be a token id >= 0 or a non-empty list of them, got {eos!r}")
+            object.__setattr__(self, "eos_token_id", tuple(eos))
         for name in ("eos_token_id", "pad_token_id"):
             value = getattr(self, name)
+            if name == "eos_token_id" and isinstance(value, tuple):
+                continue
             if value is not None and value != MODEL and not (_is_int(value) and value >= 0):
                 raise ValueError(f"{name} must be a token id >= 0, None or {MODEL!r}, got {value!r}")
         if self.max_new_tokens < 0:
@@ -107,7 +126,7 @@ class GenerationConfig:
             raise TypeError(f"unknown generation option(s) {', '.join(unknown)}; expected {', '.join(names)}")
         return dataclasses.replace(self, **overrides) if overrides else self
 
-    def with_model_tokens(self, eos_token_id: int | None, pad_token_id: int | None) -> GenerationConfig:
+    def with_model_tokens(self, eos_token_id: int | Sequence[int] | None, pad_token_id: int | None) -> GenerationConfig:
         """The config with ``"model"`` special tokens replaced by the model's ids."""
         return self.replace(
             eos_token_id=eos_token_id if self.eos_token_id == MODEL else self.eos_token_id,
@@ -120,7 +139,7 @@ def resolve_generation_config(
     overrides: dict,
     *,
     default: GenerationConfig,
-    eos_token_id: int | None,
+    eos_token_id: int | Sequence[int] | None,
     pad_token_id: int | None,
 ) -> GenerationConfig:
     """What a model's ``generate(generation_config=None, **overrides)`` decodes with: the given

@@ -9,7 +9,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..layers import KVCache, LearnedPositionEmbedding, TokenEmbedding, Transformer, build_attention_mask
+from ..layers import KVCache, LearnedPositionEmbedding, TokenEmbedding, Transformer, decoder_mask
 from .bert import init_weights
 from .decoder import DecoderLM
 from .registry import register, register_family
@@ -79,13 +79,13 @@ class GPT(DecoderLM[GPTConfig]):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
         embeds = self.tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
         T = embeds.shape[1]
-        past = 0 if cache is None else cache.length
-        x = self.drop(embeds + self.positions(T, past, position_ids))  # (B, T, C)
-        if attention_mask is None and past == 0:
-            x = self.decoder(x, is_causal=True, cache=cache)
+        if position_ids is None:  # positions after the cached ones
+            positions = self.positions(T, 0 if cache is None else cache.length)  # (1, T, C)
         else:
-            mask = build_attention_mask(attention_mask, T, past + T, causal=True, past=past, device=x.device)
-            x = self.decoder(x, attn_mask=mask, cache=cache)
+            positions = self.positions(T, position_ids=position_ids)  # (B, T, C)
+        x = self.drop(embeds + positions)  # (B, T, C)
+        mask, is_causal = decoder_mask(attention_mask, T, cache, device=x.device)
+        x = self.decoder(x, attn_mask=mask, is_causal=is_causal, cache=cache)
         return self.norm(x)
 
 

@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..layers import KVCache, RMSNorm, RotaryEmbedding, TokenEmbedding, Transformer, build_attention_mask
+from ..layers import KVCache, RMSNorm, RotaryEmbedding, TokenEmbedding, Transformer, decoder_mask
 from ..layers.rotary import ROPE_SCALINGS
 from .bert import init_weights
 from .decoder import DecoderLM
@@ -132,15 +132,12 @@ class Llama(DecoderLM[LlamaConfig]):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
         x = self.tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
         B, T = x.shape[:2]
-        past = 0 if cache is None else cache.length
         if position_ids is None:
+            past = 0 if cache is None else cache.length
             position_ids = torch.arange(past, past + T, device=x.device).expand(B, T)  # (B, T)
         rope = self.rotary(position_ids, dtype=x.dtype)  # (cos, sin), each (B, T, hd)
-        if attention_mask is None and past == 0:
-            x = self.decoder(x, is_causal=True, cache=cache, rope=rope)
-        else:
-            mask = build_attention_mask(attention_mask, T, past + T, causal=True, past=past, device=x.device)
-            x = self.decoder(x, attn_mask=mask, cache=cache, rope=rope)
+        mask, is_causal = decoder_mask(attention_mask, T, cache, device=x.device)
+        x = self.decoder(x, attn_mask=mask, is_causal=is_causal, cache=cache, rope=rope)
         return self.norm(x)
 
 

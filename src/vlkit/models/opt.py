@@ -15,7 +15,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..layers import KVCache, LearnedPositionEmbedding, TokenEmbedding, Transformer, build_attention_mask
+from ..layers import KVCache, LearnedPositionEmbedding, TokenEmbedding, Transformer, decoder_mask
 from .bert import init_weights
 from .decoder import DecoderLM
 from .registry import register, register_family
@@ -98,22 +98,19 @@ class OPT(DecoderLM[OPTConfig]):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
         embeds = self.tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
         B, T = embeds.shape[:2]
-        past = 0 if cache is None else cache.length
-        if position_ids is None:
+        if position_ids is None:  # (a static cache's decoding step always gives them)
+            past = 0 if cache is None else cache.length
+            if past + T > self.config.max_positions:
+                raise ValueError(
+                    f"sequence of {past + T} positions is longer than the {self.config.max_positions} this model has"
+                )
             if attention_mask is None:
                 position_ids = torch.arange(past, past + T, device=embeds.device)[None].expand(B, T)
             else:
                 position_ids = opt_position_ids(attention_mask, past)  # (B, T)
-        if past + T > self.config.max_positions:
-            raise ValueError(
-                f"sequence of {past + T} positions is longer than the {self.config.max_positions} this model has"
-            )
         x = embeds + self.positions(T, position_ids=position_ids + POSITION_OFFSET)  # (B, T, C)
-        if attention_mask is None and past == 0:
-            x = self.decoder(x, is_causal=True, cache=cache)
-        else:
-            mask = build_attention_mask(attention_mask, T, past + T, causal=True, past=past, device=x.device)
-            x = self.decoder(x, attn_mask=mask, cache=cache)
+        mask, is_causal = decoder_mask(attention_mask, T, cache, device=x.device)
+        x = self.decoder(x, attn_mask=mask, is_causal=is_causal, cache=cache)
         return self.norm(x)
 
 

@@ -26,7 +26,7 @@ from ..runtime import eval_mode
 from .base import Model
 from .bert import init_weights
 from .clip import clip_vision_config
-from .generation import CachedStep, generate_tokens
+from .generation import CachedStep, decoding_step, generate_tokens
 from .generation_config import GenerationConfig, resolve_generation_config
 from .gpt import GPTConfig
 from .registry import FAMILIES, config_from_dict, register, register_family
@@ -221,12 +221,12 @@ class VLM(Model[VLMConfig]):
         attention_mask: torch.Tensor | None,
         position_ids: torch.Tensor | None,
         cache: KVCache,
-        prompt_embeds: torch.Tensor,
+        prompt_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The decoding step: the prompt's embeddings on the first call, new ids (N, 1) after
         -> logits of the last position (N, V)."""
         kw = dict(attention_mask=attention_mask, cache=cache, position_ids=position_ids)
-        if cache.length == 0:
+        if prompt_embeds is not None:  # the first step
             hidden = self.llm.hidden_states(inputs_embeds=prompt_embeds, **kw)
         else:
             hidden = self.llm.hidden_states(new_ids, **kw)
@@ -262,8 +262,12 @@ class VLM(Model[VLMConfig]):
         )
         with eval_mode(self):
             prompt = self._prompt(pixel_values, input_ids, attention_mask)
-            step = CachedStep(
-                self._next_logits, KVCache(text.num_layers), attention_mask=prompt.mask, prompt_embeds=prompt.embeds
+            step = decoding_step(
+                self._next_logits,
+                text.num_layers,
+                config,
+                attention_mask=prompt.mask,
+                first={"prompt_embeds": prompt.embeds},
             )
             if streamer is not None and config.num_beams > 1:
                 raise ValueError("streamer works with greedy decoding and sampling, not beam search (num_beams > 1)")
