@@ -1,5 +1,7 @@
 """Built-in shapes: deterministic, held-out splits, captions that tell the truth about the image."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -89,6 +91,15 @@ def test_full_captions_and_transform():
     assert item["caption"] == full_caption(a) == f"a {a.size} {a.colour} {a.shape} {POSITION_PHRASES[a.position]}"
     assert item["pixel_values"] == (64, 64, 3) and "image" not in item
     assert item["attributes"]["shape"] == a.shape  # attributes stay available (captioning, VQA targets)
+
+
+def test_attribute_dicts_are_dataclass_dicts():
+    ds = ShapesDataset("train", size=300, image_size=32)
+    for i in range(300):
+        a = ds.attributes(i)
+        d = ds[i]["attributes"]
+        assert d == dataclasses.asdict(a) and list(d) == [f.name for f in dataclasses.fields(a)]
+        assert isinstance(d["centre"], tuple) and isinstance(d["rgb"], tuple)
 
 
 def test_zeroshot_labels_match_attributes():
