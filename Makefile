@@ -65,11 +65,15 @@ search-demo: $(VENV)/.installed
 clean:
 	rm -rf $(VENV) build *.egg-info
 
-# A tiny LLaVA-style VLM on the same data: stage 1 (the projector aligns a frozen CLIP tower and
-# Llama LLM), then stage 2 (projector and LLM on generated conversations); answer accuracy per
-# question type on held-out images, then `vlkit chat --model runs/vlm-stage2/model IMAGE`.
+# A tiny LLaVA-style VLM on the same data (docs/vlm.md): the CLIP demo's image tower (runs/clip-shapes,
+# trained first when missing) and a tiny Llama trained on the shapes' text (runs/lm-shapes, trained
+# first when missing), both frozen; stage 1 trains the projector on captions, stage 2 the projector
+# and LoRA adapters on conversations; answer accuracy per question type on held-out images, then
+# `vlkit chat --model runs/vlm-stage2/model IMAGE`.
 .PHONY: vlm-demo
 vlm-demo: $(VENV)/.installed
+	test -f runs/clip-shapes/model/config.json || $(VENV)/bin/vlkit train --config configs/clip-shapes.yaml --overwrite
+	test -f runs/lm-shapes/model/config.json || $(VENV)/bin/vlkit train --config configs/lm-shapes.yaml --overwrite
 	$(VENV)/bin/vlkit train --config configs/vlm-stage1.yaml --overwrite
 	$(VENV)/bin/vlkit train --config configs/vlm-stage2.yaml --overwrite
 

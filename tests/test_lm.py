@@ -45,10 +45,14 @@ def test_shapes_text_kinds_are_covered_by_the_tokenizer():
     unk = tok.token_to_id("[UNK]")
     for i in range(len(ds)):
         assert unk not in tok.encode(ds[i]["text"]), ds[i]["text"]
-    chat = next(ds[i]["text"] for i in range(len(ds)) if ds[i]["kind"] == "chat")
-    assert chat.startswith("USER: ") and " ASSISTANT: " in chat and chat.endswith("</s>") and "<image>" not in chat
-    qa = next(ds[i]["text"] for i in range(len(ds)) if ds[i]["kind"] == "qa")
-    assert qa.startswith("question: ") and " answer: " in qa
+    texts = {kind: [ds[i]["text"] for i in range(len(ds)) if ds[i]["kind"] == kind] for kind in TEXT_KINDS}
+    for chat in texts["chat"]:
+        assert chat.startswith("USER: ") and " ASSISTANT: " in chat and chat.endswith("</s>") and "<image>" not in chat
+    described = [t for t in texts["chat"] if "\n" in t]  # the full caption in the image's place
+    assert 0.3 < len(described) / len(texts["chat"]) < 0.7 and described[0].startswith("USER: a ")
+    assert "\ndescribe the image. ASSISTANT: " in "".join(texts["chat"])
+    assert all(" answer: " in t for t in texts["qa"])
+    assert 0.3 < sum(t.startswith("question: ") for t in texts["qa"]) / len(texts["qa"]) < 0.7
     assert ShapesText("train", size=600, seed=3)[5] == ds[5]  # a pure function of (seed, split, index)
     val = ShapesText("validation", size=600, seed=3)
     assert [val[i]["text"] for i in range(20)] != [ds[i]["text"] for i in range(20)]  # held-out texts

@@ -5,10 +5,16 @@ and plain text files, one sample per line.
 :class:`~vlkit.data.synthetic.ShapesDataset` would draw there (``kind``, chosen per index):
 
 - ``caption``: the dataset's random-style caption ("a photo of a red circle on the left");
-- ``chat``: a shapes conversation (:func:`~vlkit.data.conversations.shapes_conversation`) in the
-  LLaVA chat template with the image token left out
+- ``chat``: a shapes conversation (:func:`~vlkit.data.conversations.shapes_conversation`, or a
+  quarter of the time the stage-1 "describe the image." one) in the LLaVA chat template
   ("USER: what colour is the star? ASSISTANT: red</s>USER: and its size? ASSISTANT: small</s>");
 - ``qa``: a BLIP-2 style "question: what colour is the star? answer: red".
+
+In ``chat`` and ``qa`` texts the image is, half of the time (``described``), the full caption in
+its place ("USER: a small red star on the left\nwhat colour is the star? ASSISTANT: red</s>",
+"a small red star on the left question: ... answer: red"), else left out: a language model that
+learned to answer from a description in its context is one a projector (a VLM's, BLIP-2's
+queries) can steer with image features standing where the description stood.
 
 Like the images, every text is a pure function of ``(seed, split, index)``. Every word of them is
 in :func:`~vlkit.data.conversations.conversation_tokenizer`. Items are ``{"text", "kind", "index"}``.
@@ -25,29 +31,34 @@ from pathlib import Path
 from typing import Any
 
 from ..tokenizers.chat import IMAGE_TOKEN, apply_chat_template
-from .conversations import CHAT_SPECIALS, QA_TEMPLATE, shapes_conversation
+from .conversations import CHAT_SPECIALS, QA_TEMPLATE, caption_conversation, shapes_conversation
 from .skips import Skipped, SkipReport
-from .synthetic import ShapesDataset, random_question
+from .synthetic import ShapesDataset, full_caption, random_caption, random_question
 
 TEXT_KINDS = ("caption", "chat", "qa")
 
 
-def chat_text(turns: list[dict], eos_token: str = CHAT_SPECIALS["eos"]) -> str:
-    """A conversation in the LLaVA chat template without its image token."""
+def chat_text(turns: list[dict], image_text: str | None = None, eos_token: str = CHAT_SPECIALS["eos"]) -> str:
+    """A conversation in the LLaVA chat template with ``image_text`` in place of its image token
+    (None: the image token left out)."""
     text = apply_chat_template(turns, eos_token=eos_token).text
-    return text.replace(IMAGE_TOKEN + "\n", "").replace(IMAGE_TOKEN, "")
+    return text.replace(IMAGE_TOKEN + "\n", "" if image_text is None else image_text + "\n")
 
 
 class ShapesText:
     """The shapes' texts, ``size`` samples of a split (see the module docs); ``kinds`` are drawn
     with equal chance."""
 
-    def __init__(self, split: str = "train", size: int = 10_000, seed: int = 0, kinds=TEXT_KINDS) -> None:
+    def __init__(
+        self, split: str = "train", size: int = 10_000, seed: int = 0, kinds=TEXT_KINDS, described: float = 0.5
+    ) -> None:
         kinds = tuple(kinds)
         if not kinds or any(k not in TEXT_KINDS for k in kinds):
             raise ValueError(f"kinds must be a non-empty subset of {TEXT_KINDS}, got {kinds!r}")
+        if not 0.0 <= described <= 1.0:
+            raise ValueError(f"described must be a fraction in [0, 1], got {described}")
         self.shapes = ShapesDataset(split, size=size, seed=seed)  # its attributes and captions only
-        self.split, self.size, self.seed, self.kinds = split, size, seed, kinds
+        self.split, self.size, self.seed, self.kinds, self.described = split, size, seed, kinds, described
 
     def __len__(self) -> int:
         return self.size
@@ -60,10 +71,16 @@ class ShapesText:
         kind = rng.choice(self.kinds)
         if kind == "caption":
             return kind, self.shapes.caption(index)
+        scene = full_caption(a) if rng.random() < self.described else None
         if kind == "chat":
-            return kind, chat_text(shapes_conversation(a.to_dict(), rng))
+            if rng.random() < 0.25:
+                turns = caption_conversation(random_caption(a, rng))
+            else:
+                turns = shapes_conversation(a.to_dict(), rng)
+            return kind, chat_text(turns, scene)
         q = random_question(a, rng)
-        return kind, QA_TEMPLATE.format(q.question, q.answer)
+        text = QA_TEMPLATE.format(q.question, q.answer)
+        return kind, text if scene is None else f"{scene} {text}"
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         kind, text = self.text(index)

@@ -20,6 +20,7 @@ Options (the config's ``task:`` section): see :class:`VLMOptions`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ from torch import nn
 from ...data.conversations import ConversationCollator, conversation_tokenizer, shapes_conversation
 from ...data.loader import eval_loader
 from ...layers.lora import LoRAConfig, apply_lora, merge_lora, save_adapter
+from ...models.decoder import DecoderLM
+from ...models.registry import PRESETS, replace_config
+from ...models.vit import ViT
 from ...models.vlm import VLM
 from ...runtime import autocast, eval_mode
 from ...tasks.vlm import VLMTask
@@ -46,6 +50,8 @@ ADAPTER_FOLDER = "adapter"
 class VLMOptions:
     tokenizer: str = CONVERSATION_TOKENIZER  # "conversations" (the shapes' word tokenizer), a preset or a folder
     stage1_model: str | None = None  # stage 2: the stage-1 model folder to start from (replaces model:)
+    vision_model: str | None = None  # a CLIP (SigLIP) model folder: its image tower replaces the preset's
+    language_model: str | None = None  # a decoder LM folder (an lm run's model/): it replaces the preset's LLM
     lora: bool = False  # stage 2: train the LLM through LoRA adapters (else fully)
     lora_rank: int = 8
     lora_alpha: float = 16.0
@@ -56,6 +62,11 @@ class VLMOptions:
 
     def __post_init__(self) -> None:
         LoRAConfig(self.lora_rank, self.lora_alpha, self.lora_dropout, self.target_modules())  # its checks
+        if self.stage1_model is not None and (self.vision_model or self.language_model):
+            raise ValueError(
+                "task.stage1_model already holds the tower and the LLM: give it or task.vision_model / "
+                "task.language_model, not both"
+            )
         if self.eval_conversations < 0 or self.max_new_tokens < 1:
             raise ValueError(
                 f"eval_conversations must be >= 0 and max_new_tokens >= 1, got {self.eval_conversations} "
@@ -127,8 +138,6 @@ def _vlm_recipe(stage: int) -> type[Recipe]:
         def __init__(
             self, model_spec: dict[str, Any] | None = None, options: Any = None, *, loss: Any = None, **fields
         ) -> None:
-            import dataclasses
-
             self.loss = loss  # the loss: section (chunk_size) is for contrastive tasks; a VLM has none
             self.model_spec = dict(model_spec or {"preset": self.default_preset})
             self.options = dataclasses.replace(options or self.Options(), **fields)
@@ -144,7 +153,10 @@ def _vlm_recipe(stage: int) -> type[Recipe]:
             spec = self.model_spec
             if self.options.stage1_model is not None:
                 spec = {"pretrained": self.options.stage1_model}
-            vlm = model_from_spec(spec, expected=VLM, task=self.name)
+            if self.options.vision_model or self.options.language_model:
+                vlm = vlm_from_parts(spec, self.options, self.tokenizer)
+            else:
+                vlm = model_from_spec(spec, expected=VLM, task=self.name)
             image = self.tokenizer.token_to_id("<image>")
             if image != vlm.config.image_token_id or self.tokenizer.vocab_size > vlm.config.text.vocab_size:
                 raise ValueError(
@@ -197,6 +209,69 @@ def _vlm_recipe(stage: int) -> type[Recipe]:
     VLMRecipe.stage = stage
     VLMRecipe.__qualname__ = VLMRecipe.__name__ = f"VLMStage{stage}Recipe"
     return VLMRecipe
+
+
+def vlm_from_parts(spec: dict[str, Any], options: VLMOptions, tokenizer) -> VLM:
+    """The VLM of a ``model`` section (a preset and overrides: the projector, the feature layer and
+    strategy, the image token) whose image tower is the one of ``options.vision_model`` (a CLIP
+    or SigLIP folder) and whose LLM is ``options.language_model`` (a decoder folder), when given:
+    their configs replace the preset's ``vision`` / ``text`` and their weights are copied in."""
+    import vlkit
+
+    spec = dict(spec)
+    preset = spec.pop("preset", None)
+    if preset is None or "pretrained" in spec:
+        raise ValueError("task.vision_model / task.language_model need a model.preset (the VLM to put them in)")
+    if preset not in PRESETS:
+        raise KeyError(f"unknown model {preset!r}; vlkit.list_models() gives the {len(PRESETS)} known ones")
+    tower = llm = None
+    parts: dict[str, Any] = {}
+    if options.vision_model:
+        source = vlkit.from_pretrained(options.vision_model)
+        tower = getattr(source, "visual", None)
+        if not isinstance(tower, ViT):
+            raise TypeError(
+                f"task.vision_model {options.vision_model}: expected a model with an image tower (CLIP, SigLIP), "
+                f"got a {type(source).__name__}"
+            )
+        parts["vision"] = tower.config
+    if options.language_model:
+        llm = vlkit.from_pretrained(options.language_model)
+        if not isinstance(llm, DecoderLM):
+            raise TypeError(
+                f"task.language_model {options.language_model}: expected a decoder LM (GPT, OPT, Llama), "
+                f"got a {type(llm).__name__}"
+            )
+        _check_llm(llm, options.language_model, tokenizer, spec.get("image_token_id", PRESETS[preset]().image_token_id))
+        parts.update(text=llm.config, text_model_type=None)
+    both = sorted(set(spec) & set(parts))
+    if both:
+        raise ValueError(f"model.{both[0]} is given by the folder of task.vision_model / task.language_model")
+    try:
+        config = replace_config(PRESETS[preset](), **spec, **parts)  # VLMConfig's checks on the parts together
+    except ValueError as e:
+        raise ValueError(f"task.vision_model / task.language_model do not fit model.preset {preset}: {e}") from e
+    vlm = VLM(config)
+    if tower is not None:
+        vlm.visual.load_state_dict(tower.state_dict())
+    if llm is not None:
+        vlm.llm.load_state_dict(llm.state_dict())
+    return vlm
+
+
+def _check_llm(llm: nn.Module, folder: str, tokenizer, image_token_id: int) -> None:
+    """A ValueError unless the LLM reads the tokenizer's ids (its vocabulary, its end token)."""
+    c = llm.config
+    if tokenizer.vocab_size > c.vocab_size or not 0 <= image_token_id < c.vocab_size:
+        raise ValueError(
+            f"task.language_model {folder}: its vocabulary of {c.vocab_size} does not hold the tokenizer's "
+            f"{tokenizer.vocab_size} tokens and the image token {image_token_id}"
+        )
+    if tokenizer.eos_token_id is not None and c.eos_token_id != tokenizer.eos_token_id:
+        raise ValueError(
+            f"task.language_model {folder}: its eos_token_id {c.eos_token_id} is not the tokenizer's end token "
+            f"{tokenizer.eos_token_id}; train it with this tokenizer (task.tokenizer)"
+        )
 
 
 @torch.no_grad()
