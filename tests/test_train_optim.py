@@ -91,23 +91,23 @@ def test_warmup_cosine_schedule():
         build_scheduler(opt, lr=0.5, max_steps=4, warmup_steps=1, schedule="linear")
 
 
-def test_adamw_kernels_fused_on_cuda_foreach_elsewhere():
+def test_adamw_kernels_fused_on_one_device_type_foreach_elsewhere():
     assert kernel_choice({"cuda"}) == {"fused": True}
-    assert kernel_choice({"cpu"}) == {"foreach": True}
+    assert kernel_choice({"cpu"}) == {"fused": True}
     assert kernel_choice({"cuda", "cpu"}) == {"foreach": True}  # mixed devices: one kernel cannot serve both
     assert kernel_choice({"cuda"}, plain_tensors=False) == {"foreach": True}  # sharded (DTensor) parameters
-    opt = build_optimizer(vlkit.create_model("clip-tiny"), 1e-3, 0.1)
-    assert all(g["foreach"] and not g["fused"] for g in opt.param_groups)
+    opt = build_optimizer(vlkit.create_model("clip-tiny"), 1e-3, 0.1)  # on the CPU
+    assert all(g["fused"] and not g["foreach"] for g in opt.param_groups)
 
 
 def test_resume_keeps_this_devices_adamw_kernels():
     model = vlkit.create_model("clip-tiny")
     opt = build_optimizer(model, 1e-3, 0.1)
     saved = opt.state_dict()
-    for g in saved["param_groups"]:  # as a GPU run writes it
-        g["fused"], g["foreach"] = True, None
+    for g in saved["param_groups"]:  # as a sharded (FSDP) run writes it
+        g["fused"], g["foreach"] = None, True
     kernels = adamw_kernels(opt)
     opt.load_state_dict(saved)
-    assert opt.param_groups[0]["fused"]  # load_state_dict takes the checkpoint's flags
+    assert opt.param_groups[0]["foreach"]  # load_state_dict takes the checkpoint's flags
     keep_kernels(opt, kernels)
-    assert all(g["foreach"] and not g["fused"] for g in opt.param_groups)
+    assert all(g["fused"] and not g["foreach"] for g in opt.param_groups)

