@@ -58,6 +58,14 @@ def tiny_model(folder: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------- build
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its children that have ended (the data workers)."""
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 def bench_build(args) -> None:
     from vlkit.cli import main
     from vlkit.search.build import auto_workers
@@ -70,13 +78,15 @@ def bench_build(args) -> None:
         runs = {"vlkit embed": ["embed"], "index build (auto workers)": ["index", "build"]}
         runs.update({f"index build --workers {w}": ["index", "build", "--workers", str(w)] for w in args.workers})
         seconds: dict[str, list[float]] = {name: [] for name in runs}
+        cpu: dict[str, list[float]] = {name: [] for name in runs}  # this process and its reaped workers
         for r in range(args.repeats):  # interleaved: every command once per round, the order rotating
             names = list(runs)
             for name in names[r % len(names) :] + names[: r % len(names)]:
                 out = tmp / f"out-{len(seconds[name])}-{name.replace(' ', '_')}"
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), _cpu_seconds()
                 main([*runs[name], *common, "--out", str(out)])
                 seconds[name].append(time.perf_counter() - t0)
+                cpu[name].append(_cpu_seconds() - c0)
         import vlkit
         from vlkit.data.transforms import image_transform
 
@@ -89,7 +99,7 @@ def bench_build(args) -> None:
         for name, value in rate.items():
             ratio = value / rate["vlkit embed"]
             print(f"  {name:28s} {value:8.1f} images/s  {ratio:5.2f}x embed  (runs: "
-                  f"{', '.join(f'{t:.1f}' for t in seconds[name])} s)")  # fmt: skip
+                  f"{', '.join(f'{t:.1f}' for t in seconds[name])} s; CPU {float(np.median(cpu[name])):.1f} s)")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------- query
