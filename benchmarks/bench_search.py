@@ -1,16 +1,18 @@
 """Image search speed: index build vs `vlkit embed`, query latency of FAISS indexes, and a load
 test of the web server.
 
-    python benchmarks/bench_search.py build [--images 600] [--model FOLDER]
+    python benchmarks/bench_search.py build [--images 600] [--image-size 64] [--model FOLDER]
     python benchmarks/bench_search.py query [--sizes 10000 100000 1000000] [--dim 512]
     python benchmarks/bench_search.py load [--clients 20] [--seconds 20]
 
-``build``: images/s of `vlkit index build` and of `vlkit embed` on the same folder of shape images
-(64 pixels, a random clip-tiny unless --model), each run in-process, alternating, best of
-``--repeats``; the ratio build/embed (>= 1 means the build is not slower).
-``query``: random unit vectors (D=512), 1000 queries one at a time (the web server's case): p50
-and p95 latency of flat (exact), HNSW and IVF, the ANN indexes' build time and recall@10 against
-flat.
+``build``: images/s of `vlkit index build` (its default data workers, and ``--workers`` counts)
+and of `vlkit embed` on the same folder of shape images (64 pixels, a random clip-tiny unless
+--model), each run in-process, interleaved, median of ``--repeats``; the ratio build/embed (>= 1
+means the build is not slower).
+``query``: random unit vectors (D=512), uniform and clustered; flat (exact), HNSW and IVF, the
+ANN indexes tuned at build time to recall@10 0.95 (``vlkit index build --ann-recall``): build time
+(tuning included), p50/p95 latency of fresh queries one at a time (the web server's case),
+recall@10 of fresh queries against flat, and the speed-up of p50 over flat.
 ``load``: `vlkit serve` in a subprocess on 127.0.0.1 over an index of ``--images`` shapes; N client
 threads send text queries (GET) and image uploads (POST) in turn for S seconds: requests/s,
 p50/p95 per kind, and the errors (non-200 answers).
@@ -56,83 +58,128 @@ def tiny_model(folder: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------- build
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its children that have ended (the data workers)."""
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 def bench_build(args) -> None:
     from vlkit.cli import main
+    from vlkit.search.build import auto_workers
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = args.model or tiny_model(tmp / "clip")
         images = shape_folder(tmp / "images", args.images, args.image_size)
-        runs = {"embed": [], "index build": []}
-        for r in range(args.repeats):
-            t0 = time.perf_counter()
-            main(["embed", "--model", model, "--images", str(images), "--out", str(tmp / f"emb{r}"), "--device", "cpu",
-                  "--batch-size", str(args.batch_size)])  # fmt: skip
-            runs["embed"].append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            main(["index", "build", "--model", model, "--images", str(images), "--out", str(tmp / f"idx{r}"),
-                  "--device", "cpu", "--batch-size", str(args.batch_size), "--workers", str(args.workers)])  # fmt: skip
-            runs["index build"].append(time.perf_counter() - t0)
-        rate = {k: args.images / min(v) for k, v in runs.items()}
-        print(f"\n{args.images} images of {args.image_size} pixels, batch {args.batch_size}, index build with {args.workers} data workers, "
-              f"best of {args.repeats} (model load included)")  # fmt: skip
-        for k, v in rate.items():
-            print(f"  {k:12s} {v:8.1f} images/s")
-        print(f"  ratio index build / embed: {rate['index build'] / rate['embed']:.2f}")
+        common = ["--model", model, "--images", str(images), "--device", "cpu", "--batch-size", str(args.batch_size)]
+        runs = {"vlkit embed": ["embed"], "index build (auto workers)": ["index", "build"]}
+        runs.update({f"index build --workers {w}": ["index", "build", "--workers", str(w)] for w in args.workers})
+        seconds: dict[str, list[float]] = {name: [] for name in runs}
+        cpu: dict[str, list[float]] = {name: [] for name in runs}  # this process and its reaped workers
+        for r in range(args.repeats):  # interleaved: every command once per round, the order rotating
+            names = list(runs)
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                out = tmp / f"out-{len(seconds[name])}-{name.replace(' ', '_')}"
+                t0, c0 = time.perf_counter(), _cpu_seconds()
+                main([*runs[name], *common, "--out", str(out)])
+                seconds[name].append(time.perf_counter() - t0)
+                cpu[name].append(_cpu_seconds() - c0)
+        import vlkit
+        from vlkit.data.transforms import image_transform
+
+        size = image_transform(vlkit.from_pretrained(model)).image_size
+        files = sorted(images.glob("*.png"))
+        print(f"\n{args.images} PNGs of {args.image_size} pixels, model input {size} pixels, batch {args.batch_size}, "
+              f"{os.cpu_count()} CPUs (auto workers: {auto_workers(files, size, 'cpu')}); median of {args.repeats} "
+              f"interleaved runs, model load included")  # fmt: skip
+        rate = {name: args.images / float(np.median(v)) for name, v in seconds.items()}
+        for name, value in rate.items():
+            ratio = value / rate["vlkit embed"]
+            print(f"  {name:28s} {value:8.1f} images/s  {ratio:5.2f}x embed  (runs: "
+                  f"{', '.join(f'{t:.1f}' for t in seconds[name])} s; CPU {float(np.median(cpu[name])):.1f} s)")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------- query
-def vectors(n: int, dim: int, kind: str, rng) -> np.ndarray:
-    """``n`` unit vectors (n, dim): ``uniform`` on the sphere (the hardest case: a vector's 10
-    nearest are barely nearer than any other), or ``clustered`` (n/100 random centres, each vector
-    its centre plus twice as much noise: cosine about 0.2 within a cluster, 0 across)."""
-    if kind == "uniform":
-        x = rng.standard_normal((n, dim), dtype=np.float32)
-    else:
-        centres = rng.standard_normal((max(1, n // 100), dim), dtype=np.float32)
-        x = centres[rng.integers(0, len(centres), n)] + 2.0 * rng.standard_normal((n, dim), dtype=np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+def sampler(kind: str, n: int, dim: int, rng):
+    """A function m -> m unit vectors (m, dim) of one distribution: ``uniform`` on the sphere (the
+    hardest case: a vector's 10 nearest are barely nearer than any other), or ``clustered`` (a
+    Gaussian mixture of n/100 random centres, each vector its centre plus twice as much noise:
+    cosine about 0.2 within a cluster, 0 across; closer to real embeddings). Queries drawn after
+    the stored vectors come from the same distribution but are not stored (held out)."""
+    centres = rng.standard_normal((max(1, n // 100), dim), dtype=np.float32) if kind == "clustered" else None
+
+    def draw(m: int) -> np.ndarray:
+        x = rng.standard_normal((m, dim), dtype=np.float32)
+        if centres is not None:
+            x = centres[rng.integers(0, len(centres), m)] + 2.0 * x
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    return draw
 
 
-def _latencies(index, queries: np.ndarray) -> list[float]:
-    times = []
-    for row in queries:  # (D,): one query at a time, as the web server sends them
-        t = time.perf_counter()
+def _latencies(index, queries: np.ndarray) -> tuple[list[float], list[float]]:
+    """Milliseconds per query, one at a time as the web server sends them, on one faiss thread:
+    (CPU time of the searching thread: the latency on an idle core; wall-clock time)."""
+    import faiss
+
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    cpu, wall = [], []
+    for row in queries:  # (D,)
+        t, c = time.perf_counter(), time.thread_time()
         index.search(row[None], 10)
-        times.append((time.perf_counter() - t) * 1000)
-    return times
+        cpu.append((time.thread_time() - c) * 1000)
+        wall.append((time.perf_counter() - t) * 1000)
+    faiss.omp_set_num_threads(threads)
+    return cpu, wall
 
 
 def bench_query(args) -> None:
     import faiss
 
-    from vlkit.search.ann import build_faiss, recall_at_k
+    from vlkit.search.ann import _recall, build_ann
 
+    faiss.omp_set_num_threads(args.threads)
     rng = np.random.default_rng(0)
-    print(f"\nD={args.dim}, {args.queries} single queries, k=10, faiss threads {faiss.omp_get_max_threads()}; "
-          "recall@10 against flat on up to 1000 stored vectors as queries")  # fmt: skip
-    print(
-        f"{'vectors':>9s} {'data':>9s} {'index':>16s} {'build s':>8s} {'p50 ms':>8s} {'p95 ms':>8s} {'recall@10':>9s}"
-    )
+    print(f"\nD={args.dim}, k=10, faiss {faiss.__version__} with {args.threads} threads (builds; a single query "
+          f"runs on one), ANN tuned to recall@10 {args.recall} on up to 1000 held-out stored vectors; latency of "
+          f"{args.queries} single fresh queries on one thread (p50/p95 of its CPU time, the latency on an idle core; "
+          f"and wall-clock p50, which carries the machine's load), recall@10 of {args.recall_queries} fresh queries against flat")  # fmt: skip
+    print(f"{'vectors':>9s} {'data':>9s} {'index':>34s} {'build s':>8s} {'p50 ms':>8s} {'p95 ms':>8s} "
+          f"{'wall p50':>8s} {'recall@10':>9s} {'vs flat':>8s}")  # fmt: skip
     for n in args.sizes:
         for data in args.data:
-            x = vectors(n, args.dim, data, rng)  # (N, D)
-            q = x[rng.choice(n, min(args.queries, n), replace=False)]
-            for kind in args.kinds if n <= args.ann_max else ["flat"]:
+            draw = sampler(data, n, args.dim, rng)
+            x = draw(n)  # (N, D) stored
+            fresh = draw(args.recall_queries)  # (Q, D) never stored
+            _, truth = faiss.knn(fresh, x, 10, metric=faiss.METRIC_INNER_PRODUCT)  # (Q, 10)
+            flat_p50 = None
+            for kind in args.kinds:
+                if kind == "hnsw" and n > args.hnsw_max:
+                    print(f"{n:9d} {data:>9s} {'hnsw: not measured (--hnsw-max)':>34s}", flush=True)
+                    continue
                 t0 = time.perf_counter()
-                index = build_faiss(x, kind)
+                index, tuning = build_ann(x, kind, target=args.recall)
                 built = time.perf_counter() - t0
-                settings = {"flat": [("", None)], "hnsw": [(f"efSearch={e}", e) for e in args.ef_search],
-                            "ivf": [(f"nprobe=1/{f}", f) for f in args.nprobe_fraction]}[kind]  # fmt: skip
-                for label, value in settings:
-                    if kind == "hnsw":
-                        index.hnsw.efSearch = value
-                    elif kind == "ivf":
-                        index.nprobe = max(1, index.nlist // value)
-                    times = _latencies(index, q)
-                    recall = recall_at_k(index, x, k=10, queries=min(1000, n)) if kind != "flat" else 1.0
-                    print(f"{n:9d} {data:>9s} {kind + ' ' + label:>16s} {built:8.1f} {percentile(times, 50):8.3f} "
-                          f"{percentile(times, 95):8.3f} {recall:9.3f}", flush=True)  # fmt: skip
+                times, wall = _latencies(index, fresh[: args.queries])
+                recall = _recall(index.search(fresh, 10)[1], truth)
+                p50 = percentile(times, 50)
+                flat_p50 = p50 if kind == "flat" else flat_p50
+                label = (
+                    kind
+                    if tuning is None
+                    else f"{kind} {tuning.parameter}={tuning.value} "
+                    + (f"M={tuning.structure['M']}" if kind == "hnsw" else f"of {tuning.structure['nlist']}")
+                )
+                speed = f"{flat_p50 / p50:7.1f}x" if flat_p50 else ""
+                print(f"{n:9d} {data:>9s} {label:>34s} {built:8.1f} {p50:8.3f} {percentile(times, 95):8.3f} "
+                      f"{percentile(wall, 50):8.3f} {recall:9.3f} {speed:>8s}", flush=True)  # fmt: skip
+                if tuning is not None and not tuning.reached:
+                    print(f"{'':19s} (tuning fell short: {tuning.summary()})", flush=True)
+                del index
             del x
 
 
@@ -221,26 +268,19 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=64, help="side of the PNG files (decoding cost grows with it)")
     p.add_argument("--model", default=None)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--workers", type=int, nargs="*", default=[2], help="also time the build with these worker counts")
+    p.add_argument("--repeats", type=int, default=3)
     p.set_defaults(run=bench_build)
     p = sub.add_parser("query")
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     p.add_argument("--dim", type=int, default=512)
-    p.add_argument("--queries", type=int, default=1000)
+    p.add_argument("--queries", type=int, default=200, help="single queries timed")
+    p.add_argument("--recall-queries", type=int, default=1000, help="fresh queries whose recall@10 is measured")
     p.add_argument("--kinds", nargs="+", default=["flat", "hnsw", "ivf"])
     p.add_argument("--data", nargs="+", default=["uniform", "clustered"])
-    p.add_argument(
-        "--ef-search", type=int, nargs="+", default=[256], help="HNSW query-time settings (default: the index default)"
-    )
-    p.add_argument(
-        "--nprobe-fraction",
-        type=int,
-        nargs="+",
-        default=[4],
-        help="IVF: probe 1/F of the lists (default: the index default)",
-    )
-    p.add_argument("--ann-max", type=int, default=10**7, help="only flat above this many vectors")
+    p.add_argument("--recall", type=float, default=0.95, help="the target recall@10 the ANN indexes are tuned to")
+    p.add_argument("--hnsw-max", type=int, default=10**7, help="no HNSW above this many vectors (build time)")
+    p.add_argument("--threads", type=int, default=2, help="faiss threads (builds and tuning)")
     p.set_defaults(run=bench_query)
     p = sub.add_parser("load")
     p.add_argument("--clients", type=int, default=20)

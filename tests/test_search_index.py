@@ -195,8 +195,11 @@ def test_ann_recall_at_10_against_exact(kind):
 def test_build_with_ann_prints_recall(model, images, tmp_path, capsys):
     assert build(model, images, tmp_path / "idx", "--ann", "hnsw") == 0
     out = capsys.readouterr().out
-    assert "recall@10 of the approximate index against exact search: " in out
-    assert read_index(tmp_path / "idx").info["recall_at_10"] >= 0.95
+    assert "approximate index hnsw (M=16, efConstruction=40): efSearch=" in out and "(target 0.95)" in out
+    info = read_index(tmp_path / "idx").info
+    assert info["recall_at_10"] >= 0.95 and info["ann_tuning"]["parameter"] == "efSearch"
+    assert build(model, images, tmp_path / "idx2", "--ann", "ivf", "--ann-recall", "1.5") == 2
+    assert "must be in (0, 1], got 1.5" in capsys.readouterr().err
 
 
 def test_export_parquet_rows_match_index(model, images, tmp_path, capsys):
@@ -263,3 +266,20 @@ def test_build_with_captioner_stores_captions_and_update_keeps_captioning(model,
     assert main(["index", "update", str(tmp_path / "idx"), "--workers", "0"]) == 0
     data = read_index(tmp_path / "idx")
     assert data.entries[data.positions["0500.png"]].caption == assistant.caption(load_image(images / "0500.png"))
+
+
+def test_auto_workers_decode_here_for_small_files_on_a_cpu(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from vlkit.search.build import auto_workers
+
+    small, large = tmp_path / "small.png", tmp_path / "large.png"
+    Image.new("RGB", (64, 64)).save(small)
+    Image.new("RGB", (256, 256)).save(large)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert auto_workers([small] * 20, 32, "cpu") == 0  # 4x the input's pixels: decoding here is cheaper
+    assert auto_workers([large] * 20, 32, "cpu") == 4
+    assert auto_workers([small] * 20, 32, "cuda") == 4  # the model is elsewhere: the cores are free
+    assert auto_workers([tmp_path / "gone.png"] * 3, 32, "cpu") == 0
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert auto_workers([large] * 20, 32, "cpu") == 1

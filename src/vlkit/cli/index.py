@@ -19,7 +19,8 @@ from .embed import add_precision_argument
 
 def _embedding_options(p) -> None:
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=2, help="data worker processes decoding images (default 2)")
+    p.add_argument("--workers", type=int, default=None, help="data worker processes decoding images (default: auto, "
+                   "none on a CPU for files little larger than the model's input, else up to 4)")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N, mps")
     add_precision_argument(p)
 
@@ -33,6 +34,7 @@ def add_commands(commands) -> None:
     p.add_argument("--images", required=True, help="the folder of images (searched recursively)")
     p.add_argument("--out", required=True, help="the index folder to write")
     p.add_argument("--ann", choices=search.ANN_KINDS, default="flat", help="exact (flat, default) or approximate")
+    p.add_argument("--ann-recall", type=float, default=search.DEFAULT_RECALL, help="target recall@10 of --ann")
     p.add_argument("--overwrite", action="store_true", help="replace an existing index (atomically)")
     p.add_argument("--captioner", default=None, help="a captioning BLIP: store a caption for every image")
     _embedding_options(p)
@@ -41,6 +43,7 @@ def add_commands(commands) -> None:
     p.add_argument("index", help="the index folder")
     p.add_argument("--model", default=None, help="the index's model from another place (default: where it was)")
     p.add_argument("--ann", choices=search.ANN_KINDS, default=None, help="change the index kind")
+    p.add_argument("--ann-recall", type=float, default=None, help="target recall@10 (default: the index's)")
     p.add_argument("--captioner", default=None, help="caption new images with this BLIP (default: the index's)")
     _embedding_options(p)
     p.set_defaults(run=_update)
@@ -53,24 +56,19 @@ def add_commands(commands) -> None:
 def _options(args) -> dict:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
-    if args.workers < 0:
+    if args.workers is not None and args.workers < 0:
         raise ValueError(f"--workers must be >= 0, got {args.workers}")
     precision = check_precision(args.precision, "--precision")
-    return dict(
-        batch_size=args.batch_size,
-        num_workers=args.workers,
-        device=args.device,
-        precision=precision,
-        progress=search.progress(),
-    )
+    options = dict(batch_size=args.batch_size, num_workers=args.workers, device=args.device, precision=precision)
+    return dict(options, progress=search.progress(), ann_recall=args.ann_recall)
 
 
 def _print_report(report) -> int:
     if not report.version:  # not rank 0 under torchrun
         return 0
     print(report.summary())
-    if report.recall_at_10 is not None:
-        print(f"recall@10 of the approximate index against exact search: {report.recall_at_10:.3f}")
+    if report.tuning is not None:
+        print(f"approximate index {report.tuning.summary()}")
     if report.skipped:
         print(report.skipped.summary())
     return 0

@@ -7,7 +7,7 @@ packages are imported when first used. See docs/search.md.
 
 from __future__ import annotations
 
-from .ann import ANN_KINDS, build_faiss, recall_at_k, search_faiss
+from .ann import ANN_KINDS, DEFAULT_RECALL, Tuning, build_ann, build_faiss, recall_at_k, search_faiss
 from .build import BuildReport, build_index, index_folder, update_index
 from .classify import classify_files
 from .export import export_parquet
@@ -19,11 +19,14 @@ from .store import Entry, IndexData, read_index, write_index
 __all__ = [
     "ANN_KINDS",
     "BuildReport",
+    "DEFAULT_RECALL",
     "Entry",
     "Hit",
     "IndexData",
     "MissingExtraError",
     "Searcher",
+    "Tuning",
+    "build_ann",
     "build_faiss",
     "build_index",
     "check_same_model",

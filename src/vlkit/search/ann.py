@@ -1,57 +1,204 @@
-"""FAISS indexes over normalised embeddings: exact inner product, or approximate (HNSW, IVF).
+"""FAISS indexes over normalised embeddings: exact inner product, or approximate (HNSW, IVF) with
+the search parameter tuned to a target recall.
 
-    index = build_faiss(embeddings, "hnsw")            # embeddings (N, D) float32, L2-normalised
-    scores, ids = search_faiss(index, queries, k=10)   # (Q, k) each; ids -1 past the end
-    recall = recall_at_k(index, embeddings, k=10)      # against exact search, on up to 1000 rows
+    index, tuning = build_ann(embeddings, "hnsw", target=0.95)  # embeddings (N, D) float32, L2-normalised
+    tuning.value, tuning.recall                                  # e.g. efSearch 96, recall@10 0.961
+    scores, ids = search_faiss(index, queries, k=10)            # (Q, k) each; ids -1 past the end
+    recall = recall_at_k(index, embeddings, k=10)               # against exact search, on stored rows
 
-Inner product on normalised vectors is cosine similarity. ``flat`` is exact; ``hnsw`` (a graph,
-M=32, efSearch=256) and ``ivf`` (k-means lists, about 4*sqrt(N) of them, 1/4 probed) trade a
-little recall for speed on large collections: measure it with :func:`recall_at_k`.
+Inner product on normalised vectors is cosine similarity. ``flat`` is exact; ``hnsw`` (a graph)
+and ``ivf`` (k-means lists) trade recall for speed on large collections, by how wide a query
+searches (HNSW ``efSearch``, IVF ``nprobe``). How wide is enough depends on the data: uniformly
+spread vectors need far more than clustered ones (real embeddings). So the build measures it:
+up to 1000 random rows are held out, the index is built over the others, and the smallest
+setting whose recall@10 on the held-out rows (against exact search) reaches ``target`` with a
+margin of two standard errors is chosen; then the held-out rows are added. The setting is stored in the FAISS file (and by the index
+store in ``info.json``) and used by every query. IVF always reaches the target (probing every list
+is exact); HNSW stops at efSearch 4096 and says so if its graph cannot reach it.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from .extras import require
 
 ANN_KINDS = ("flat", "hnsw", "ivf")
-HNSW_M = 32
-HNSW_EF_SEARCH = 256
-HNSW_EF_CONSTRUCTION = 80
-IVF_PROBE_FRACTION = 4  # probe a quarter of the lists
+DEFAULT_RECALL = 0.95
+TUNE_QUERIES = 1000  # held-out rows (at most; a tenth of the rows below 10k)
+MIN_HELD_OUT = 20  # fewer rows than 10x this: no held-out set, the widest setting
+SEARCH_PARAMETER = {"hnsw": "efSearch", "ivf": "nprobe"}
+HNSW_EF_MAX = 4096
+IVF_TRAIN_PER_LIST = 64  # k-means trains on at most this many rows per list
+_STEP = 1.25  # the tuning ladder's ratio between settings
 
 
-def _ivf_lists(n: int) -> int:
-    """The number of IVF lists for ``n`` vectors: about 4 sqrt(n), with 39+ training points each."""
-    return max(1, min(int(4 * math.sqrt(n)), n // 39))
+def hnsw_shape(n: int) -> tuple[int, int]:
+    """(M, efConstruction) of an HNSW graph over ``n`` vectors: links per node, and the width of the
+    search that picks them; both grow a little with ``n`` (larger graphs need more to stay
+    navigable), build time grows with both."""
+    return (16, 40) if n <= 20_000 else (32, 40) if n <= 300_000 else (32, 64)
 
 
-def build_faiss(embeddings: np.ndarray, kind: str = "flat"):
-    """A FAISS index of ``kind`` (one of :data:`ANN_KINDS`) over ``embeddings`` (N, D); ids = rows."""
+def ivf_lists(n: int) -> int:
+    """The number of IVF lists for ``n`` vectors: about sqrt(n) (a query scans the list centres and
+    ``nprobe`` lists of about sqrt(n) rows each), with 39+ training rows per list."""
+    return max(1, min(round(math.sqrt(n)), n // 39))
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """The search setting an approximate index was given and the recall it measured."""
+
+    kind: str  # hnsw | ivf
+    parameter: str  # efSearch | nprobe
+    value: int
+    recall: float  # recall@k at ``value`` on the held-out rows (stored rows when ``queries`` is 0)
+    target: float
+    queries: int  # held-out rows measured
+    structure: dict  # {"M": .., "efConstruction": ..} or {"nlist": ..}
+    k: int = 10
+
+    @property
+    def reached(self) -> bool:
+        return round(self.recall, 3) >= self.target
+
+    def to_info(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        shape = ", ".join(f"{k}={v}" for k, v in self.structure.items())
+        where = f"{self.queries} held-out rows" if self.queries else "the stored rows (too few to hold any out)"
+        text = (
+            f"{self.kind} ({shape}): {self.parameter}={self.value} gives recall@{self.k} {self.recall:.3f} "
+            f"against exact search on {where} (target {self.target:.2f})"
+        )
+        if not self.reached:
+            text += "; the widest search falls short: use --ann ivf or flat for this data"
+        return text
+
+
+def set_search_parameter(index, name: str, value: int) -> None:
+    """Set ``efSearch`` or ``nprobe`` of ``index`` (also inside an id map)."""
+    faiss = require("faiss", "faiss-cpu")
+
+    faiss.ParameterSpace().set_index_parameter(index, name, int(value))
+
+
+def _empty_index(kind: str, x: np.ndarray, rng: np.random.Generator):
+    """An empty (trained) index of ``kind`` for the rows ``x`` (N, D), taking ids; its structure."""
+    faiss = require("faiss", "faiss-cpu")
+
+    n, d = x.shape
+    if kind == "hnsw":
+        m, ef_construction = hnsw_shape(n)
+        graph = faiss.IndexHNSWFlat(d, m, faiss.METRIC_INNER_PRODUCT)
+        graph.hnsw.efConstruction = ef_construction
+        return faiss.IndexIDMap(graph), {"M": m, "efConstruction": ef_construction}
+    lists = ivf_lists(n)
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, lists, faiss.METRIC_INNER_PRODUCT)
+    sample = (
+        x if n <= IVF_TRAIN_PER_LIST * lists else x[np.sort(rng.choice(n, IVF_TRAIN_PER_LIST * lists, replace=False))]
+    )
+    index.train(sample)
+    return index, {"nlist": lists}
+
+
+def _ladder(low: int, high: int) -> list[int]:
+    """Settings from ``low`` to ``high``, each about 1.25x the one before."""
+    values = [low]
+    while values[-1] < high:
+        values.append(min(high, max(values[-1] + 1, math.ceil(values[-1] * _STEP))))
+    return values
+
+
+def _per_query_recall(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """(Q,) the share of each ``truth`` row's ids (Q, k) that the ``found`` row (Q, k) holds."""
+    return (found[:, :, None] == truth[:, None, :]).any(axis=2).mean(axis=1)
+
+
+def _recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(_per_query_recall(found, truth).mean())
+
+
+def _tune(index, parameter: str, ladder: list[int], queries: np.ndarray, truth: np.ndarray, target: float):
+    """The smallest setting of ``ladder`` whose recall surely reaches ``target`` (less two standard
+    errors of its estimate, so that other queries reach it too), else the largest; (setting,
+    recall). Recall grows with the setting, and so does the cost of measuring it: steps up the
+    ladder 1, 2, 4, ... settings at a time until one reaches, then bisects the last step."""
+    measured: dict[int, np.ndarray] = {}
+
+    def reaches(i: int) -> bool:
+        if ladder[i] not in measured:
+            set_search_parameter(index, parameter, ladder[i])
+            measured[ladder[i]] = _per_query_recall(index.search(queries, truth.shape[1])[1], truth)  # (Q,)
+        r = measured[ladder[i]]
+        return r.mean() - 2 * r.std() / math.sqrt(len(r)) >= target
+
+    lo, hi, step = 0, 0, 1
+    while not reaches(hi) and hi < len(ladder) - 1:
+        lo, hi, step = hi + 1, min(hi + step, len(ladder) - 1), step * 2
+    while lo < hi and reaches(hi):  # every setting below lo falls short
+        mid = (lo + hi) // 2
+        if reaches(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return ladder[hi], float(measured[ladder[hi]].mean())
+
+
+def build_ann(
+    embeddings: np.ndarray,
+    kind: str = "flat",
+    *,
+    target: float = DEFAULT_RECALL,
+    k: int = 10,
+    queries: int = TUNE_QUERIES,
+    seed: int = 0,
+):
+    """A FAISS index of ``kind`` (one of :data:`ANN_KINDS`) over ``embeddings`` (N, D), ids = rows,
+    and its :class:`Tuning` (None for ``flat``): see the module docstring."""
     faiss = require("faiss", "faiss-cpu")
 
     if kind not in ANN_KINDS:
         raise ValueError(f"unknown index kind {kind!r}; expected one of {', '.join(ANN_KINDS)}")
+    if not 0.0 < target <= 1.0:
+        raise ValueError(f"the target recall must be in (0, 1], got {target}")
     x = np.ascontiguousarray(embeddings, dtype=np.float32)  # (N, D)
     n, d = x.shape
-    if kind == "flat":
+    if kind == "flat" or n == 0:  # (an empty collection needs no approximation)
         index = faiss.IndexFlatIP(d)
-    elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(d, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-        index.hnsw.efSearch = HNSW_EF_SEARCH
-    else:
-        lists = _ivf_lists(n)
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, lists, faiss.METRIC_INNER_PRODUCT)
-        if n:
-            index.train(x)
-        index.nprobe = max(1, math.ceil(lists / IVF_PROBE_FRACTION))
-    if n:
         index.add(x)
-    return index
+        return index, None
+    rng = np.random.default_rng(seed)
+    held = min(queries, n // 10)
+    held_rows = np.sort(rng.choice(n, held, replace=False)) if held >= MIN_HELD_OUT else np.empty(0, dtype=np.int64)
+    base_rows = np.setdiff1d(np.arange(n), held_rows)  # (N - H,)
+    base = x[base_rows] if len(held_rows) else x  # (N - H, D)
+    index, structure = _empty_index(kind, x, rng)
+    index.add_with_ids(base, base_rows)
+    parameter = SEARCH_PARAMETER[kind]
+    widest = min(HNSW_EF_MAX, max(k, len(base))) if kind == "hnsw" else structure["nlist"]
+    if len(held_rows):
+        k_eff = min(k, len(base))
+        _, truth = faiss.knn(x[held_rows], base, k_eff, metric=faiss.METRIC_INNER_PRODUCT)  # (H, k) into base
+        ladder = _ladder(k_eff if kind == "hnsw" else 1, widest)
+        value, recall = _tune(index, parameter, ladder, x[held_rows], base_rows[truth], target)
+        index.add_with_ids(x[held_rows], held_rows)
+    else:
+        value = widest
+        set_search_parameter(index, parameter, value)
+        recall = recall_at_k(index, x, k=k)
+    set_search_parameter(index, parameter, value)
+    return index, Tuning(kind, parameter, value, round(recall, 4), target, len(held_rows), structure, k)
+
+
+def build_faiss(embeddings: np.ndarray, kind: str = "flat", **tuning):
+    """The index of :func:`build_ann` without its tuning report."""
+    return build_ann(embeddings, kind, **tuning)[0]
 
 
 def search_faiss(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -73,10 +220,7 @@ def recall_at_k(index, embeddings: np.ndarray, k: int = 10, queries: int = 1000,
         return 1.0
     rng = np.random.default_rng(seed)
     picked = rng.choice(len(x), size=min(queries, len(x)), replace=False)
-    exact = faiss.IndexFlatIP(x.shape[1])
-    exact.add(x)
     k = min(k, len(x))
-    _, truth = exact.search(x[picked], k)  # (Q, k)
+    _, truth = faiss.knn(x[picked], x, k, metric=faiss.METRIC_INNER_PRODUCT)  # (Q, k)
     _, found = index.search(x[picked], k)  # (Q, k)
-    hits = sum(len(set(t) & set(f)) for t, f in zip(truth.tolist(), found.tolist()))
-    return hits / truth.size
+    return _recall(found, truth)

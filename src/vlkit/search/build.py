@@ -21,6 +21,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,9 +32,11 @@ import torch.distributed as dist
 
 from ..data.folder import SkipReport
 from ..data.image_files import find_images
+from ..data.transforms import image_transform
 from ..eval.embedding import embed_image_files
 from ..files import OutputExistsError
-from .ann import build_faiss, recall_at_k
+from .ann import DEFAULT_RECALL, Tuning, build_ann
+from .extras import require
 from .identity import check_same_model, model_identity
 from .store import Entry, IndexData, current_version, is_index, read_index, write_index, writer_lock
 
@@ -50,7 +53,8 @@ class BuildReport:
     reused: int = 0  # embeddings kept from the previous version
     removed: int = 0  # entries of the previous version whose file is gone (or now unreadable)
     skipped: SkipReport = field(default_factory=SkipReport)
-    recall_at_10: float | None = None  # of the ANN index against exact search
+    recall_at_10: float | None = None  # of the ANN index against exact search (held-out rows)
+    tuning: Tuning | None = None  # the ANN index's search setting
     seconds: float = 0.0
     embed_seconds: float = 0.0
 
@@ -77,7 +81,9 @@ def relative_path(path: Path, root: Path) -> str:
 
 
 def plan(root: Path, previous: IndexData | None) -> tuple[list[tuple[Entry, int]], list[Entry]]:
-    """(entries that keep a row of ``previous``, with that row; entries to embed), by path."""
+    """(entries that keep a row of ``previous``, with that row; entries to embed), by path. With no
+    ``previous`` no hash decides anything: the entries' ``sha256`` is left empty (see
+    :func:`_hash_in_background`)."""
     old_rows = previous.positions if previous is not None else {}
     by_hash = {e.sha256: i for i, e in enumerate(previous.entries)} if previous is not None else {}
     keep: list[tuple[Entry, int]] = []
@@ -90,13 +96,57 @@ def plan(root: Path, previous: IndexData | None) -> tuple[list[tuple[Entry, int]
             if (old.size, old.mtime_ns) == (st.st_size, st.st_mtime_ns):
                 keep.append((old, row))
                 continue
-        entry = Entry(rel, st.st_size, st.st_mtime_ns, file_sha256(path))
+        entry = Entry(rel, st.st_size, st.st_mtime_ns, file_sha256(path) if by_hash else "")
         if entry.sha256 in by_hash:
             row = by_hash[entry.sha256]
             keep.append((replace(entry, caption=previous.entries[row].caption), row))
         else:
             todo.append(entry)
     return keep, todo
+
+
+def _hash_in_background(root: Path, entries: list[Entry]) -> Future:
+    """Import faiss and hash the files of ``entries`` that have no hash yet, in a thread, while the
+    model embeds (both mostly wait on I/O or run outside the GIL); the future's result is
+    ``entries`` with their hashes ("" for a file that vanished meanwhile)."""
+
+    def work() -> list[Entry]:
+        with contextlib.suppress(ImportError):
+            require("faiss", "faiss-cpu")
+        hashed = []
+        for e in entries:
+            if not e.sha256:
+                with contextlib.suppress(OSError):
+                    e = replace(e, sha256=file_sha256(root / e.path))
+            hashed.append(e)
+        return hashed
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(work)
+    pool.shutdown(wait=False)  # the thread ends with the work
+    return future
+
+
+def auto_workers(files: list[Path], image_size: int, device: torch.device | str) -> int:
+    """Data worker processes worth starting for ``files``. A worker decodes in parallel with the
+    model, but every image it decodes is pickled across to this process, and on the CPU it takes
+    a core from the model's threads: for files little larger than the model's input (``image_size``
+    pixels square) that costs more than decoding here (measured: 64-pixel PNGs, a 32-pixel model,
+    2 cores, 2 workers: 0.78x the images/s of none). So: none when the median of 16 sampled files
+    has at most 4x the input's pixels on a CPU, else up to 4 (and a core left for this process)."""
+    from PIL import Image
+
+    cores = os.cpu_count() or 1
+    if cores < 2 or not files:
+        return 0
+    if torch.device(device).type == "cpu":
+        areas = []
+        for path in files[:: max(1, len(files) // 16)][:16]:
+            with contextlib.suppress(OSError, ValueError, Image.DecompressionBombError), Image.open(path) as image:
+                areas.append(image.width * image.height)  # (from the header: nothing decoded)
+        if not areas or sorted(areas)[len(areas) // 2] <= 4 * image_size**2:
+            return 0
+    return min(4, cores - 1)
 
 
 def _world() -> tuple[int, int]:
@@ -112,6 +162,9 @@ def _embed_slice(model, root: Path, todo: list[Entry], rank: int, world: int, ca
     if not mine:
         return [], None, [], None
     files = [root / todo[i].path for i in mine]
+    if embed_options["num_workers"] is None:
+        size = image_transform(model).image_size
+        embed_options = dict(embed_options, num_workers=auto_workers(files, size, embed_options["device"]))
     result = embed_image_files(model, files, require_any=False, **embed_options)
     captions = None
     if captioner is not None and result.kept:
@@ -127,8 +180,9 @@ def index_folder(
     root: str | os.PathLike,
     previous: IndexData | None = None,
     ann: str = "flat",
+    ann_recall: float = DEFAULT_RECALL,
     batch_size: int = 64,
-    num_workers: int = 0,
+    num_workers: int | None = 0,
     device: torch.device | str = "cpu",
     precision: str = "auto",
     progress: bool = False,
@@ -137,10 +191,13 @@ def index_folder(
     log: Callable[[str], None] = print,
 ) -> BuildReport:
     """Write a new version of the index ``out`` for the images under ``root`` (module docstring).
+    ``num_workers`` None: :func:`auto_workers`.
     Under torchrun every process calls this; rank 0 writes and returns the full report. The
     caller holds :func:`vlkit.search.store.writer_lock` (rank 0). ``captioner``
     (:class:`vlkit.search.assist.Assistant`) captions the newly embedded images."""
     start = time.perf_counter()
+    if not 0.0 < ann_recall <= 1.0:
+        raise ValueError(f"the target recall of the approximate index must be in (0, 1], got {ann_recall}")
     root = Path(root).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist or is not a folder")
@@ -152,6 +209,7 @@ def index_folder(
         keep, todo = shared[0]
     if rank == 0:
         log(f"{len(keep) + len(todo)} image files under {root}: {len(todo)} to embed, {len(keep)} unchanged")
+        hashing = _hash_in_background(root, todo)
     t0 = time.perf_counter()
     options = dict(
         batch_size=batch_size,
@@ -169,6 +227,7 @@ def index_folder(
     if rank != 0:
         return BuildReport()
     report = BuildReport(embedded=0, reused=len(keep), embed_seconds=embed_seconds)
+    todo = hashing.result()
     rows: dict[str, tuple[Entry, np.ndarray]] = {e.path: (e, previous.embeddings[row]) for e, row in keep}
     for positions, feats, skipped, captions in slices:
         report.skipped.add(skipped)
@@ -181,9 +240,8 @@ def index_folder(
     report.removed = len({e.path for e in previous.entries} - set(rows)) if previous is not None else 0
     entries = [rows[p][0] for p in sorted(rows)]
     embeddings = np.stack([rows[p][1] for p in sorted(rows)]).astype(np.float32)  # (N, D)
-    index = build_faiss(embeddings, ann)
-    if ann != "flat":
-        report.recall_at_10 = recall_at_k(index, embeddings, k=10)
+    index, report.tuning = build_ann(embeddings, ann, target=ann_recall)
+    report.recall_at_10 = report.tuning.recall if report.tuning is not None else None
     info = {
         "format": FORMAT_VERSION,
         "root": str(root),
@@ -193,6 +251,7 @@ def index_folder(
         "ann": ann,
         "count": len(entries),
         "recall_at_10": report.recall_at_10,
+        "ann_tuning": report.tuning.to_info() if report.tuning is not None else None,
         "captioner": captioner_source,
         "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -277,6 +336,7 @@ def update_index(
     *,
     model: str | None = None,
     ann: str | None = None,
+    ann_recall: float | None = None,
     device: str = "auto",
     captioner: str | None = None,
     **options,
@@ -298,6 +358,7 @@ def update_index(
             root=previous.info["root"],
             previous=previous,
             ann=ann or previous.info["ann"],
+            ann_recall=ann_recall or (previous.info.get("ann_tuning") or {}).get("target", DEFAULT_RECALL),
             device=dev,
             captioner=_load_captioner(captioner, dev),
             captioner_source=_source_name(captioner) if captioner else None,

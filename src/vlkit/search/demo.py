@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     images = write_shapes_folder(out / "images", args.count)
     index = out / "index"
-    report = build_index(index, args.model, images, overwrite=True, num_workers=1, device="cpu")
+    report = build_index(index, args.model, images, overwrite=True, num_workers=None, device="cpu")
     print(report.summary())
     searcher = Searcher(index)
     labels = read_labels(images)

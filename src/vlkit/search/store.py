@@ -3,7 +3,8 @@
     INDEX/
       CURRENT            the name of the current version ("v000003"), replaced whole
       v000003/
-        info.json        the indexed folder, the model (source and identity), dimension, ANN kind
+        info.json        the indexed folder, the model (source and identity), dimension, ANN kind and
+                         its tuned search setting (used by every query)
         meta.sqlite      table ``images``: pos, path, size, mtime_ns, sha256, caption
         embeddings.npy   (N, D) float32, L2-normalised; row ``pos`` is the image at ``pos``
         index.faiss      the FAISS index over those rows (ids = ``pos``)
@@ -33,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..files import write_text
+from .ann import set_search_parameter
 from .extras import require
 
 CURRENT_FILE = "CURRENT"
@@ -114,6 +116,9 @@ def read_index(folder: str | os.PathLike, *, with_faiss: bool = True) -> IndexDa
         entries = _read_entries(vdir / META_FILE)
         embeddings = np.load(vdir / EMBEDDINGS_FILE)
         index = faiss.read_index(str(vdir / FAISS_FILE)) if with_faiss else None
+        tuning = info.get("ann_tuning")
+        if index is not None and tuning:  # the search setting the build chose (also in the FAISS file)
+            set_search_parameter(index, tuning["parameter"], tuning["value"])
     except (OSError, ValueError, sqlite3.Error, RuntimeError) as e:
         raise ValueError(f"index {folder} ({version}) cannot be read: {e}") from None
     return IndexData(info, entries, embeddings, index, version)
