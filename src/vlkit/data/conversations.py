@@ -28,7 +28,7 @@ import torch
 
 from ..tokenizers.chat import IGNORE_INDEX, IMAGE_TOKEN, apply_chat_template, encode_chat
 from .annotations import IMAGE_KEYS, AnnotatedImages, image_path, pick_key
-from .skips import Skipped
+from .skips import Skipped, start_batch
 from .synthetic import (
     COLOURS,
     POSITION_ANSWERS,
@@ -198,9 +198,7 @@ class ConversationCollator:
         raise TypeError("dataset items have no 'conversations', shape 'attributes' or 'caption'")
 
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        skipped = [it["skipped"] for it in items if "skipped" in it]
-        items = [it for it in items if "skipped" not in it]
-        batch: dict[str, Any] = {"skipped": skipped, "index": torch.tensor([it["index"] for it in items])}
+        batch, items = start_batch(items)
         if not items:
             return batch
         conversations = [self.conversation(it) for it in items]

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from .folder import Skipped
 from .shards import ShardStream
+from .skips import start_batch
 
 
 class ImageTextCollator:
@@ -34,10 +34,8 @@ class ImageTextCollator:
         self.padding = padding
 
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        skipped: list[Skipped] = [it["skipped"] for it in items if "skipped" in it]
-        items = [it for it in items if "skipped" not in it]
-        batch: dict[str, Any] = {"skipped": skipped, "captions": [it["caption"] for it in items]}
-        batch["index"] = torch.tensor([it["index"] for it in items], dtype=torch.long)
+        batch, items = start_batch(items)
+        batch["captions"] = [it["caption"] for it in items]
         if not items:
             return batch
         if "pixel_values" not in items[0]:

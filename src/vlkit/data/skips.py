@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import torch
 
 from .images import ImageError, load_image
 
@@ -95,3 +97,11 @@ def load_or_skip(
     if transform is None:
         return {**fields, "image": image}
     return {**fields, "pixel_values": transform(image)}
+
+
+def start_batch(items: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], list[Mapping[str, Any]]]:
+    """A collator's first step: (the batch begun with ``skipped``, the skip records among
+    ``items``, and ``index``, a long tensor of the other items' dataset indices; those items)."""
+    skipped = [it["skipped"] for it in items if "skipped" in it]
+    kept = [it for it in items if "skipped" not in it]
+    return {"skipped": skipped, "index": torch.tensor([it["index"] for it in kept], dtype=torch.long)}, kept

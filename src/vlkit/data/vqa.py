@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from .annotations import IMAGE_KEYS, AnnotatedImages, image_path, pick_key, text_cell, text_list
-from .skips import Skipped
+from .skips import Skipped, start_batch
 
 QUESTION_KEYS = ("question",)
 ANSWER_KEYS = ("answers", "answer")
@@ -139,12 +139,7 @@ class QuestionAnswerCollator:
         self.tokenizer = tokenizer
 
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        skipped = [it["skipped"] for it in items if "skipped" in it]
-        items = [it for it in items if "skipped" not in it]
-        batch: dict[str, Any] = {
-            "skipped": skipped,
-            "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
-        }
+        batch, items = start_batch(items)
         if not items:
             batch.update(questions=[], answers=[], answer_lists=[])
             return batch

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ...data.loader import eval_loader
+from ...data.skips import start_batch
 from ...models.decoder import DecoderLM
 from ...runtime import autocast, eval_mode
 from ...tasks.lm import IGNORE_INDEX, LMTask, next_token_loss
@@ -66,9 +67,7 @@ class TextCollator:
         return ids[: self.max_length]
 
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        skipped = [it["skipped"] for it in items if "skipped" in it]
-        items = [it for it in items if "skipped" not in it]
-        batch: dict[str, Any] = {"skipped": skipped, "index": torch.tensor([it["index"] for it in items])}
+        batch, items = start_batch(items)
         if not items:
             return batch
         if "text" not in items[0]:
