@@ -78,13 +78,12 @@ vlm-demo: $(VENV)/.installed
 	$(VENV)/bin/vlkit train --config configs/vlm-stage2.yaml --overwrite
 
 # BLIP-2 on the same data (docs/blip2.md): the CLIP demo's image tower (runs/clip-shapes, trained
-# first when missing) and a tiny Llama trained on the shapes' text alone (runs/blip2-shapes-lm, likewise)
+# first when missing) and the tiny Llama trained on the shapes' text alone (runs/lm-shapes, the VLM demo's, likewise)
 # stay frozen while stage 1 and stage 2 train the Q-Former; then caption CIDEr-D and exact match,
 # zero-shot VQA accuracy per question type, ITC Recall@1 and the frozen weights' sha256 check.
 .PHONY: blip2-demo
 blip2-demo: $(VENV)/.installed
 	test -f runs/clip-shapes/model/config.json || $(VENV)/bin/vlkit train --config configs/clip-shapes.yaml --overwrite
-	test -f runs/blip2-shapes-text/train.txt || $(PY) -m vlkit.data.shapes_documents --out runs/blip2-shapes-text
-	test -f runs/blip2-shapes-lm/model/config.json || $(VENV)/bin/vlkit train --config configs/blip2-shapes-lm.yaml --overwrite
+	test -f runs/lm-shapes/model/config.json || $(VENV)/bin/vlkit train --config configs/lm-shapes.yaml --overwrite
 	$(VENV)/bin/vlkit train --config configs/blip2-shapes-stage1.yaml --overwrite
 	$(VENV)/bin/vlkit train --config configs/blip2-shapes-stage2.yaml --overwrite

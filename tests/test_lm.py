@@ -11,7 +11,8 @@ import torch
 import vlkit
 from vlkit.data.conversations import conversation_tokenizer
 from vlkit.data.skips import SkipReport
-from vlkit.data.text_corpus import TEXT_KINDS, ShapesText, TextLines
+from vlkit.data.synthetic import ShapesDataset, full_caption
+from vlkit.data.text_corpus import DESCRIBE_PROMPT, TEXT_KINDS, ShapesText, TextLines
 from vlkit.tasks.lm import IGNORE_INDEX
 from vlkit.train import load_config, train
 from vlkit.train.recipes import get_recipe
@@ -49,10 +50,18 @@ def test_shapes_text_kinds_are_covered_by_the_tokenizer():
     for chat in texts["chat"]:
         assert chat.startswith("USER: ") and " ASSISTANT: " in chat and chat.endswith("</s>") and "<image>" not in chat
     described = [t for t in texts["chat"] if "\n" in t]  # the full caption in the image's place
-    assert 0.3 < len(described) / len(texts["chat"]) < 0.7 and described[0].startswith("USER: a ")
+    assert 0.65 < len(described) / len(texts["chat"]) < 0.95 and described[0].startswith("USER: a ")
     assert "\ndescribe the image. ASSISTANT: " in "".join(texts["chat"])
     assert all(" answer: " in t for t in texts["qa"])
-    assert 0.3 < sum(t.startswith("question: ") for t in texts["qa"]) / len(texts["qa"]) < 0.7
+    assert 0.02 < sum(t.startswith("question: ") for t in texts["qa"]) / len(texts["qa"]) < 0.25
+    shapes = ShapesDataset("train", size=600, seed=3)
+    for i in range(len(ds)):  # BLIP-2's captioning prompt: the full caption follows it, after the image's own
+        if DESCRIBE_PROMPT in ds[i]["text"]:
+            caption = full_caption(shapes.attributes(i))
+            assert ds[i]["text"] == f"{caption} {DESCRIBE_PROMPT} {caption}"
+    assert 0.35 < sum(DESCRIBE_PROMPT in t for t in texts["qa"]) / len(texts["qa"]) < 0.65
+    answers = [a.split(" question:")[0].split("</s>")[0] for t in texts["qa"] + texts["chat"] for a in t.split(": ")]
+    assert 0.2 < sum(a in ("yes", "no", "one", "zero") for a in answers) / len(texts["qa"] + texts["chat"]) < 1.0
     assert ShapesText("train", size=600, seed=3)[5] == ds[5]  # a pure function of (seed, split, index)
     val = ShapesText("validation", size=600, seed=3)
     assert [val[i]["text"] for i in range(20)] != [ds[i]["text"] for i in range(20)]  # held-out texts

@@ -6,15 +6,21 @@ and plain text files, one sample per line.
 
 - ``caption``: the dataset's random-style caption ("a photo of a red circle on the left");
 - ``chat``: a shapes conversation (:func:`~vlkit.data.conversations.shapes_conversation`, or a
-  quarter of the time the stage-1 "describe the image." one) in the LLaVA chat template
+  ``describe`` of the time the stage-1 "describe the image." one) in the LLaVA chat template
   ("USER: what colour is the star? ASSISTANT: red</s>USER: and its size? ASSISTANT: small</s>");
-- ``qa``: a BLIP-2 style "question: what colour is the star? answer: red".
+- ``qa``: BLIP-2 style "question: what colour is the star? answer: red", one to three of them, or
+  ``describe`` of the time the BLIP-2 demo's captioning prompt and the full caption, the caption
+  always before it too ("a small red star on the left question: describe the image. answer: a small
+  red star on the left", :data:`DESCRIBE_PROMPT`): the exact repeat teaches the LLM to copy from
+  its context, what lets a soft prompt stand for the caption.
 
-In ``chat`` and ``qa`` texts the image is, half of the time (``described``), the full caption in
+In ``chat`` and ``qa`` texts the image is, most of the time (``described``), the full caption in
 its place ("USER: a small red star on the left\nwhat colour is the star? ASSISTANT: red</s>",
 "a small red star on the left question: ... answer: red"), else left out: a language model that
 learned to answer from a description in its context is one a projector (a VLM's, BLIP-2's
-queries) can steer with image features standing where the description stood.
+queries) can steer with image features standing where the description stood. The questions that
+compare (yes/no, and the chat's "how many red shapes are there?") are asked more often
+(``compare``: the chance that a question is drawn among them), as they are the hardest to learn.
 
 Like the images, every text is a pure function of ``(seed, split, index)``. Every word of them is
 in :func:`~vlkit.data.conversations.conversation_tokenizer`. Items are ``{"text", "kind", "index"}``.
@@ -31,11 +37,20 @@ from pathlib import Path
 from typing import Any
 
 from ..tokenizers.chat import IMAGE_TOKEN, apply_chat_template
-from .conversations import CHAT_SPECIALS, QA_TEMPLATE, caption_conversation, shapes_conversation
+from .conversations import (
+    CAPTION_INSTRUCTION,
+    CHAT_SPECIALS,
+    QA_TEMPLATE,
+    _first_turn,
+    caption_conversation,
+    shapes_conversation,
+)
 from .skips import Skipped, SkipReport
-from .synthetic import ShapesDataset, full_caption, random_caption, random_question
+from .synthetic import ShapeAttributes, ShapesDataset, full_caption, random_caption, random_question
 
 TEXT_KINDS = ("caption", "chat", "qa")
+COMPARE_TYPES = ("yes/no", "count")  # the questions whose answer compares the question with the image
+DESCRIBE_PROMPT = QA_TEMPLATE.format(CAPTION_INSTRUCTION, "").rstrip()  # "question: describe the image. answer:"
 
 
 def chat_text(turns: list[dict], image_text: str | None = None, eos_token: str = CHAT_SPECIALS["eos"]) -> str:
@@ -45,20 +60,44 @@ def chat_text(turns: list[dict], image_text: str | None = None, eos_token: str =
     return text.replace(IMAGE_TOKEN + "\n", "" if image_text is None else image_text + "\n")
 
 
+def compare_conversation(a: ShapeAttributes, rng: random.Random) -> list[dict]:
+    """One to three yes/no and count questions about the image ``a`` describes, the first with the image."""
+    turns: list[dict] = []
+    for i in range(rng.randint(1, 3)):
+        kind = rng.choice(COMPARE_TYPES)
+        question, answer = _first_turn(a, rng, kind)
+        turns += [
+            {"from": "human", "value": f"{IMAGE_TOKEN}\n{question}" if i == 0 else question},
+            {"from": "gpt", "value": answer, "type": kind},
+        ]
+    return turns
+
+
 class ShapesText:
     """The shapes' texts, ``size`` samples of a split (see the module docs); ``kinds`` are drawn
-    with equal chance."""
+    with equal chance, the image described in ``described`` of the chat and qa texts, ``describe``
+    of them the captioning prompt, a question one that compares (:data:`COMPARE_TYPES`) with chance
+    ``compare`` (else of any type)."""
 
     def __init__(
-        self, split: str = "train", size: int = 10_000, seed: int = 0, kinds=TEXT_KINDS, described: float = 0.5
+        self,
+        split: str = "train",
+        size: int = 10_000,
+        seed: int = 0,
+        kinds=TEXT_KINDS,
+        described: float = 0.85,
+        compare: float = 0.4,
+        describe: float = 0.5,
     ) -> None:
         kinds = tuple(kinds)
         if not kinds or any(k not in TEXT_KINDS for k in kinds):
             raise ValueError(f"kinds must be a non-empty subset of {TEXT_KINDS}, got {kinds!r}")
-        if not 0.0 <= described <= 1.0:
-            raise ValueError(f"described must be a fraction in [0, 1], got {described}")
+        for name, value in (("described", described), ("compare", compare), ("describe", describe)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be a fraction in [0, 1], got {value}")
         self.shapes = ShapesDataset(split, size=size, seed=seed)  # its attributes and captions only
-        self.split, self.size, self.seed, self.kinds, self.described = split, size, seed, kinds, described
+        self.split, self.size, self.seed, self.kinds = split, size, seed, kinds
+        self.described, self.compare, self.describe = described, compare, describe
 
     def __len__(self) -> int:
         return self.size
@@ -72,14 +111,23 @@ class ShapesText:
         if kind == "caption":
             return kind, self.shapes.caption(index)
         scene = full_caption(a) if rng.random() < self.described else None
+        describe = rng.random() < self.describe  # the captioning prompts of the VLM's stage 1 and of BLIP-2
         if kind == "chat":
-            if rng.random() < 0.25:
+            if describe:
                 turns = caption_conversation(random_caption(a, rng))
+            elif rng.random() < self.compare:
+                turns = compare_conversation(a, rng)
             else:
                 turns = shapes_conversation(a.to_dict(), rng)
             return kind, chat_text(turns, scene)
-        q = random_question(a, rng)
-        text = QA_TEMPLATE.format(q.question, q.answer)
+        if describe:  # always after the caption: the frozen LLM learns to copy what stands in its context
+            scene = full_caption(a)
+            text = f"{DESCRIBE_PROMPT} {scene}"
+        else:
+            types = ["yes/no" if rng.random() < self.compare else None for _ in range(rng.randint(1, 3))]
+            text = " ".join(
+                QA_TEMPLATE.format(q.question, q.answer) for q in (random_question(a, rng, t) for t in types)
+            )
         return kind, text if scene is None else f"{scene} {text}"
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -87,7 +135,10 @@ class ShapesText:
         return {"text": text, "kind": kind, "index": index % self.size}
 
     def __repr__(self) -> str:
-        return f"ShapesText(split={self.split!r}, size={self.size}, seed={self.seed}, kinds={self.kinds})"
+        return (
+            f"ShapesText(split={self.split!r}, size={self.size}, seed={self.seed}, kinds={self.kinds}, "
+            f"described={self.described}, compare={self.compare}, describe={self.describe})"
+        )
 
 
 class TextLines:
