@@ -285,10 +285,12 @@ def _processes(device: str) -> Iterator[torch.device]:
     from ..train.distributed import cleanup, setup
 
     info = setup(device)
+    finished = False
     try:
         yield info.device
+        finished = True
     finally:
-        cleanup()
+        cleanup(synchronize=finished)
 
 
 def _lock(out: Path):

@@ -55,8 +55,13 @@ def setup(device: str = "auto") -> DistInfo:
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world, device=dev)
 
 
-def cleanup() -> None:
+def cleanup(*, synchronize: bool = False) -> None:
+    """Leave the process group. ``synchronize`` (on the success path only): wait for every process
+    first, so that none tears its gloo connections down while another still uses them (an abort
+    at exit otherwise); on an error path torchrun ends the processes still waiting."""
     if dist.is_available() and dist.is_initialized():
+        if synchronize and dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 

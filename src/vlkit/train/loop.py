@@ -160,6 +160,7 @@ def train(
         raise ValueError(f"stop_after must be at least 1, got {stop_after}")
     owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     info = D.setup(cfg.train.device)
+    finished = False
     try:
         run = Run(
             cfg,
@@ -169,10 +170,12 @@ def train(
             MetricsLog(Path(cfg.train.output_dir) / "metrics.jsonl"),
             stop_after,
         )
-        return _train(run, resume=resume, overwrite=overwrite, started=started)
+        result = _train(run, resume=resume, overwrite=overwrite, started=started)
+        finished = True
+        return result
     finally:
         if owns_group:
-            D.cleanup()
+            D.cleanup(synchronize=finished)
 
 
 def _train(run: Run, *, resume, overwrite: bool, started: float) -> TrainResult:
