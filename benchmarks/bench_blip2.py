@@ -1,14 +1,17 @@
 """BLIP-2 benchmarks, each timed side by side in one run.
 
     python benchmarks/bench_blip2.py [--part generate|train|all] [--device cuda] [--repeats 5] [--new-tokens 20]
+        [--threads 1]
 
 ``generate``: vlkit's ``Blip2.generate`` vs transformers' ``Blip2ForConditionalGeneration.generate``
 on the same random weights. The model is a scaled-down BLIP-2 (ViT 224 px / 16, width 384,
 4 layers; Q-Former width 384, 4 layers, 32 queries, cross-attention every second layer; an OPT
 LLM of width 512, 6 layers), captioning greedily from BOS at batch 1 and 8 (float32 on the CPU,
 bf16 autocast on a GPU). Both must produce the same tokens. Runs alternate between the libraries
-and the median is reported; a ratio below 1.0 means vlkit is faster. transformers is a test-only
-dependency.
+and the median is reported; a ratio below 1.0 means vlkit is faster. On the CPU the ratio is of
+the process's CPU time (``time.process_time``; wall clock printed beside it): with one thread (the
+default) that is the work done, unaffected by other jobs on a shared machine (see
+benchmarks/bench_generation.py). transformers is a test-only dependency.
 
 ``train``: one stage-2 training step (forward, backward, AdamW step; batch 8, 24 text tokens) of a
 BLIP-2 with the image encoder and the LLM frozen (``Blip2.freeze()``: the optimizer holds the
@@ -60,12 +63,13 @@ def hf_model():
     return transformers.Blip2ForConditionalGeneration(config).eval()
 
 
-def timed(fn, sync) -> float:
+def timed(fn, sync) -> tuple[float, float]:
+    """(wall seconds, this process's CPU seconds) of one call."""
     sync()
-    t = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
     sync()
-    return time.perf_counter() - t
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def main() -> None:
@@ -74,11 +78,13 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--new-tokens", type=int, default=20)
+    p.add_argument("--threads", type=int, default=1, help="CPU threads")
     p.add_argument("--rounds", type=int, default=3, help="train: alternating fresh processes per variant")
     p.add_argument("--steps", type=int, default=3, help="train: timed steps per process (after one warm-up)")
     p.add_argument("--child", choices=("frozen", "trainable"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
+        torch.set_num_threads(args.threads)
         return train_child(args.child, torch.device(args.device), args.steps)
     if args.part in ("generate", "all"):
         generation(args)
@@ -88,6 +94,7 @@ def main() -> None:
 
 def generation(args) -> None:
     transformers = import_transformers()
+    torch.set_num_threads(args.threads)  # after the test set-up's import, which sets its own
     dev = torch.device(args.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
@@ -126,10 +133,13 @@ def compare(ours, ref, batch: int, new_tokens: int, repeats: int, dev, sync, amp
     for _ in range(repeats):
         a.append(timed(run_ours, sync))
         b.append(timed(run_ref, sync))
-    ta, tb = statistics.median(a), statistics.median(b)
+    clock = 1 if dev.type == "cpu" else 0  # CPU time on the CPU, wall clock on a GPU
+    ta, tb = (statistics.median(t[clock] for t in runs) for runs in (a, b))
+    wa, wb = (statistics.median(t[0] for t in runs) for runs in (a, b))
     print(
-        f"caption, batch {batch}, {new_tokens} new tokens: vlkit {ta * 1e3:8.1f} ms   "
-        f"transformers {tb * 1e3:8.1f} ms   ratio {ta / tb:5.2f}   speed-up {tb / ta:4.2f}x   same tokens: {same}"
+        f"caption, batch {batch}, {new_tokens} new tokens ({'CPU' if clock else 'wall'} time): vlkit {ta * 1e3:8.1f} ms   "
+        f"transformers {tb * 1e3:8.1f} ms   ratio {ta / tb:5.2f}   speed-up {tb / ta:4.2f}x   same tokens: {same}   "
+        f"(wall: {wa * 1e3:.0f} / {wb * 1e3:.0f} ms)"
     )
 
 
@@ -212,7 +222,8 @@ def train_comparison(args) -> None:
     runs: dict[str, list[dict]] = {"frozen": [], "trainable": []}
     for _ in range(args.rounds):
         for variant in runs:
-            cmd = [sys.executable, __file__, "--child", variant, "--device", args.device, "--steps", str(args.steps)]
+            cmd = [sys.executable, __file__, "--child", variant, "--device", args.device, "--steps", str(args.steps),
+                   "--threads", str(args.threads)]  # fmt: skip
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             runs[variant].append(json.loads(out.strip().splitlines()[-1]))
     med = {v: {k: statistics.median(r[k] for r in rs) for k in ("ms", "peak_mb")} for v, rs in runs.items()}

@@ -1,7 +1,7 @@
 """Generation speed: vlkit's ``generate`` vs transformers' on the same weights, one run, every family.
 
     python benchmarks/bench_generation.py [--models gpt2,llama,blip,blip2,llava] [--repeats 5]
-        [--new-tokens 24] [--threads N] [--device cpu|cuda] [--json out.json]
+        [--new-tokens 24] [--threads 1] [--device cpu|cuda] [--json out.json] [--train-batch 4]
 
 For each model (random weights of the shapes below, built in transformers, saved and read by
 ``vlkit.from_pretrained``) and batch 1 and 8, greedy decoding of exactly ``--new-tokens`` tokens
@@ -11,6 +11,19 @@ For each model (random weights of the shapes below, built in transformers, saved
 (one of each per repeat, after a warm-up that also compiles) and the medians are reported with
 the speed-up over transformers (above 1.0: vlkit is faster) and whether every variant gave
 transformers' tokens. Image captioning times include the image encoder, as a user's call does.
+
+On the CPU each call is timed twice: wall clock and the process's CPU time
+(``time.process_time``). With one thread (the default, ``--threads 1``) CPU time is the work
+the call did, unaffected by other jobs taking turns on a shared machine, so it is the figure to
+compare there; with several threads use a quiet machine and the wall clock (on a loaded machine
+OpenMP's barriers wait for descheduled threads: 2 threads under load ran 10-400x slower per
+operation here). The table prints the CPU-time ratio on the CPU and the wall-clock ratio on a GPU.
+
+``--train-batch N`` (0: off) adds the LLaVA training step: forward, loss on the answer tokens,
+backward and an AdamW step, vlkit's ``VLM`` vs transformers' ``LlavaForConditionalGeneration``
+on the same weights and batch (N images, 196 image tokens + an 8-token question + a 16-token
+answer), the vision tower frozen in both (LLaVA's stage 2: projector and LLM train), runs
+interleaved, medians; the losses of the first step must agree (1e-4).
 
 Shapes (CPU-sized; float32 on the CPU, bf16 autocast on a GPU):
   gpt2   GPT-2, width 384, 6 layers, vocabulary 8192; 16-token prompts
@@ -33,6 +46,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -117,6 +131,15 @@ def build(name: str, batch: int, dev: torch.device) -> tuple[torch.nn.Module, to
 VARIANTS = {"dynamic": {}, "static": {"static_cache": True}, "compiled": {"compile": True}}
 
 
+def timed(fn: Callable[[], Any], sync: Callable[[], None]) -> tuple[float, float]:
+    """(wall seconds, this process's CPU seconds) of one call."""
+    sync()
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    sync()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
 def measure(name: str, batch: int, new: int, repeats: int, dev: torch.device) -> dict:
     """Interleaved timings of transformers and the vlkit variants; medians in seconds."""
     ref, ours, run_ref, run_ours = build(name, batch, dev)
@@ -136,24 +159,92 @@ def measure(name: str, batch: int, new: int, repeats: int, dev: torch.device) ->
             outputs[key] = fn()[:, -new:].cpu()
         sync()
         warm[key] = time.perf_counter() - t
-    times: dict[str, list[float]] = {k: [] for k in runs}
+    wall: dict[str, list[float]] = {k: [] for k in runs}
+    cpu: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(repeats):
         for key, fn in runs.items():
-            sync()
-            t = time.perf_counter()
             with torch.no_grad(), amp:
-                fn()
-            sync()
-            times[key].append(time.perf_counter() - t)
-    med = {k: statistics.median(v) for k, v in times.items()}
+                w, c = timed(fn, sync)
+            wall[key].append(w)
+            cpu[key].append(c)
     same = {k: torch.equal(outputs[k], outputs["transformers"]) for k in VARIANTS}
     return {
         "model": name,
         "batch": batch,
         "new_tokens": new,
-        "median_s": med,
+        "median_s": {k: statistics.median(v) for k, v in wall.items()},
+        "median_cpu_s": {k: statistics.median(v) for k, v in cpu.items()},
         "first_call_s": warm,
         "same_tokens": same,
+    }
+
+
+def llava_train_step(batch: int, repeats: int, dev: torch.device) -> dict:
+    """One LLaVA training step (forward, loss, backward, AdamW), vlkit vs transformers, interleaved."""
+    ref, ours, _, _ = build("llava", batch, dev)
+    g = torch.Generator().manual_seed(2)
+    pixels = torch.randn(batch, 3, 224, 224, generator=g)
+    ids = torch.cat([torch.ones(batch, 1, dtype=torch.long), torch.full((batch, 196), V - 1),
+                     torch.randint(3, V - 1, (batch, 8 + 16), generator=g)], 1)  # fmt: skip
+    return train_step_times(ref, ours, pixels.to(dev), ids.to(dev), answer_tokens=16, repeats=repeats, dev=dev)
+
+
+def train_step_times(
+    ref: torch.nn.Module,
+    ours: torch.nn.Module,
+    pixels: torch.Tensor,
+    ids: torch.Tensor,
+    *,
+    answer_tokens: int,
+    repeats: int,
+    dev: torch.device,
+) -> dict:
+    """Interleaved training steps of a transformers LLaVA and the vlkit VLM read from it: forward,
+    the LM loss on the last ``answer_tokens`` of ``ids`` (B, T) (image tokens expanded), backward
+    and AdamW over the projector and the LLM (the vision towers frozen). The first steps' losses
+    must agree (1e-4): the same work on the same weights."""
+    from vlkit.losses.lm import lm_loss
+
+    labels = ids.masked_fill(torch.arange(ids.shape[1], device=ids.device) < ids.shape[1] - answer_tokens, -100)
+    for model, tower in ((ref, ref.model.vision_tower), (ours, ours.visual)):
+        model.train()
+        tower.requires_grad_(False)
+    opts = {
+        key: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5)
+        for key, m in (("transformers", ref), ("vlkit", ours))
+    }
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
+    losses: dict[str, float] = {}
+
+    def step(key: str) -> None:
+        with amp:
+            if key == "transformers":
+                loss = ref(input_ids=ids, pixel_values=pixels, labels=labels).loss
+            else:
+                loss = lm_loss(ours(pixels, ids), labels, label_smoothing=0.0)
+        opts[key].zero_grad(set_to_none=True)
+        loss.backward()
+        opts[key].step()
+        losses.setdefault(key, float(loss.detach()))
+
+    for key in opts:  # warm-up: the first step also allocates the optimizer state
+        step(key)
+    if abs(losses["vlkit"] - losses["transformers"]) > 1e-4:
+        raise RuntimeError(f"llava training step: first losses differ: {losses}")
+    wall: dict[str, list[float]] = {k: [] for k in opts}
+    cpu: dict[str, list[float]] = {k: [] for k in opts}
+    for _ in range(repeats):
+        for key in opts:
+            w, c = timed(lambda key=key: step(key), sync)
+            wall[key].append(w)
+            cpu[key].append(c)
+    return {
+        "batch": int(ids.shape[0]),
+        "tokens": int(ids.shape[1]),
+        "first_loss": losses,
+        "median_s": {k: statistics.median(v) for k, v in wall.items()},
+        "median_cpu_s": {k: statistics.median(v) for k, v in cpu.items()},
     }
 
 
@@ -163,34 +254,44 @@ def main() -> None:
     p.add_argument("--batches", default="1,8")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--new-tokens", type=int, default=24)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1: see the module's notes)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--train-batch", type=int, default=4, help="LLaVA training step batch (0: skip it)")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)  # after conftest's import, which sets its own
     transformers.logging.set_verbosity_error()
     dev = torch.device(args.device)
     where = (
         torch.cuda.get_device_name()
         if dev.type == "cuda"
-        else f"{platform.processor() or 'CPU'}, {torch.get_num_threads()} threads"
+        else f"{platform.processor() or 'CPU'}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}"
     )
+    clock = "median_cpu_s" if dev.type == "cpu" else "median_s"
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {dev} ({where}); torch {torch.__version__}, "
-          f"transformers {transformers.__version__}; greedy, {args.new_tokens} new tokens, median of {args.repeats}")  # fmt: skip
+          f"transformers {transformers.__version__}; greedy, {args.new_tokens} new tokens, median of {args.repeats}; "
+          f"{'CPU' if clock == 'median_cpu_s' else 'wall'} time")  # fmt: skip
     print("| model | batch | transformers ms | vlkit dynamic ms (x) | static ms (x) | compiled ms (x) | same tokens |")
     print("|---|---|---|---|---|---|---|")
-    results = []
-    for name in args.models.split(","):
+    results: list[dict] = []
+    for name in (m for m in args.models.split(",") if m):
         for batch in (int(b) for b in args.batches.split(",")):
             r = measure(name, batch, args.new_tokens, args.repeats, dev)
             results.append(r)
-            m = r["median_s"]
+            m = r[clock]
             cells = " | ".join(f"{m[k] * 1e3:.0f} ({m['transformers'] / m[k]:.2f}x)" for k in VARIANTS)
             print(f"| {name} | {batch} | {m['transformers'] * 1e3:.0f} | {cells} | {r['same_tokens']} |", flush=True)
+    train = None
+    if args.train_batch:
+        train = llava_train_step(args.train_batch, args.repeats, dev)
+        m = train[clock]
+        print(f"\nllava training step (batch {train['batch']}, {train['tokens']} tokens, AdamW, vision frozen): "
+              f"transformers {m['transformers'] * 1e3:.0f} ms, vlkit {m['vlkit'] * 1e3:.0f} ms "
+              f"({m['transformers'] / m['vlkit']:.2f}x); first losses {train['first_loss']}")  # fmt: skip
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": str(dev), "where": where, "torch": torch.__version__, "results": results}, f, indent=1)
+            json.dump({"device": str(dev), "where": where, "torch": torch.__version__, "results": results,
+                       "llava_train": train}, f, indent=1)  # fmt: skip
 
 
 if __name__ == "__main__":
