@@ -8,7 +8,7 @@ on the same random weights. The model is a scaled-down BLIP-2 (ViT 224 px / 16, 
 4 layers; Q-Former width 384, 4 layers, 32 queries, cross-attention every second layer; an OPT
 LLM of width 512, 6 layers), captioning greedily from BOS at batch 1 and 8 (float32 on the CPU,
 bf16 autocast on a GPU). Both must produce the same tokens. Runs alternate between the libraries
-and the median is reported; a ratio below 1.0 means vlkit is faster. On the CPU the ratio is of
+and the median is reported; a ratio below 1.0 means vlkit is faster. On the CPU with one thread the ratio is of
 the process's CPU time (``time.process_time``; wall clock printed beside it): with one thread (the
 default) that is the work done, unaffected by other jobs on a shared machine (see
 benchmarks/bench_generation.py). transformers is a test-only dependency.
@@ -133,7 +133,7 @@ def compare(ours, ref, batch: int, new_tokens: int, repeats: int, dev, sync, amp
     for _ in range(repeats):
         a.append(timed(run_ours, sync))
         b.append(timed(run_ref, sync))
-    clock = 1 if dev.type == "cpu" else 0  # CPU time on the CPU, wall clock on a GPU
+    clock = 1 if dev.type == "cpu" and torch.get_num_threads() == 1 else 0  # CPU time sums threads
     ta, tb = (statistics.median(t[clock] for t in runs) for runs in (a, b))
     wa, wb = (statistics.median(t[0] for t in runs) for runs in (a, b))
     print(

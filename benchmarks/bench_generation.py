@@ -267,7 +267,7 @@ def main() -> None:
         if dev.type == "cuda"
         else f"{platform.processor() or 'CPU'}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}"
     )
-    clock = "median_cpu_s" if dev.type == "cpu" else "median_s"
+    clock = "median_cpu_s" if dev.type == "cpu" and args.threads == 1 else "median_s"  # CPU time sums threads
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {dev} ({where}); torch {torch.__version__}, "
           f"transformers {transformers.__version__}; greedy, {args.new_tokens} new tokens, median of {args.repeats}; "
           f"{'CPU' if clock == 'median_cpu_s' else 'wall'} time")  # fmt: skip
