@@ -9,6 +9,7 @@ run see the same batches as an uninterrupted one.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -19,12 +20,19 @@ from .shards import ShardStream
 from .skips import start_batch
 
 
+def caption_ids(captions: Sequence[str], device: torch.device | None = None) -> torch.Tensor:
+    """A pair id per caption (B,): equal captions get equal ids, on every rank (CRC-32 of the text)."""
+    return torch.tensor([zlib.crc32(c.encode("utf-8")) for c in captions], dtype=torch.long, device=device)
+
+
 class ImageTextCollator:
     """Stack images and tokenize captions into one batch.
 
     Returns ``{"pixel_values": (B, 3, H, W), "input_ids": (B, T), "attention_mask": (B, T),
-    "captions": [str], "index": (B,), "attributes": [dict] (when the dataset has them),
-    "skipped": [Skipped]}``. Samples a dataset marked as skipped are dropped and passed on under
+    "captions": [str], "caption_ids": (B,), "index": (B,), "attributes": [dict] (when the dataset
+    has them), "skipped": [Skipped]}``. ``caption_ids`` (:func:`caption_ids`) are equal for equal
+    captions: the tasks that treat equal captions as one pair read them as a tensor, so a compiled
+    step never sees the strings. Samples a dataset marked as skipped are dropped and passed on under
     ``"skipped"``. Captions are padded to the longest in the batch (``padding="longest"``), which
     for a causal text tower gives the same features as padding to the full context.
     """
@@ -46,6 +54,7 @@ class ImageTextCollator:
         tokens = self.tokenizer(batch["captions"], padding=self.padding)
         batch["input_ids"] = tokens["input_ids"]  # (B, T)
         batch["attention_mask"] = tokens["attention_mask"]  # (B, T)
+        batch["caption_ids"] = caption_ids(batch["captions"])  # (B,)
         if "attributes" in items[0]:
             batch["attributes"] = [it["attributes"] for it in items]
         return batch

@@ -35,8 +35,8 @@ def contrastive_targets(
     captions of the same image count as positives, as in ALBEF's retrieval fine-tuning); the
     paired column i is always positive.
     """
-    targets = torch.zeros(batch_size, num_columns, device=device)
-    targets[:, :batch_size].fill_diagonal_(1.0)
+    columns = torch.arange(num_columns, device=device)
+    targets = (columns[None, :] == torch.arange(batch_size, device=device)[:, None]).float()  # (B, N): row i's pair
     if ids is not None:
         if column_ids is None or column_ids.shape[0] != num_columns or ids.shape[0] != batch_size:
             raise ValueError(f"ids must be ({batch_size},) and column_ids ({num_columns},)")

@@ -57,20 +57,32 @@ def sample_negatives(
     over the non-positive columns (computed by masking the logits, so that it stays exact when
     the positive's probability is close to 1). ``similarity``: (R, N) scaled logits.
 
-    Raises ValueError when a row has no negative candidate (every candidate is a positive).
+    Raises ValueError when a row has no negative candidate (every candidate is a positive); that
+    check reads one value on the host, so under ``torch.compile`` it is left out and such a row
+    draws uniformly among its N columns (all positives). The draw itself never syncs: it is
+    ``torch.multinomial``'s one-sample draw (``argmax(p / q)``, ``q ~ Exp(1)``) written out
+    without that function's host-side checks, the same numbers from the same generator state.
     """
     if similarity.shape != positives.shape:
         raise ValueError(f"similarity {tuple(similarity.shape)} and positives {tuple(positives.shape)} differ in shape")
     with torch.no_grad():
-        no_candidate = positives.all(dim=1)
-        if bool(no_candidate.any()):
-            row = int(no_candidate.nonzero()[0, 0])
-            raise ValueError(
-                f"row {row} has no negative to sample: all {positives.shape[1]} candidates are its "
-                "positives (same pair or same id); use a larger batch or more distinct ids"
-            )
-        probs = F.softmax(similarity.detach().float().masked_fill(positives, float("-inf")), dim=1)  # (R, N)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        no_candidate = positives.all(dim=1, keepdim=True)  # (R, 1)
+        if not torch.compiler.is_compiling():
+            _check_candidates(no_candidate, positives.shape[1])
+        logits = similarity.detach().float().masked_fill(positives & ~no_candidate, float("-inf"))  # (R, N)
+        probs = F.softmax(logits, dim=1)  # (R, N)
+        q = torch.empty_like(probs).exponential_(1.0, generator=generator)  # (R, N) ~ Exp(1)
+        return (probs / q).argmax(dim=1)  # (R,)
+
+
+def _check_candidates(no_candidate: torch.Tensor, num_columns: int) -> None:
+    """A ValueError naming the first row without a negative candidate (a host read)."""
+    if bool(no_candidate.any()):
+        row = int(no_candidate.nonzero()[0, 0])
+        raise ValueError(
+            f"row {row} has no negative to sample: all {num_columns} candidates are its "
+            "positives (same pair or same id); use a larger batch or more distinct ids"
+        )
 
 
 def sample_itm_negatives(

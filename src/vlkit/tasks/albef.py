@@ -23,13 +23,13 @@ Unlike ALBEF's code, ``alpha`` is constant (ALBEF ramps it from 0 over the first
 
 from __future__ import annotations
 
-import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..data.loader import caption_ids
 from ..losses.contrastive import clip_loss, gather_features
 from ..losses.distillation import itc_distillation_loss
 from ..losses.itm import hard_negatives, itm_loss, itm_pairs
@@ -39,9 +39,12 @@ from ..losses.tiled_contrastive import check_chunk_size
 from ..models.base import unwrap
 
 
-def caption_ids(captions: Sequence[str], device: torch.device | None = None) -> torch.Tensor:
-    """A pair id per caption (B,): equal captions get equal ids, on every rank (CRC-32 of the text)."""
-    return torch.tensor([zlib.crc32(c.encode("utf-8")) for c in captions], dtype=torch.long, device=device)
+def batch_caption_ids(batch: dict[str, Any], device: torch.device | None = None) -> torch.Tensor:
+    """The batch's pair ids (B,): the collator's ``caption_ids`` (:class:`vlkit.data.ImageTextCollator`
+    makes them in the data workers, so a compiled step reads a tensor), else :func:`caption_ids` of
+    its ``captions`` (strings: under ``torch.compile`` a graph break)."""
+    ids = batch.get("caption_ids")
+    return caption_ids(batch["captions"], device) if ids is None else ids.to(device)
 
 
 class ALBEFTask:
@@ -79,7 +82,7 @@ class ALBEFTask:
             ids, albef.config.text.vocab_size, self.mask_token_id, self.special_ids, self.mlm_probability
         )
         mlm_labels = mlm_labels.masked_fill(mask == 0, IGNORE_INDEX)  # padding is never a target
-        pair_ids = caption_ids(batch["captions"], ids.device) if self.same_caption_is_positive else None
+        pair_ids = batch_caption_ids(batch, ids.device) if self.same_caption_is_positive else None
 
         out = model(pixels, ids, mask, mlm_input_ids=mlm_ids)  # through DDP: its forward is hooked
         scale = albef.scale()

@@ -29,7 +29,7 @@ from ..losses.itm import hard_negatives, itm_loss, itm_pairs
 from ..losses.lm import lm_labels, lm_loss
 from ..losses.tiled_contrastive import check_chunk_size
 from ..models.base import unwrap
-from .albef import caption_ids
+from .albef import batch_caption_ids
 
 
 class BLIPTask:
@@ -98,7 +98,7 @@ class BLIPTask:
             enc_ids[:, 0] = c.text.enc_token_id  # [CLS] -> [ENC], as BLIP's own code does
             text_side = {"input_ids": enc_ids, "attention_mask": mask}
             pads = {"input_ids": c.text.pad_token_id, "attention_mask": 0}
-            pair_ids = caption_ids(batch["captions"], ids.device) if self.same_caption_is_positive else None
+            pair_ids = batch_caption_ids(batch, ids.device) if self.same_caption_is_positive else None
             neg_images, neg_texts = hard_negatives(
                 image_f,
                 text_f,

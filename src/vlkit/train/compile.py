@@ -4,9 +4,10 @@
 task's losses); the loop back-propagates its sum as it does the eager losses, and AOTAutograd
 compiles the backward graph along with the forward. It first compiles with ``fullgraph=True``:
 one graph, no return to Python inside the step, which needs a step without host synchronisation
-(no ``.item()``, no ``bool(tensor)``, masks built without Python branches on data). A task that
-cannot be traced whole (a graph break: BLIP's and ALBEF's hard-negative mining reads the captions
-as strings and checks the sampled candidates on the host) is compiled again without
+(no ``.item()``, no ``bool(tensor)``, masks built without Python branches on data): CLIP,
+BLIP and ALBEF do (their hard-negative mining reads the collator's ``caption_ids`` tensor and
+draws without a host check). A task that cannot be traced whole (a graph break, e.g. a batch
+without ``caption_ids``, whose caption strings are hashed in Python) is compiled again without
 ``fullgraph``, and ``on_note`` is told once why; the losses are the same either way.
 
 Shapes: the first batch compiles for its shapes; when a later batch differs (captions padded to
