@@ -1,18 +1,22 @@
 """Image search speed: index build vs `vlkit embed`, query latency of FAISS indexes, and a load
 test of the web server.
 
-    python benchmarks/bench_search.py build [--images 600] [--image-size 64] [--model FOLDER]
-    python benchmarks/bench_search.py query [--sizes 10000 100000 1000000] [--dim 512]
+    python benchmarks/bench_search.py build [--images 600] [--image-size 64] [--model FOLDER] [--json OUT]
+    python benchmarks/bench_search.py query [--sizes 10000 100000 1000000] [--dim 512] [--json OUT]
     python benchmarks/bench_search.py load [--clients 20] [--seconds 20]
 
 ``build``: images/s of `vlkit index build` (its default data workers, and ``--workers`` counts)
 and of `vlkit embed` on the same folder of shape images (64 pixels, a random clip-tiny unless
 --model), each run in-process, interleaved, median of ``--repeats``; the ratio build/embed (>= 1
-means the build is not slower).
+means the build is not slower), of the medians and paired by round (the median of each round's
+embed time over its build time: the two ran within the same minute, so under a changing load
+this ratio is the steadier one).
 ``query``: random unit vectors (D=512), uniform and clustered; flat (exact), HNSW and IVF, the
 ANN indexes tuned at build time to recall@10 0.95 (``vlkit index build --ann-recall``): build time
 (tuning included), p50/p95 latency of fresh queries one at a time (the web server's case),
-recall@10 of fresh queries against flat, and the speed-up of p50 over flat.
+recall@10 of fresh queries against exact search (the exact top-10 by FAISS's chunked matrix
+products), and the speed-up of p50 over flat. ``--json`` also writes every row, with the
+machine and its load average, rewritten after each row (a stopped run keeps what it measured).
 ``load``: `vlkit serve` in a subprocess on 127.0.0.1 over an index of ``--images`` shapes; N client
 threads send text queries (GET) and image uploads (POST) in turn for S seconds: requests/s,
 p50/p95 per kind, and the errors (non-200 answers).
