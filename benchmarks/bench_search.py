@@ -1,18 +1,22 @@
 """Image search speed: index build vs `vlkit embed`, query latency of FAISS indexes, and a load
 test of the web server.
 
-    python benchmarks/bench_search.py build [--images 600] [--image-size 64] [--model FOLDER]
-    python benchmarks/bench_search.py query [--sizes 10000 100000 1000000] [--dim 512]
+    python benchmarks/bench_search.py build [--images 600] [--image-size 64] [--model FOLDER] [--json OUT]
+    python benchmarks/bench_search.py query [--sizes 10000 100000 1000000] [--dim 512] [--json OUT]
     python benchmarks/bench_search.py load [--clients 20] [--seconds 20]
 
 ``build``: images/s of `vlkit index build` (its default data workers, and ``--workers`` counts)
 and of `vlkit embed` on the same folder of shape images (64 pixels, a random clip-tiny unless
 --model), each run in-process, interleaved, median of ``--repeats``; the ratio build/embed (>= 1
-means the build is not slower).
+means the build is not slower), of the medians and paired by round (the median of each round's
+embed time over its build time: the two ran within the same minute, so under a changing load
+this ratio is the steadier one).
 ``query``: random unit vectors (D=512), uniform and clustered; flat (exact), HNSW and IVF, the
 ANN indexes tuned at build time to recall@10 0.95 (``vlkit index build --ann-recall``): build time
 (tuning included), p50/p95 latency of fresh queries one at a time (the web server's case),
-recall@10 of fresh queries against flat, and the speed-up of p50 over flat.
+recall@10 of fresh queries against exact search (the exact top-10 by FAISS's chunked matrix
+products), and the speed-up of p50 over flat. ``--json`` also writes every row, with the
+machine and its load average, rewritten after each row (a stopped run keeps what it measured).
 ``load``: `vlkit serve` in a subprocess on 127.0.0.1 over an index of ``--images`` shapes; N client
 threads send text queries (GET) and image uploads (POST) in turn for S seconds: requests/s,
 p50/p95 per kind, and the errors (non-200 answers).
@@ -21,6 +25,7 @@ p50/p95 per kind, and the errors (non-200 answers).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import subprocess
@@ -96,10 +101,18 @@ def bench_build(args) -> None:
               f"{os.cpu_count()} CPUs (auto workers: {auto_workers(files, size, 'cpu')}); median of {args.repeats} "
               f"interleaved runs, model load included")  # fmt: skip
         rate = {name: args.images / float(np.median(v)) for name, v in seconds.items()}
+        record = {"benchmark": "build", "machine": machine(), "images": args.images, "image_size": args.image_size,
+                  "model_input": size, "batch_size": args.batch_size, "repeats": args.repeats, "runs": {}}  # fmt: skip
         for name, value in rate.items():
             ratio = value / rate["vlkit embed"]
-            print(f"  {name:28s} {value:8.1f} images/s  {ratio:5.2f}x embed  (runs: "
-                  f"{', '.join(f'{t:.1f}' for t in seconds[name])} s; CPU {float(np.median(cpu[name])):.1f} s)")  # fmt: skip
+            # the same round's embed over this run: each round's two runs share the load of their minute
+            paired = float(np.median(np.asarray(seconds["vlkit embed"]) / np.asarray(seconds[name])))
+            print(f"  {name:28s} {value:8.1f} images/s  {ratio:5.2f}x embed, paired by round {paired:5.2f}x  (runs: "
+                  f"{', '.join(f'{t:.1f}' for t in seconds[name])} s; CPU {float(np.median(cpu[name])):.2f} s)")  # fmt: skip
+            record["runs"][name] = {"images_per_s": round(value, 2), "vs_embed": round(ratio, 3),
+                                    "vs_embed_paired": round(paired, 3), "seconds": [round(t, 2) for t in seconds[name]],
+                                    "cpu_s": [round(c, 2) for c in cpu[name]]}  # fmt: skip
+        write_json(args.json, record)
 
 
 # ---------------------------------------------------------------------------------- query
@@ -120,21 +133,42 @@ def sampler(kind: str, n: int, dim: int, rng):
     return draw
 
 
-def _latencies(index, queries: np.ndarray) -> tuple[list[float], list[float]]:
+def _latencies(index, queries: np.ndarray) -> tuple[list[float], list[float], np.ndarray]:
     """Milliseconds per query, one at a time as the web server sends them, on one faiss thread:
-    (CPU time of the searching thread: the latency on an idle core; wall-clock time)."""
+    (CPU time of the searching thread: the latency on an idle core; wall-clock time; the ids found
+    (Q, 10))."""
     import faiss
 
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
-    cpu, wall = [], []
+    cpu, wall, found = [], [], []
     for row in queries:  # (D,)
         t, c = time.perf_counter(), time.thread_time()
-        index.search(row[None], 10)
+        found.append(index.search(row[None], 10)[1][0])
         cpu.append((time.thread_time() - c) * 1000)
         wall.append((time.perf_counter() - t) * 1000)
     faiss.omp_set_num_threads(threads)
-    return cpu, wall
+    return cpu, wall, np.stack(found)
+
+
+def write_json(path: str | None, record: dict) -> None:
+    """``record`` (the run's settings, machine and rows so far) to ``path``, replaced whole, after
+    every row: a run stopped before its end leaves what it measured."""
+    if path:
+        from vlkit.files import write_text
+
+        write_text(path, json.dumps(record, indent=1) + "\n")
+
+
+def machine() -> dict:
+    import platform
+
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
+             if line.startswith("model name")]  # fmt: skip
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count(),
+            "load_average": [round(v, 2) for v in os.getloadavg()], "cpu": names[0] if names else platform.machine(),
+            "python": platform.python_version(), "numpy": np.__version__}  # fmt: skip
 
 
 def bench_query(args) -> None:
@@ -150,22 +184,30 @@ def bench_query(args) -> None:
           f"and wall-clock p50, which carries the machine's load), recall@10 of {args.recall_queries} fresh queries against flat")  # fmt: skip
     print(f"{'vectors':>9s} {'data':>9s} {'index':>34s} {'build s':>8s} {'p50 ms':>8s} {'p95 ms':>8s} "
           f"{'wall p50':>8s} {'recall@10':>9s} {'vs flat':>8s}")  # fmt: skip
+    record = {"benchmark": "query", "machine": machine(), "faiss": faiss.__version__, "dim": args.dim,
+              "target_recall": args.recall, "queries_timed": args.queries, "recall_queries": args.recall_queries,
+              "threads": args.threads, "rows": []}  # fmt: skip
     for n in args.sizes:
         for data in args.data:
             draw = sampler(data, n, args.dim, rng)
             x = draw(n)  # (N, D) stored
             fresh = draw(args.recall_queries)  # (Q, D) never stored
-            _, truth = faiss.knn(fresh, x, 10, metric=faiss.METRIC_INNER_PRODUCT)  # (Q, 10)
+            t0 = time.perf_counter()
+            _, truth = faiss.knn(fresh, x, 10, metric=faiss.METRIC_INNER_PRODUCT)  # (Q, 10) exact, by matrix products
+            print(f"{'':19s} (exact top-10 of {len(fresh)} queries: {time.perf_counter() - t0:.1f} s)", flush=True)
             flat_p50 = None
             for kind in args.kinds:
                 if kind == "hnsw" and n > args.hnsw_max:
                     print(f"{n:9d} {data:>9s} {'hnsw: not measured (--hnsw-max)':>34s}", flush=True)
                     continue
-                t0 = time.perf_counter()
-                index, tuning = build_ann(x, kind, target=args.recall)
-                built = time.perf_counter() - t0
-                times, wall = _latencies(index, fresh[: args.queries])
-                recall = _recall(index.search(fresh, 10)[1], truth)
+                t0, c0 = time.perf_counter(), time.process_time()
+                index, tuning = build_ann(x, kind, target=args.recall)  # what `vlkit index build --ann` runs
+                built, built_cpu = time.perf_counter() - t0, time.process_time() - c0
+                times, wall, found = _latencies(index, fresh[: args.queries])
+                if kind == "flat":  # exact: its recall from the timed queries (a batch search costs as much again)
+                    recall, recall_on = _recall(found, truth[: args.queries]), len(found)
+                else:
+                    recall, recall_on = _recall(index.search(fresh, 10)[1], truth), len(fresh)
                 p50 = percentile(times, 50)
                 flat_p50 = p50 if kind == "flat" else flat_p50
                 label = (
@@ -179,6 +221,16 @@ def bench_query(args) -> None:
                       f"{percentile(wall, 50):8.3f} {recall:9.3f} {speed:>8s}", flush=True)  # fmt: skip
                 if tuning is not None and not tuning.reached:
                     print(f"{'':19s} (tuning fell short: {tuning.summary()})", flush=True)
+                record["rows"].append({
+                    "vectors": n, "data": data, "index": kind, "tuning": None if tuning is None else tuning.to_info(),
+                    "build_s": round(built, 2), "build_cpu_s": round(built_cpu, 2),
+                    "p50_ms": round(p50, 4), "p95_ms": round(percentile(times, 95), 4),
+                    "wall_p50_ms": round(percentile(wall, 50), 4), "wall_p95_ms": round(percentile(wall, 95), 4),
+                    "recall_at_10": round(recall, 4), "recall_queries": recall_on,
+                    "p50_vs_flat": None if not flat_p50 else round(flat_p50 / p50, 3),
+                    "load_average": [round(v, 2) for v in os.getloadavg()],
+                })  # fmt: skip
+                write_json(args.json, record)
                 del index
             del x
 
@@ -270,6 +322,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, nargs="*", default=[2], help="also time the build with these worker counts")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     p.set_defaults(run=bench_build)
     p = sub.add_parser("query")
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -281,6 +334,7 @@ def main() -> None:
     p.add_argument("--recall", type=float, default=0.95, help="the target recall@10 the ANN indexes are tuned to")
     p.add_argument("--hnsw-max", type=int, default=10**7, help="no HNSW above this many vectors (build time)")
     p.add_argument("--threads", type=int, default=2, help="faiss threads (builds and tuning)")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     p.set_defaults(run=bench_query)
     p = sub.add_parser("load")
     p.add_argument("--clients", type=int, default=20)

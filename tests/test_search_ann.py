@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vlkit.search import Entry, IndexData, build_ann, read_index, write_index
-from vlkit.search.ann import SEARCH_PARAMETER, _recall
+from vlkit.search.ann import SEARCH_PARAMETER, _empty_index, _ivf_list_ranks, _recall, set_search_parameter
 
 
 def mixture(rng, centres: np.ndarray, n: int) -> np.ndarray:
@@ -76,3 +76,17 @@ def test_tuned_setting_is_stored_and_used_by_queries(clustered, tmp_path):
     narrow = read_index(tmp_path / "idx").faiss_index
     assert current_setting(narrow, "nprobe") == 1
     assert _recall(narrow.search(queries, 10)[1], truth) < _recall(index.search(queries, 10)[1], truth) - 0.02
+
+
+def test_ivf_recall_from_list_ranks_is_what_searching_finds(clustered):
+    """The IVF tuning reads recall at every nprobe off the lists' ranks; searching at each agrees."""
+    x, queries, truth = clustered
+    index, structure = _empty_index("ivf", x, np.random.default_rng(0))
+    index.add_with_ids(x, np.arange(len(x)))
+    ranks = _ivf_list_ranks(index, queries, x[truth])  # (500, 10)
+    assert ranks.shape == truth.shape and ranks.min() == 0 and ranks.max() < structure["nlist"]
+    for nprobe in (1, 2, 3, 5, structure["nlist"]):
+        set_search_parameter(index, "nprobe", nprobe)
+        searched = _recall(index.search(queries, 10)[1], truth)
+        assert abs(float((ranks < nprobe).mean()) - searched) <= 1e-3, nprobe
+    assert float((ranks < 1).mean()) < 0.99 and float((ranks < structure["nlist"]).mean()) == 1.0

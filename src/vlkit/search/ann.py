@@ -12,7 +12,8 @@ searches (HNSW ``efSearch``, IVF ``nprobe``). How wide is enough depends on the 
 spread vectors need far more than clustered ones (real embeddings). So the build measures it:
 up to 1000 random rows are held out, the index is built over the others, and the smallest
 setting whose recall@10 on the held-out rows (against exact search) reaches ``target`` with a
-margin of two standard errors is chosen; then the held-out rows are added. The setting is stored in the FAISS file (and by the index
+margin of two standard errors is chosen (IVF: read off one ranking of the lists, exactly what
+searching at each ``nprobe`` would find); then the held-out rows are added. The setting is stored in the FAISS file (and by the index
 store in ``info.json``) and used by every query. IVF always reaches the target (probing every list
 is exact); HNSW stops at efSearch 4096 and says so if its graph cannot reach it.
 """
@@ -124,17 +125,17 @@ def _recall(found: np.ndarray, truth: np.ndarray) -> float:
     return float(_per_query_recall(found, truth).mean())
 
 
-def _tune(index, parameter: str, ladder: list[int], queries: np.ndarray, truth: np.ndarray, target: float):
+def _tune(per_query, ladder: list[int], target: float):
     """The smallest setting of ``ladder`` whose recall surely reaches ``target`` (less two standard
     errors of its estimate, so that other queries reach it too), else the largest; (setting,
-    recall). Recall grows with the setting, and so does the cost of measuring it: steps up the
-    ladder 1, 2, 4, ... settings at a time until one reaches, then bisects the last step."""
+    recall). ``per_query(value)`` gives the (Q,) recall of each held-out query at a setting.
+    Recall grows with the setting, and so does the cost of measuring it: steps up the ladder 1, 2,
+    4, ... settings at a time until one reaches, then bisects the last step."""
     measured: dict[int, np.ndarray] = {}
 
     def reaches(i: int) -> bool:
         if ladder[i] not in measured:
-            set_search_parameter(index, parameter, ladder[i])
-            measured[ladder[i]] = _per_query_recall(index.search(queries, truth.shape[1])[1], truth)  # (Q,)
+            measured[ladder[i]] = per_query(ladder[i])  # (Q,)
         r = measured[ladder[i]]
         return r.mean() - 2 * r.std() / math.sqrt(len(r)) >= target
 
@@ -148,6 +149,35 @@ def _tune(index, parameter: str, ladder: list[int], queries: np.ndarray, truth: 
         else:
             lo = mid + 1
     return ladder[hi], float(measured[ladder[hi]].mean())
+
+
+def _searched_recall(index, parameter: str, queries: np.ndarray, truth: np.ndarray):
+    """``per_query`` of :func:`_tune` by searching ``index`` for ``queries`` (Q, D) at each setting
+    and comparing with ``truth`` (Q, k), their true nearest ids."""
+
+    def per_query(value: int) -> np.ndarray:
+        set_search_parameter(index, parameter, value)
+        return _per_query_recall(index.search(queries, truth.shape[1])[1], truth)  # (Q,)
+
+    return per_query
+
+
+def _ivf_list_ranks(index, queries: np.ndarray, nearest: np.ndarray) -> np.ndarray:
+    """(Q, k) for each query (Q, D) and each of its true nearest vectors (Q, k, D): the rank of the
+    list holding that vector among the lists the query probes, nearest list first (rank 0).
+    IVF-Flat compares the query with every vector of the lists it probes, exactly, so at
+    ``nprobe=p`` it returns exactly the true nearest whose list ranks below ``p`` (ties aside): one
+    ranking of the lists gives the recall at every ``nprobe`` without searching at each, which at
+    a million vectors, where the search scans most of them, costs minutes per setting."""
+    faiss = require("faiss", "faiss-cpu")
+
+    quantizer = faiss.downcast_index(index.quantizer)  # the list centres, as add() assigned them
+    q, k, d = nearest.shape
+    _, order = quantizer.search(queries, index.nlist)  # (Q, nlist) lists, nearest first
+    rank = np.empty_like(order)
+    rank[np.arange(q)[:, None], order] = np.arange(index.nlist)  # (Q, nlist) list -> its rank
+    _, home = quantizer.search(np.ascontiguousarray(nearest.reshape(q * k, d)), 1)  # (Q*k, 1)
+    return rank[np.arange(q)[:, None], home.reshape(q, k)]  # (Q, k)
 
 
 def build_ann(
@@ -186,7 +216,12 @@ def build_ann(
         k_eff = min(k, len(base))
         _, truth = faiss.knn(x[held_rows], base, k_eff, metric=faiss.METRIC_INNER_PRODUCT)  # (H, k) into base
         ladder = _ladder(k_eff if kind == "hnsw" else 1, widest)
-        value, recall = _tune(index, parameter, ladder, x[held_rows], base_rows[truth], target)
+        if kind == "ivf":  # recall at every nprobe from the lists' ranks (see _ivf_list_ranks)
+            ranks = _ivf_list_ranks(index, x[held_rows], base[truth])  # (H, k)
+            per_query = lambda value: (ranks < value).mean(axis=1)  # (H,)
+        else:
+            per_query = _searched_recall(index, parameter, x[held_rows], base_rows[truth])
+        value, recall = _tune(per_query, ladder, target)
         index.add_with_ids(x[held_rows], held_rows)
     else:
         value = widest
