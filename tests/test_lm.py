@@ -62,6 +62,14 @@ def test_shapes_text_kinds_are_covered_by_the_tokenizer():
     assert 0.35 < sum(DESCRIBE_PROMPT in t for t in texts["qa"]) / len(texts["qa"]) < 0.65
     answers = [a.split(" question:")[0].split("</s>")[0] for t in texts["qa"] + texts["chat"] for a in t.split(": ")]
     assert 0.2 < sum(a in ("yes", "no", "one", "zero") for a in answers) / len(texts["qa"] + texts["chat"]) < 1.0
+    for i in range(len(ds)):  # the compare drills: the full caption, then 2-4 yes/no and count answers
+        if ds[i]["kind"] == "compare":
+            text, caption = ds[i]["text"], full_caption(shapes.attributes(i))
+            assert text.startswith(f"USER: {caption}\n" if text.startswith("USER: ") else f"{caption} question: ")
+            said = [
+                w.split("</s>")[0].split(" ")[0] for w in text.split("ASSISTANT: " if "</s>" in text else "answer: ")
+            ]
+            assert 2 <= len(said) - 1 <= 4 and set(said[1:]) <= {"yes", "no", "one", "zero"}, text
     assert ShapesText("train", size=600, seed=3)[5] == ds[5]  # a pure function of (seed, split, index)
     val = ShapesText("validation", size=600, seed=3)
     assert [val[i]["text"] for i in range(20)] != [ds[i]["text"] for i in range(20)]  # held-out texts

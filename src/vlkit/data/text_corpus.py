@@ -1,7 +1,7 @@
 """Text-only data for training a language model: the built-in shapes' texts (nothing is rendered)
 and plain text files, one sample per line.
 
-:class:`ShapesText` gives, for each index, one of three texts about the shape that
+:class:`ShapesText` gives, for each index, one of four texts about the shape that
 :class:`~vlkit.data.synthetic.ShapesDataset` would draw there (``kind``, chosen per index):
 
 - ``caption``: the dataset's random-style caption ("a photo of a red circle on the left");
@@ -12,7 +12,12 @@ and plain text files, one sample per line.
   ``describe`` of the time the BLIP-2 demo's captioning prompt and the full caption, the caption
   always before it too ("a small red star on the left question: describe the image. answer: a small
   red star on the left", :data:`DESCRIBE_PROMPT`): the exact repeat teaches the LLM to copy from
-  its context, what lets a soft prompt stand for the caption.
+  its context, what lets a soft prompt stand for the caption;
+- ``compare``: the full caption, then two to four questions that compare it with what they name
+  (yes/no about any attribute, "how many red shapes are there?"), as a chat or as BLIP-2's texts
+  ("a small red star on the left question: is the star blue? answer: no question: how many red
+  shapes are there? answer: one"): the drill that teaches the frozen LLM to compare, which a few
+  such questions among the others did not (docs/vlm.md).
 
 In ``chat`` and ``qa`` texts the image is, most of the time (``described``), the full caption in
 its place ("USER: a small red star on the left\nwhat colour is the star? ASSISTANT: red</s>",
@@ -48,8 +53,9 @@ from .conversations import (
 from .skips import Skipped, SkipReport
 from .synthetic import ShapeAttributes, ShapesDataset, full_caption, random_caption, random_question
 
-TEXT_KINDS = ("caption", "chat", "qa")
+TEXT_KINDS = ("caption", "chat", "qa", "compare")
 COMPARE_TYPES = ("yes/no", "count")  # the questions whose answer compares the question with the image
+COMPARE_TURNS = (2, 4)  # questions per text of kind "compare"
 DESCRIBE_PROMPT = QA_TEMPLATE.format(CAPTION_INSTRUCTION, "").rstrip()  # "question: describe the image. answer:"
 
 
@@ -60,12 +66,19 @@ def chat_text(turns: list[dict], image_text: str | None = None, eos_token: str =
     return text.replace(IMAGE_TOKEN + "\n", "" if image_text is None else image_text + "\n")
 
 
-def compare_conversation(a: ShapeAttributes, rng: random.Random) -> list[dict]:
-    """One to three yes/no and count questions about the image ``a`` describes, the first with the image."""
+def compare_question(a: ShapeAttributes, rng: random.Random) -> tuple[str, str, str]:
+    """(question, answer, type) of a question that compares: yes/no about any attribute (two times
+    in three) or "how many red shapes are there?"."""
+    kind = "count" if rng.random() < 1 / 3 else "yes/no"
+    question, answer = _first_turn(a, rng, kind)
+    return question, answer, kind
+
+
+def compare_conversation(a: ShapeAttributes, rng: random.Random, turns_range: tuple[int, int] = (1, 3)) -> list[dict]:
+    """``turns_range`` yes/no and count questions about the image ``a`` describes, the first with the image."""
     turns: list[dict] = []
-    for i in range(rng.randint(1, 3)):
-        kind = rng.choice(COMPARE_TYPES)
-        question, answer = _first_turn(a, rng, kind)
+    for i in range(rng.randint(*turns_range)):
+        question, answer, kind = compare_question(a, rng)
         turns += [
             {"from": "human", "value": f"{IMAGE_TOKEN}\n{question}" if i == 0 else question},
             {"from": "gpt", "value": answer, "type": kind},
@@ -110,6 +123,12 @@ class ShapesText:
         kind = rng.choice(self.kinds)
         if kind == "caption":
             return kind, self.shapes.caption(index)
+        if kind == "compare":  # the full caption, then 2-4 questions that compare, as a chat or as BLIP-2's texts
+            scene = full_caption(a)
+            if rng.random() < 0.5:
+                return kind, chat_text(compare_conversation(a, rng, COMPARE_TURNS), scene)
+            qs = [compare_question(a, rng) for _ in range(rng.randint(*COMPARE_TURNS))]
+            return kind, " ".join([scene, *(QA_TEMPLATE.format(q, answer) for q, answer, _ in qs)])
         scene = full_caption(a) if rng.random() < self.described else None
         describe = rng.random() < self.describe  # the captioning prompts of the VLM's stage 1 and of BLIP-2
         if kind == "chat":
