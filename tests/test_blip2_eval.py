@@ -4,8 +4,11 @@ question type, the frozen parts' digest)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 
 import vlkit
 from vlkit.data.synthetic import ShapesDataset, shapes_tokenizer
@@ -136,3 +139,20 @@ def test_demo_pipeline_connects_clip_tower_stage1_stage2_and_text_lm(tmp_path, c
         a, b = mine.state_dict(), theirs.state_dict()
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert trained.config.llm_type == "llama" and trained.config.vision == clip.config.vision
+
+
+def test_the_demo_stage1_config_builds_a_width_64_qformer_over_the_clip_tower(tmp_path):
+    """configs/blip2-shapes-stage1.yaml as the demo runs it (its tower swapped for a fresh CLIP):
+    the Q-Former is width 64 (4 heads of 16; width 32 lost the position: docs/blip2.md), the
+    tower's weights are loaded as they are and the trained parts are re-initialised from init_std."""
+    config = yaml.safe_load((Path(__file__).parents[1] / "configs" / "blip2-shapes-stage1.yaml").read_text())
+    clip = vlkit.create_model("clip-tiny", vision={"act": "gelu"})
+    clip.save_pretrained(tmp_path / "clip")
+    task = TaskConfig.from_value({**config["task"], "vision_model": str(tmp_path / "clip")})
+    blip2 = get_recipe(task, config["model"]).build_model().blip2
+    q = blip2.config.qformer
+    assert (q.hidden_size, q.num_heads, q.intermediate_size, q.num_layers) == (64, 4, 128, 2)
+    assert q.cross_attention_layers == [0] and q.vocab_size == shapes_tokenizer().vocab_size + 1
+    assert blip2.config.vision == clip.config.vision
+    assert all(torch.equal(a, b) for a, b in zip(blip2.vision.state_dict().values(), clip.visual.state_dict().values()))
+    assert 0.07 < blip2.qformer.query_tokens.std().item() < 0.13  # N(0, init_std=0.1)
