@@ -59,7 +59,7 @@ def sample_negatives(
 
     Raises ValueError when a row has no negative candidate (every candidate is a positive); that
     check reads one value on the host, so under ``torch.compile`` it is left out and such a row
-    draws uniformly among its N columns (all positives). The draw itself never syncs: it is
+    draws among its N columns (all positives) by the softmax of its similarities. The draw itself never syncs: it is
     ``torch.multinomial``'s one-sample draw (``argmax(p / q)``, ``q ~ Exp(1)``) written out
     without that function's host-side checks, the same numbers from the same generator state.
     """
