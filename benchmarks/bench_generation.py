@@ -20,7 +20,7 @@ OpenMP's barriers wait for descheduled threads: 2 threads under load ran 10-400x
 operation here). The table prints the CPU-time ratio on the CPU and the wall-clock ratio on a GPU.
 
 ``--train-batch N`` (0: off) adds the LLaVA training step: forward, loss on the answer tokens,
-backward and an AdamW step, vlkit's ``VLM`` (the loss of its logits, and ``VLM.lm_loss``, which
+backward and an AdamW step, vlkit's ``VLM`` (the loss of its logits, and ``scored_lm_loss`` of its text hidden states, which
 runs the LM head only on the scored positions) vs transformers' ``LlavaForConditionalGeneration``
 on the same weights and batch (N images, 196 image tokens + an 8-token question + a 16-token
 answer), the vision tower frozen in both (LLaVA's stage 2: projector and LLM train), runs
@@ -205,15 +205,15 @@ def train_step_times(
     the LM loss on the last ``answer_tokens`` of ``ids`` (B, T) (image tokens expanded), backward
     and AdamW over the projector and the LLM (the vision towers frozen). vlkit runs twice, on
     copies of the same weights: ``vlkit`` = ``lm_loss(model(...), labels)`` (logits at every
-    position, as transformers), ``vlkit_lm_loss`` = ``model.lm_loss(...)`` (the LM head only where a
+    position, as transformers), ``vlkit_lm_loss`` = ``scored_lm_loss(model.text_hidden_states(...), ...)`` (the LM head only where a
     label is scored). The first steps' losses must agree (1e-4): the same loss on the same weights."""
-    from vlkit.losses.lm import lm_loss
+    from vlkit.losses.lm import lm_loss, scored_lm_loss
 
     labels = ids.masked_fill(torch.arange(ids.shape[1], device=ids.device) < ids.shape[1] - answer_tokens, -100)
     for model, tower in ((ref, ref.model.vision_tower), (ours, ours.visual)):
         model.train()
         tower.requires_grad_(False)
-    scored = copy.deepcopy(ours)  # the same weights, trained through VLM.lm_loss
+    scored = copy.deepcopy(ours)  # the same weights, trained through scored_lm_loss
     models = {"transformers": ref, "vlkit": ours, "vlkit_lm_loss": scored}
     opts = {
         key: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5) for key, m in models.items()
@@ -229,7 +229,7 @@ def train_step_times(
             elif key == "vlkit":
                 loss = lm_loss(ours(pixels, ids), labels, label_smoothing=0.0)
             else:  # the LM head only where a label is scored
-                loss = scored.lm_loss(pixels, ids, labels)
+                loss = scored_lm_loss(scored.text_hidden_states(pixels, ids), labels, scored.llm.logits)
         opts[key].zero_grad(set_to_none=True)
         loss.backward()
         opts[key].step()
@@ -294,7 +294,7 @@ def main() -> None:
         m = train[clock]
         print(f"\nllava training step (batch {train['batch']}, {train['tokens']} tokens, AdamW, vision frozen): "
               f"transformers {m['transformers'] * 1e3:.0f} ms, vlkit {m['vlkit'] * 1e3:.0f} ms "
-              f"({m['transformers'] / m['vlkit']:.2f}x), vlkit with model.lm_loss {m['vlkit_lm_loss'] * 1e3:.0f} ms "
+              f"({m['transformers'] / m['vlkit']:.2f}x), vlkit with scored_lm_loss {m['vlkit_lm_loss'] * 1e3:.0f} ms "
               f"({m['transformers'] / m['vlkit_lm_loss']:.2f}x); first losses {train['first_loss']}")  # fmt: skip
     if args.json:
         with open(args.json, "w") as f:

@@ -1,12 +1,11 @@
-"""The LM loss with the head run only at scored positions (``scored_lm_loss``, ``VLM.lm_loss``)
+"""The LM loss with the head run only at scored positions (``scored_lm_loss``, ``VLM.text_hidden_states``)
 equals ``lm_loss`` of the full logits: same value and gradients, image tokens given expanded or once."""
 
 import pytest
 import torch
 
 import vlkit
-from vlkit.losses.lm import lm_loss
-from vlkit.models.decoder import scored_lm_loss
+from vlkit.losses.lm import lm_loss, scored_lm_loss
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
@@ -48,7 +47,7 @@ def test_vlm_lm_loss_equals_the_forward_loss(expanded):
     mask[1, 0] = 0  # a padded position
     full = lm_loss(model(pixels, ids, mask), labels, label_smoothing=0.0)
     ref = torch.autograd.grad(full, [model.projector.fc1.weight, model.llm.tokens.weight])
-    loss = model.lm_loss(pixels, ids, labels, mask)
+    loss = scored_lm_loss(model.text_hidden_states(pixels, ids, mask), labels, model.llm.logits)
     assert torch.allclose(loss, full, atol=1e-6)
     for a, b in zip(torch.autograd.grad(loss, [model.projector.fc1.weight, model.llm.tokens.weight]), ref):
         assert torch.allclose(a, b, atol=1e-6)

@@ -4,6 +4,8 @@ distillation (ALBEF)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -92,3 +94,28 @@ def mlm_loss(
         distill = -(soft * F.log_softmax(pred_logits, dim=-1)).sum() / count
         loss = (1.0 - alpha) * loss + alpha * distill
     return loss
+
+
+def scored_lm_loss(
+    hidden: torch.Tensor,
+    labels: torch.Tensor,
+    logits: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    label_smoothing: float = 0.0,
+    ignore_index: int = IGNORE_INDEX,
+) -> torch.Tensor:
+    """:func:`lm_loss` of ``logits(hidden)`` against ``labels`` (B, T), with the LM
+    head run only at the positions whose next label is scored: hidden (B, T, H) predicts labels
+    shifted by one. The same loss and gradients (up to float rounding) for a fraction of the LM
+    head's work when most positions are ignored (an image, a prompt): ``scored_lm_loss(
+    vlm.text_hidden_states(pixel_values, input_ids, attention_mask), labels, vlm.llm.logits)``. Selecting the positions reads
+    their count on the host (a synchronisation on a GPU)."""
+    if hidden.dim() != 3 or labels.shape != hidden.shape[:2]:
+        raise ValueError(
+            f"hidden must be (B, T, H) and labels (B, T); got {tuple(hidden.shape)}, {tuple(labels.shape)}"
+        )
+    targets = labels[:, 1:]  # (B, T-1): the token each position predicts
+    scored = targets != ignore_index  # (B, T-1)
+    scores = logits(hidden[:, :-1][scored]).float()  # (n, V)
+    total = F.cross_entropy(scores, targets[scored], label_smoothing=label_smoothing, reduction="sum")
+    return total / scored.sum().clamp(min=1)

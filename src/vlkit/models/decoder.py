@@ -12,11 +12,9 @@ concatenated with, and ``hidden_states(inputs_embeds=...)`` runs them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..layers import KVCache
@@ -24,30 +22,6 @@ from ..runtime import eval_mode
 from .base import Model
 from .generation import decoding_step, generate_tokens
 from .generation_config import GenerationConfig, resolve_generation_config
-
-
-def scored_lm_loss(
-    hidden: torch.Tensor,
-    labels: torch.Tensor,
-    logits: Callable[[torch.Tensor], torch.Tensor],
-    *,
-    label_smoothing: float = 0.0,
-    ignore_index: int = -100,
-) -> torch.Tensor:
-    """:func:`vlkit.losses.lm.lm_loss` of ``logits(hidden)`` against ``labels`` (B, T), with the LM
-    head run only at the positions whose next label is scored: hidden (B, T, H) predicts labels
-    shifted by one. The same loss and gradients (up to float rounding) for a fraction of the LM
-    head's work when most positions are ignored (an image, a prompt). Selecting the positions reads
-    their count on the host (a synchronisation on a GPU)."""
-    if hidden.dim() != 3 or labels.shape != hidden.shape[:2]:
-        raise ValueError(
-            f"hidden must be (B, T, H) and labels (B, T); got {tuple(hidden.shape)}, {tuple(labels.shape)}"
-        )
-    targets = labels[:, 1:]  # (B, T-1): the token each position predicts
-    scored = targets != ignore_index  # (B, T-1)
-    scores = logits(hidden[:, :-1][scored]).float()  # (n, V)
-    total = F.cross_entropy(scores, targets[scored], label_smoothing=label_smoothing, reduction="sum")
-    return total / scored.sum().clamp(min=1)
 
 
 class DecoderConfig(Protocol):

@@ -26,7 +26,6 @@ from ..runtime import eval_mode
 from .base import Model
 from .bert import init_weights
 from .clip import clip_vision_config
-from .decoder import scored_lm_loss
 from .generation import CachedStep, decoding_step, generate_tokens
 from .generation_config import GenerationConfig, resolve_generation_config
 from .gpt import GPTConfig
@@ -206,12 +205,14 @@ class VLM(Model[VLMConfig]):
         """Images (N, 3, H, W) and prompts (B, T) -> next-token logits (B, T, V) at the positions
         of ``input_ids`` as given (an image token given once reads the logits after its last feature).
         Positions count the real tokens of ``attention_mask``."""
-        return self.llm.logits(self._text_hidden(pixel_values, input_ids, attention_mask))
+        return self.llm.logits(self.text_hidden_states(pixel_values, input_ids, attention_mask))
 
-    def _text_hidden(
-        self, pixel_values: torch.Tensor | None, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+    def text_hidden_states(
+        self, pixel_values: torch.Tensor | None, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """The LLM's final hidden states (B, T, H) at the positions of ``input_ids`` as given."""
+        """The LLM's final hidden states (B, T, H) at the positions of ``input_ids`` as given (what
+        ``forward`` turns into logits; :func:`vlkit.losses.lm.scored_lm_loss` runs the LM head on
+        the scored positions of them only)."""
         prompt = self._prompt(pixel_values, input_ids, attention_mask)
         positions = None if prompt.mask is None else (prompt.mask.long().cumsum(-1) - 1).clamp(min=0)
         hidden = self.llm.hidden_states(
@@ -220,21 +221,6 @@ class VLM(Model[VLMConfig]):
         if prompt.index is not None:
             hidden = hidden.gather(1, prompt.index[..., None].expand(-1, -1, hidden.shape[-1]))  # (B, T, H)
         return hidden
-
-    def lm_loss(
-        self,
-        pixel_values: torch.Tensor | None,
-        input_ids: torch.Tensor,
-        labels: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        *,
-        label_smoothing: float = 0.0,
-    ) -> torch.Tensor:
-        """The training loss ``lm_loss(model(pixel_values, input_ids, attention_mask), labels)`` with
-        the LM head run only where a label is scored (-100: not scored; labels (B, T) as
-        ``input_ids``): the image and prompt positions cost no logits."""
-        hidden = self._text_hidden(pixel_values, input_ids, attention_mask)  # (B, T, H)
-        return scored_lm_loss(hidden, labels, self.llm.logits, label_smoothing=label_smoothing)
 
     def _next_logits(
         self,
