@@ -20,13 +20,7 @@ STEPS = 200  # over twelve seeds the worst ITM loss ratio (last/first 10 steps) 
 ITM_RATIO = 0.8  # true-minus-shifted match probability 0.29 (docs/albef.md)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run several times faster on one thread than on two when the cores are busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

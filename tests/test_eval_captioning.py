@@ -17,13 +17,7 @@ from vlkit.eval.retrieval import recall_at_k, similarity_matrix, unique_captions
 from vlkit.models.blip import BlipTextConfig
 from vlkit.train.recipes import BLIPVQARecipe
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,7 @@ from vlkit.eval.captioning import decode_generated
 from vlkit.eval.vqa import answer_questions, rank_answer_list, vqa_scores
 from vlkit.train.recipes import BLIPVQARecipe
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

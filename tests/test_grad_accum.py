@@ -17,12 +17,7 @@ from vlkit.train import accumulate, load_config, train
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_clip(dropout: float = 0.0, seed: int = 0) -> CLIP:

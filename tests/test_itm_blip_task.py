@@ -18,13 +18,7 @@ VOCAB = len(SPECIAL) + len(WORDS)  # + [DEC] and [ENC] after it
 TEXT = {"vocab_size": VOCAB + 2, "bos_token_id": VOCAB, "enc_token_id": VOCAB + 1, "sep_token_id": 3}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run several times faster on one thread than on two when the cores are busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -28,13 +28,12 @@ VOCAB = len(SPECIAL_TOKENS) + len(SHAPES_WORDS)
 BLIP_TEXT = {"vocab_size": VOCAB + 2, "bos_token_id": VOCAB, "enc_token_id": VOCAB + 1, "sep_token_id": 3}
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 @pytest.fixture(autouse=True)
-def one_thread(tmp_path, monkeypatch):
+def inductor_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor-cache"))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

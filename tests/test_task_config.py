@@ -5,7 +5,6 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-import torch
 
 from vlkit.cli import main
 from vlkit.data.synthetic import ShapesDataset
@@ -20,13 +19,7 @@ from vlkit.train.recipes import (
     get_recipe,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_a_plain_name_and_a_mapping(tmp_path):

@@ -17,13 +17,7 @@ from vlkit.tasks.vilt import in_batch_negatives, vqa_loss, vqa_targets
 from vlkit.train.recipes import ViltRecipe, ViltVQARecipe
 from vlkit.train.recipes.vilt import continuation_flags
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------ masking, negatives, targets

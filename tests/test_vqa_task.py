@@ -15,13 +15,7 @@ from vlkit.train.recipes import BLIPVQARecipe
 from vlkit.train.recipes.blip import text_ids
 from vlkit.train.recipes.blip_vqa import CaptionerAndVQA
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(n=8, seed=0):
