@@ -38,7 +38,7 @@ from ..losses.itm import gather_padded, itm_loss, itm_pairs, sample_itm_negative
 from ..losses.lm import IGNORE_INDEX, lm_labels, lm_loss
 from ..models.base import unwrap
 from ..models.blip2 import itc_scores
-from .albef import caption_ids
+from .albef import batch_caption_ids
 
 
 def query_similarities(
@@ -123,7 +123,7 @@ class Blip2Stage1Task:
         losses = {"itc_loss": query_itc_loss(sim_i2t, sim_t2i, offset)}
 
         with torch.no_grad():  # hard negatives, in proportion to softmax(ITC score), positives excluded
-            pair_ids = caption_ids(batch["captions"], ids.device) if self.same_caption_is_positive else None
+            pair_ids = batch_caption_ids(batch, ids.device) if self.same_caption_is_positive else None
             all_ids = pair_ids if pair_ids is None or not self.all_ranks else gather_features(pair_ids)
             text_idx, image_idx = sample_itm_negatives(sim_i2t, sim_t2i, offset, pair_ids, all_ids)
         text_side = {"input_ids": ids, "attention_mask": mask}
