@@ -5,6 +5,12 @@ The order of samples is a pure function of ``(seed, epoch)``; rank ``r`` of ``w`
 step ``s`` starts the sampler at the exact sample it would have reached, without loading the
 skipped ones. Together with datasets that are pure functions of their index this makes a resumed
 run see the same batches as an uninterrupted one.
+
+Grouping by length (``data.group_by_length``): each run of :data:`GROUP_BATCHES` batches of the
+shuffled order is sorted by the samples' lengths (``dataset.length(index)``), cut into batches of
+similar lengths, and those batches are shuffled among themselves; a padded batch then holds
+little padding (texts of 8 to 60 words: half the tokens, about twice the steps per second). Every
+sample is still seen once an epoch, and the order is still a pure function of ``(seed, epoch)``.
 """
 
 from __future__ import annotations
@@ -60,12 +66,17 @@ class ImageTextCollator:
         return batch
 
 
+GROUP_BATCHES = 64  # batches sorted by length together when grouping by length
+
+
 class ResumableSampler(Sampler[int]):
     """Shuffled (or ordered) indices of one epoch for one rank, starting at any position.
 
     ``set_epoch(e, start=k)`` makes the next iteration yield this rank's indices of epoch ``e``
     from its ``k``-th on. With ``drop_last`` every rank gets ``len(dataset) // world_size``
-    indices (equal batch counts on all ranks, as distributed training needs).
+    indices (equal batch counts on all ranks, as distributed training needs). With ``lengths``
+    (index -> length) and ``batch_size``, batches are grouped by length (module docs); lengths
+    are read a group at a time, only for the groups that are iterated.
     """
 
     def __init__(
@@ -77,10 +88,13 @@ class ResumableSampler(Sampler[int]):
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool = True,
+        lengths: Callable[[int], int] | None = None,
+        batch_size: int = 1,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, {world_size})")
         self.n, self.shuffle, self.seed, self.rank, self.world = num_samples, shuffle, seed, rank, world_size
+        self.lengths, self.batch_size = lengths, batch_size
         self.per_rank = num_samples // world_size if drop_last else -(-num_samples // world_size)
         if self.per_rank == 0:
             raise ValueError(f"{num_samples} samples cannot be shared by {world_size} processes")
@@ -100,7 +114,22 @@ class ResumableSampler(Sampler[int]):
         return order[self.rank :: self.world]
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.indices(self.epoch)[self.start :])
+        order = self.indices(self.epoch)
+        if self.lengths is None:
+            return iter(order[self.start :])
+        return self._grouped(order)
+
+    def _grouped(self, order: list[int]) -> Iterator[int]:
+        """``order`` regrouped by length (module docs), from the ``start``-th index on."""
+        span = self.batch_size * GROUP_BATCHES
+        first = self.start // span * span  # the groups before the start's are skipped unread
+        for begin in range(first, len(order), span):
+            group = sorted(order[begin : begin + span], key=self.lengths)  # type: ignore[arg-type]
+            full = len(group) // self.batch_size * self.batch_size  # a last, partial batch stays last
+            batches = [group[i : i + self.batch_size] for i in range(0, full, self.batch_size)]
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 7_919 + begin)
+            regrouped = [i for b in torch.randperm(len(batches), generator=g).tolist() for i in batches[b]]
+            yield from (regrouped + group[full:])[max(0, self.start - begin) :]
 
     def __len__(self) -> int:
         return self.per_rank - self.start
@@ -124,13 +153,22 @@ class StepLoader:
         world_size: int = 1,
         num_workers: int = 0,
         pin_memory: bool = False,
+        group_by_length: bool = False,
     ) -> None:
         self.dataset, self.batch_size = dataset, batch_size
         self.sampler: ResumableSampler | None = None
+        lengths = getattr(dataset, "length", None) if group_by_length else None
+        if group_by_length and lengths is None:
+            raise ValueError(
+                f"data.group_by_length needs a dataset whose samples have a length (text data); "
+                f"{type(dataset).__name__} has none"
+            )
         if isinstance(dataset, ShardStream):  # batches itself, split over ranks and workers
             self.steps_per_epoch, self.samples_per_epoch = len(dataset), dataset.num_samples
         else:
-            self.sampler = ResumableSampler(len(dataset), shuffle=True, seed=seed, rank=rank, world_size=world_size)
+            self.sampler = ResumableSampler(
+                len(dataset), seed=seed, rank=rank, world_size=world_size, lengths=lengths, batch_size=batch_size
+            )
             self.steps_per_epoch, self.samples_per_epoch = self.sampler.per_rank // batch_size, len(dataset)
         if self.steps_per_epoch == 0:
             raise ValueError(

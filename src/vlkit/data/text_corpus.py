@@ -149,6 +149,10 @@ class ShapesText:
             )
         return kind, text if scene is None else f"{scene} {text}"
 
+    def length(self, index: int) -> int:
+        """Words of sample ``index`` (what ``data.group_by_length`` groups batches by)."""
+        return len(self.text(index)[1].split())
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         kind, text = self.text(index)
         return {"text": text, "kind": kind, "index": index % self.size}
@@ -189,6 +193,10 @@ class TextLines:
 
     def __len__(self) -> int:
         return len(self.lines)
+
+    def length(self, index: int) -> int:
+        """Words of line ``index`` (what ``data.group_by_length`` groups batches by)."""
+        return len(self.lines[index].split())
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return {"text": self.lines[index], "index": index}

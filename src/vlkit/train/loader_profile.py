@@ -77,6 +77,7 @@ def profile_loader(cfg: Config, *, batches: int = 50, recipe=None) -> LoaderProf
         seed=cfg.train.seed,
         num_workers=cfg.data.num_workers,
         pin_memory=device.type == "cuda",
+        group_by_length=cfg.data.group_by_length,
     )
     nb = device.type == "cuda"
     start = time.perf_counter()

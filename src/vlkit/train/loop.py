@@ -391,6 +391,7 @@ def load_data(run: Run, state: TrainState) -> None:
         world_size=info.world_size,
         num_workers=cfg.data.num_workers,
         pin_memory=info.device.type == "cuda",
+        group_by_length=cfg.data.group_by_length,
     )
     state.epoch = state.step // run.loader.steps_per_epoch
     state.epoch_steps = state.step % run.loader.steps_per_epoch
