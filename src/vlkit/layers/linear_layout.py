@@ -4,10 +4,11 @@ An ``nn.Linear`` weight is an (out, in) tensor, contiguous: each output's row of
 lies together. :func:`transpose_linear_storage` re-stores every such weight of a module *in place*
 in (in, out) memory order: the same (out, in) tensor, the same values and ``state_dict`` keys,
 strides (1, out), i.e. ``w.t().contiguous().t()``. ``F.linear`` takes either order; MKL's float32
-product then runs another kernel. Measured on a 2-core Xeon, 1 thread (docs/generation.md,
-``benchmarks/bench_linear_layout.py``): greedy decoding of one row with the Llama of width 384
-ran 1.05-1.14x faster this way, batches of 2-8 rows and BLIP-2's OPT of width 512 ran the same
-(0.97-1.03x). vlkit never does it by itself; call it once on a model kept for CPU inference:
+product then runs another kernel, up to 2x faster for 4-16 rows while the weight stays in the
+core's L2 cache, but whole generate calls on a 2-core Xeon (1 thread; docs/generation.md,
+``benchmarks/bench_linear_layout.py``) ran only 1.05-1.14x faster for a Llama of width 384 at
+batch 1 and 0.87-1.17x otherwise (the machine's noise). So vlkit never does it by itself; call it
+once on a model kept for CPU inference if it pays on yours:
 
     model = vlkit.from_pretrained(folder).eval()
     transpose_linear_storage(model)          # e.g. model.llm for a BLIP-2 or a VLM
