@@ -135,3 +135,22 @@ def test_lora_merge_and_compiled_step(monkeypatch):
         assert torch.equal(_generate("llama-tiny", model, compile=True), eager)
     finally:
         torch._dynamo.reset()
+
+
+def test_ddp_on_a_transposed_model(tmp_path):
+    """DDP (gloo, one process) wraps a transposed model and gives the gradients of the bare one."""
+    import torch.distributed as dist
+
+    model = _model("llama-tiny").train()
+    transpose_linear_storage(model)
+    bare = copy.deepcopy(model)
+    ids = torch.randint(5, 998, (2, 7), generator=torch.Generator().manual_seed(7))
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        wrapped = torch.nn.parallel.DistributedDataParallel(model)
+        for m in (wrapped, bare):
+            lm_loss(m(ids), ids, label_smoothing=0.0).backward()
+    finally:
+        dist.destroy_process_group()
+    for (name, p), q in zip(model.named_parameters(), bare.parameters(), strict=True):
+        assert torch.allclose(p.grad, q.grad, atol=1e-6), name
