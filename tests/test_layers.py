@@ -248,6 +248,26 @@ def test_rmsnorm_known_answer_and_float32_compute():
     assert out.dtype == torch.bfloat16 and (out != ref).float().mean() < 0.01
 
 
+def test_fused_rmsnorm_and_joint_rotary_give_the_same_floats():
+    """float32 RMSNorm runs torch's F.rms_norm and Attention rotates queries and keys as one tensor:
+    both are the step-by-step arithmetic (HF's), bit for bit."""
+    g = torch.Generator().manual_seed(0)
+    for C, rows in ((384, (1, 1)), (64, (3, 17)), (37, (2, 5))):
+        norm = RMSNorm(C, eps=1e-6)
+        with torch.no_grad():
+            norm.weight.copy_(torch.randn(C, generator=g))
+        x = torch.randn(*rows, C, generator=g) * 3
+        assert torch.equal(norm(x), norm.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)))
+    attn = Attention(32, 4, num_kv_heads=2, qkv_bias=False)
+    x = torch.randn(2, 5, 32, generator=g)
+    cos, sin = RotaryEmbedding(8, theta=500.0)(torch.tensor([[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]]))
+    q, k, v = attn._rotated_heads(attn.qkv(x), (cos, sin))
+    q0, k0, v0 = attn.qkv(x).split([32, 16, 16], dim=-1)
+    assert torch.equal(q, apply_rotary(attn._heads(q0, 4), cos, sin))
+    assert torch.equal(k, apply_rotary(attn._heads(k0, 2), cos, sin))
+    assert torch.equal(v, attn._heads(v0, 2))
+
+
 def test_rotary_preserves_norms_and_depends_on_relative_position():
     torch.manual_seed(0)
     rope = RotaryEmbedding(16, theta=500.0)

@@ -17,6 +17,7 @@ from .embeddings import (
     sincos_2d_position_encoding,
     sinusoidal_position_encoding,
 )
+from .linear_layout import contiguous_linear_storage, transpose_linear_storage
 from .mlp import GELU, Mlp, QuickGELU, SwiGLU, make_activation, make_mlp
 from .norms import RMSNorm, make_norm
 from .patch_embed import PatchEmbed, resize_position_embedding
@@ -51,4 +52,6 @@ __all__ = [
     "rotate_half",
     "PatchEmbed",
     "resize_position_embedding",
+    "transpose_linear_storage",
+    "contiguous_linear_storage",
 ]

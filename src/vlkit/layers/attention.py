@@ -261,6 +261,20 @@ class Attention(nn.Module):
         k, v = t.chunk(2, dim=-1)
         return self._heads(k, self.num_kv_heads), self._heads(v, self.num_kv_heads)  # (B, nkv, S, hd) each
 
+    def _rotated_heads(
+        self, qkv: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """qkv (B, T, C + 2 * kv_dim) -> q (B, nh, T, hd), k and v (B, nkv, T, hd), queries and
+        keys rotated by rope (cos, sin), each (B, T, hd). The queries and keys are rotated as one
+        (B, T, nh + nkv, hd) tensor: the same arithmetic as rotating each, half the kernels."""
+        B, T, _ = qkv.shape
+        nh, nkv, hd = self.num_heads, self.num_kv_heads, self.head_dim
+        qk, v = qkv.split([(nh + nkv) * hd, nkv * hd], dim=-1)
+        cos, sin = rope
+        qk = apply_rotary(qk.view(B, T, nh + nkv, hd).transpose(1, 2), cos, sin)  # (B, nh + nkv, T, hd)
+        q, k = qk.split([nh, nkv], dim=1)
+        return q, k, self._heads(v, nkv)
+
     def forward(
         self,
         x: torch.Tensor,
@@ -285,10 +299,12 @@ class Attention(nn.Module):
                 if cache is not None:
                     cache.cross_kv = (k, v)
         else:
-            q, kv = self.qkv(x).split([C, self.qkv.out_features - C], dim=-1)
-            q, (k, v) = self._heads(q, self.num_heads), self._keys_values(kv)  # (B, nh, T, hd), (B, nkv, T, hd)
+            qkv = self.qkv(x)  # (B, T, C + 2 * kv_dim)
             if rope is not None:
-                q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+                q, k, v = self._rotated_heads(qkv, rope)
+            else:
+                q, kv = qkv.split([C, self.qkv.out_features - C], dim=-1)
+                q, (k, v) = self._heads(q, self.num_heads), self._keys_values(kv)  # (B, nh, T, hd), (B, nkv, T, hd)
             if cache is not None:
                 k, v = cache.append(k, v)
         y = F.scaled_dot_product_attention(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -10,7 +11,8 @@ class RMSNorm(nn.Module):
     """Root-mean-square norm: ``weight * x / sqrt(mean(x^2) + eps)``, no centring and no bias.
 
     Computed in float32 and cast back before the weight is applied, as HF's ``LlamaRMSNorm`` does,
-    so that bf16 models match the reference."""
+    so that bf16 models match the reference. A float32 input takes torch's fused ``F.rms_norm``
+    (one kernel instead of five, the same arithmetic: a decoding step runs two per block)."""
 
     def __init__(self, dim: int, *, eps: float) -> None:
         super().__init__()
@@ -19,6 +21,8 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
+        if dtype == torch.float32 and self.weight.dtype == torch.float32:
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)  # (..., C)
         h = x.float()  # (..., C)
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * h.to(dtype)
