@@ -33,7 +33,7 @@ from ..losses.itm import MATCHED, NOT_MATCHED, itm_loss, positive_mask, sample_n
 from ..losses.lm import mlm_loss
 from ..losses.mlm import IGNORE_INDEX, mask_tokens
 from ..models.base import unwrap
-from .albef import caption_ids
+from .albef import batch_caption_ids
 
 SINGLE_ANSWER_ANNOTATORS = 10  # a question with one answer counts as ten agreeing annotators
 
@@ -84,7 +84,7 @@ class ViltTask:
             continuation=self.continuation,
         )
         labels = labels.masked_fill(mask == 0, IGNORE_INDEX)  # padding is never a target
-        pair_ids = caption_ids(batch["captions"]) if self.same_caption_is_positive else None
+        pair_ids = batch_caption_ids(batch) if self.same_caption_is_positive else None  # (B,) on the CPU
         other = in_batch_negatives(pair_ids, B).to(ids.device)  # (B,)
         hidden = model(
             torch.cat([pixels, pixels, pixels]),
