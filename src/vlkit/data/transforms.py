@@ -60,6 +60,9 @@ class ImageTransform:
         self.scale, self.ratio, self.generator = scale, ratio, generator
         self.mean = torch.tensor(mean, dtype=torch.float64).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float64).view(3, 1, 1)
+        levels = torch.arange(256, dtype=torch.float64).view(1, 256) / 255.0  # (1, 256)
+        # every byte's normalised value per channel, computed as before in float64: a lookup is bit-identical
+        self.table = ((levels - self.mean.view(3, 1)) / self.std.view(3, 1)).to(torch.float32)  # (3, 256)
 
     def __repr__(self) -> str:
         return (
@@ -110,8 +113,7 @@ class ImageTransform:
     def __call__(self, image) -> torch.Tensor:
         image = self.resize_and_crop(to_rgb(image))
         pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)  # (3, S, S) uint8
-        x = pixels.to(torch.float64) / 255.0
-        return ((x - self.mean) / self.std).to(torch.float32)  # (3, S, S)
+        return torch.gather(self.table, 1, pixels.reshape(3, -1).long()).view(pixels.shape)  # (3, S, S)
 
 
 def image_transform(model_or_config, train: bool = False, **kwargs) -> ImageTransform:
