@@ -61,7 +61,8 @@ class DataConfig:
     augment: bool = False  # random-resized-crop augmentation of training images (vlkit.image_transform)
     num_workers: int = 0
     # batches of texts of similar lengths (text data: shapes-text, text): little padding, about twice the
-    # steps per second on texts of mixed lengths; every sample still once an epoch (vlkit.data.loader)
+    # steps per second on texts of mixed lengths; every sample still once an epoch (vlkit.data.loader).
+    # A batch then holds one kind of text: on the shapes LLM that slowed learning more (docs/vlm.md)
     group_by_length: bool = False
 
 
