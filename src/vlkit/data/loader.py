@@ -15,20 +15,15 @@ sample is still seen once an epoch, and the order is still a pure function of ``
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from ..losses.itm import caption_ids
 from .shards import ShardStream
 from .skips import start_batch
-
-
-def caption_ids(captions: Sequence[str], device: torch.device | None = None) -> torch.Tensor:
-    """A pair id per caption (B,): equal captions get equal ids, on every rank (CRC-32 of the text)."""
-    return torch.tensor([zlib.crc32(c.encode("utf-8")) for c in captions], dtype=torch.long, device=device)
 
 
 class ImageTextCollator:

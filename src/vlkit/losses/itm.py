@@ -13,7 +13,8 @@ with :func:`vlkit.losses.contrastive.gather_features`); row i of rank r is globa
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import zlib
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.distributed as dist
@@ -22,6 +23,12 @@ import torch.nn.functional as F
 from .contrastive import distributed_world, gather_features
 
 MATCHED, NOT_MATCHED = 1, 0
+
+
+def caption_ids(captions: Sequence[str], device: torch.device | None = None) -> torch.Tensor:
+    """A pair id per caption (B,): equal captions get equal ids, on every rank (CRC-32 of the text),
+    the ``ids`` of :func:`positive_mask` when equal captions count as one pair."""
+    return torch.tensor([zlib.crc32(c.encode("utf-8")) for c in captions], dtype=torch.long, device=device)
 
 
 def positive_mask(

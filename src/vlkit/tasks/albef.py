@@ -29,10 +29,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data.loader import caption_ids
 from ..losses.contrastive import clip_loss, gather_features
 from ..losses.distillation import itc_distillation_loss
-from ..losses.itm import hard_negatives, itm_loss, itm_pairs
+from ..losses.itm import caption_ids, hard_negatives, itm_loss, itm_pairs
 from ..losses.lm import mlm_loss
 from ..losses.mlm import IGNORE_INDEX, mask_tokens
 from ..losses.tiled_contrastive import check_chunk_size
